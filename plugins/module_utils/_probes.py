@@ -1,0 +1,438 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, vpsops.deploy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Health probes and the concurrent wait engine behind vpsops.deploy.health_wait.
+
+Private to this collection. Standard library only, so a bare VPS needs no extra Python package
+for health checks. A probe type is one class registered with ``@register``: adding a check type
+(for example a messaging gate) is adding one class here.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import re
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+from urllib.error import URLError
+from urllib.parse import urlsplit, urlunsplit
+from urllib.request import HTTPErrorProcessor, HTTPSHandler, Request, build_opener
+
+PROBES = {}
+TIMELINE_MAX = 20
+
+
+class CheckSpecError(ValueError):
+    """A check is malformed: the message names the check and the key."""
+
+
+class FatalProbeError(Exception):
+    """The thing probed can no longer become ready (container exited, crash loop ...): fail fast."""
+
+
+def register(cls):
+    PROBES[cls.type_name] = cls
+    return cls
+
+
+def probe_types():
+    return sorted(PROBES)
+
+
+def default_runner(argv, timeout=None):
+    """Run argv (never a shell); return (rc, stdout, stderr)."""
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                              check=False, universal_newlines=True)
+    except OSError as exc:
+        return 127, "", str(exc)
+    except subprocess.TimeoutExpired:
+        return 124, "", "timed out after %ss" % timeout
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def redact_url(url):
+    """Drop user:password@ from a URL before it is shown anywhere."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<malformed url>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = "%s:%d" % (host, parts.port)
+    return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
+
+
+def json_contains(actual, expected):
+    """True when every key of `expected` is in `actual` with an equal (recursively contained) value."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and json_contains(actual[key], value) for key, value in expected.items())
+    if isinstance(expected, list):
+        return isinstance(actual, list) and len(actual) == len(expected) and all(
+            json_contains(a, e) for a, e in zip(actual, expected))
+    return actual == expected
+
+
+class Probe:
+    """One check. Subclasses set type_name, validate their keys in __init__ and implement probe()."""
+
+    type_name = None
+
+    def __init__(self, spec, index, runner=None):
+        self.spec = spec
+        self.index = index
+        self.runner = runner or default_runner
+        self.name = spec.get("name") or self.default_name()
+
+    def default_name(self):
+        return "%s#%d" % (self.type_name, self.index + 1)
+
+    def where(self):
+        """Who this check is, in error messages: its name or its position."""
+        return "check %r" % self.spec["name"] if self.spec.get("name") else "checks[%d]" % self.index
+
+    def require(self, key, kind=None):
+        value = self.spec.get(key)
+        if value is None or value == "":
+            raise CheckSpecError("%s (type %s) needs '%s'" % (self.where(), self.type_name, key))
+        if kind is not None and not isinstance(value, kind):
+            raise CheckSpecError("%s: '%s' must be %s, got %r" % (self.where(), key, kind.__name__, value))
+        return value
+
+    def describe(self):
+        return self.type_name
+
+    def probe(self, timeout):
+        """Return a short detail string when ready; raise an Exception saying why not."""
+        raise NotImplementedError
+
+
+@register
+class HttpProbe(Probe):
+    type_name = "http"
+
+    def __init__(self, spec, index, runner=None):
+        Probe.__init__(self, spec, index, runner)
+        self.url = self.require("url")
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CheckSpecError("%s: 'url' must be an http:// or https:// URL with a host, got %r"
+                                 % (self.where(), redact_url(self.url)))
+        status = spec.get("status") or [200]
+        self.status = [int(s) for s in (status if isinstance(status, list) else [status])]
+        self.method = (spec.get("method") or "GET").upper()
+        self.body_re = None
+        if spec.get("body"):
+            try:
+                self.body_re = re.compile(spec["body"])
+            except re.error as exc:
+                raise CheckSpecError("%s: 'body' is not a valid regular expression: %s" % (self.where(), exc))
+        self.json = spec.get("json")
+        self.headers = spec.get("headers") or {}
+        self.validate_certs = spec.get("validate_certs", True)
+        self.request_timeout = float(spec.get("request_timeout") or 5)
+
+    def default_name(self):
+        return redact_url(self.spec.get("url") or "http#%d" % (self.index + 1))
+
+    def describe(self):
+        return "http %s %s" % (self.method, redact_url(self.url))
+
+    def opener(self):
+        class NoRaise(HTTPErrorProcessor):
+            """Hand every status back to the probe instead of raising on 4xx/5xx."""
+
+            def http_response(self, request, response):
+                return response
+
+            https_response = http_response
+
+        context = ssl.create_default_context()
+        if not self.validate_certs:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return build_opener(HTTPSHandler(context=context), NoRaise)
+
+    def probe(self, timeout):
+        request = Request(self.url, method=self.method, headers=dict(self.headers))
+        try:
+            response = self.opener().open(request, timeout=min(self.request_timeout, timeout))
+            try:
+                status = response.status
+                body = response.read(1024 * 1024).decode("utf-8", "replace")
+            finally:
+                response.close()
+        except URLError as exc:
+            raise Exception("request failed: %s" % getattr(exc, "reason", exc))
+        except (socket.timeout, OSError) as exc:
+            raise Exception("request failed: %s" % (exc or "timed out"))
+        if status not in self.status:
+            raise Exception("HTTP %d (expected %s): %s" % (status, "/".join(map(str, self.status)), body[:120].strip()))
+        if self.body_re is not None and not self.body_re.search(body):
+            raise Exception("HTTP %d but body does not match %r" % (status, self.body_re.pattern))
+        if self.json is not None:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                raise Exception("HTTP %d but body is not JSON: %s" % (status, body[:120].strip()))
+            if not json_contains(parsed, self.json):
+                raise Exception("HTTP %d but JSON %s does not contain %s"
+                                % (status, json.dumps(parsed)[:200], json.dumps(self.json)))
+        return "HTTP %d" % status
+
+
+@register
+class TcpProbe(Probe):
+    type_name = "tcp"
+
+    def __init__(self, spec, index, runner=None):
+        Probe.__init__(self, spec, index, runner)
+        self.host = spec.get("host") or "127.0.0.1"
+        port = self.require("port")
+        try:
+            self.port = int(port)
+        except (TypeError, ValueError):
+            self.port = -1
+        if not 0 < self.port < 65536:
+            raise CheckSpecError("%s: 'port' must be a TCP port 1-65535, got %r" % (self.where(), port))
+        self.request_timeout = float(spec.get("request_timeout") or 3)
+
+    def default_name(self):
+        return "tcp %s:%s" % (self.spec.get("host") or "127.0.0.1", self.spec.get("port"))
+
+    def describe(self):
+        return "tcp %s:%d" % (self.host, self.port)
+
+    def probe(self, timeout):
+        sock = socket.create_connection((self.host, self.port), timeout=min(self.request_timeout, timeout))
+        sock.close()
+        return "connected"
+
+
+@register
+class ContainerProbe(Probe):
+    """A container is running, healthy where it has a healthcheck, and up for `running_for` seconds."""
+
+    type_name = "container"
+
+    def __init__(self, spec, index, runner=None):
+        Probe.__init__(self, spec, index, runner)
+        self.container = self.require("container")
+        self.running_for = float(spec.get("running_for") or 0)
+        self.docker = spec.get("docker_cli") or "docker"
+        self.restarts_seen = None
+
+    def default_name(self):
+        return "container %s" % self.spec.get("container")
+
+    def describe(self):
+        return "container %s" % self.container
+
+    def probe(self, timeout):
+        rc, out, err = self.runner([self.docker, "inspect", "--type", "container", "--format",
+                                    "{{json .State}}|{{.RestartCount}}", self.container], timeout=max(timeout, 1))
+        if rc != 0:
+            raise Exception("docker inspect failed (rc=%d): %s" % (rc, (err or out).strip()[:200]))
+        state_json, _sep, restarts = out.strip().rpartition("|")
+        state = json.loads(state_json)
+        return check_container_state(self.container, state, int(restarts or 0), self.running_for, self)
+
+
+def parse_docker_time(value):
+    """Docker's RFC 3339 time with nanoseconds -> epoch seconds (None for the zero time)."""
+    if not value or value.startswith("0001-"):
+        return None
+    import calendar
+
+    main, _dot, frac = value.rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(main[:19], "%Y-%m-%dT%H:%M:%S"))
+    digits = "".join(c for c in frac if c.isdigit())[:6]
+    return seconds + (float("0." + digits) if digits else 0.0)
+
+
+def check_container_state(name, state, restart_count, running_for, tracker, now=None):
+    """Judge one `docker inspect` State; raise FatalProbeError for states that cannot recover."""
+    status = state.get("Status")
+    if state.get("OOMKilled"):
+        raise FatalProbeError("container %s was OOM-killed (exit code %s)" % (name, state.get("ExitCode")))
+    if status in ("exited", "dead"):
+        raise FatalProbeError("container %s has %s with exit code %s%s"
+                              % (name, status, state.get("ExitCode"),
+                                 (": " + state["Error"]) if state.get("Error") else ""))
+    if tracker.restarts_seen is None:
+        tracker.restarts_seen = restart_count
+    if state.get("Restarting") or status == "restarting" or restart_count > tracker.restarts_seen:
+        raise FatalProbeError("container %s is restarting (restart count %d, last exit code %s)"
+                              % (name, restart_count, state.get("ExitCode")))
+    if status != "running":
+        raise Exception("container %s is %s" % (name, status))
+    health = (state.get("Health") or {}).get("Status")
+    if health is not None and health != "healthy":
+        log = (state.get("Health") or {}).get("Log") or []
+        last = (log[-1].get("Output") or "").strip()[:160] if log else ""
+        raise Exception("container %s is %s%s" % (name, health, (": " + last) if last else ""))
+    started = parse_docker_time(state.get("StartedAt"))
+    now = time.time() if now is None else now
+    if running_for and started is not None and now - started < running_for:
+        raise Exception("container %s running for %.1fs of the %.1fs required" % (name, now - started, running_for))
+    return "running" + (" (%s)" % health if health else "")
+
+
+def build_probes(checks, runner=None):
+    """Checks (list of dicts) -> probes; raise CheckSpecError naming the first bad one."""
+    if not isinstance(checks, list) or not checks:
+        raise CheckSpecError("'checks' must be a non-empty list of checks")
+    probes, names = [], set()
+    for index, spec in enumerate(checks):
+        if not isinstance(spec, dict):
+            raise CheckSpecError("checks[%d] must be a dict, got %r" % (index, spec))
+        kind = spec.get("type")
+        if kind not in PROBES:
+            raise CheckSpecError("checks[%d]: 'type' must be one of %s, got %r"
+                                 % (index, ", ".join(probe_types()), kind))
+        probe = PROBES[kind](spec, index, runner)
+        if probe.name in names:
+            raise CheckSpecError("checks[%d]: the name %r is used by another check; names must be unique"
+                                 % (index, probe.name))
+        names.add(probe.name)
+        probes.append(probe)
+    return probes
+
+
+class CheckRun:
+    """The running state of one check: attempts, successes in a row, timeline."""
+
+    def __init__(self, probe, interval, max_interval, consecutive):
+        self.probe = probe
+        self.interval = float(probe.spec.get("interval") or interval)
+        self.max_interval = max(float(max_interval), self.interval)
+        self.consecutive = int(probe.spec.get("consecutive") or consecutive)
+        self.attempts = 0
+        self.in_a_row = 0
+        self.ready = False
+        self.fatal = None
+        self.first_success = None
+        self.ready_after = None
+        self.last_error = None
+        self.last_ok = None
+        self.timeline = []
+
+    def note(self, elapsed, ok, detail):
+        previous = self.timeline[-1]["ok"] if self.timeline else None
+        if ok != previous and len(self.timeline) < TIMELINE_MAX:
+            self.timeline.append({"t": round(elapsed, 3), "ok": ok, "detail": detail[:200]})
+
+    def result(self):
+        return {
+            "name": self.probe.name,
+            "type": self.probe.type_name,
+            "target": self.probe.describe(),
+            "ready": self.ready,
+            "attempts": self.attempts,
+            "consecutive": self.consecutive,
+            "first_success_after": self.first_success,
+            "ready_after": self.ready_after,
+            "last_error": None if self.ready else (self.fatal or self.last_error),
+            "detail": self.last_ok if self.ready else None,
+            "fatal": self.fatal is not None,
+            "timeline": self.timeline,
+        }
+
+
+def wait_for(probes, timeout, interval=1.0, max_interval=5.0, consecutive=1, fail_fast=True,
+             clock=time.monotonic):
+    """Probe every check concurrently until all are ready, one is fatal (with fail_fast), or the deadline.
+
+    Returns (ok, runs, elapsed). Each check backs off from its interval (x1.5, capped at max_interval)
+    while failing and probes at its interval while collecting consecutive successes.
+    """
+    start = clock()
+    deadline = start + float(timeout)
+    stop = threading.Event()
+    runs = [CheckRun(p, interval, max_interval, consecutive) for p in probes]
+
+    def worker(run):
+        delay = run.interval
+        while not stop.is_set():
+            remaining = deadline - clock()
+            if remaining <= 0:
+                return
+            run.attempts += 1
+            try:
+                detail = run.probe.probe(max(remaining, 0.1))
+            except FatalProbeError as exc:
+                run.fatal = str(exc)
+                run.note(clock() - start, False, run.fatal)
+                if fail_fast:
+                    stop.set()
+                    return
+                ok = False
+            except Exception as exc:  # every probe failure is data, not a crash of the engine
+                run.last_error = str(exc) or exc.__class__.__name__
+                run.note(clock() - start, False, run.last_error)
+                ok = False
+            else:
+                ok = True
+                run.last_ok = detail
+                now = clock() - start
+                if run.first_success is None:
+                    run.first_success = round(now, 3)
+                run.note(now, True, detail)
+            if ok:
+                run.in_a_row += 1
+                if run.in_a_row >= run.consecutive:
+                    run.ready = True
+                    run.ready_after = round(clock() - start, 3)
+                    return
+                delay = run.interval
+            else:
+                run.in_a_row = 0
+            wait = min(delay, max(deadline - clock(), 0))
+            if stop.wait(wait):
+                return
+            if not ok:
+                delay = min(delay * 1.5, run.max_interval)
+
+    threads = [threading.Thread(target=worker, args=(r,), name="probe-%s" % r.probe.name) for r in runs]
+    for thread in threads:
+        thread.daemon = True
+        thread.start()
+    for thread in threads:
+        # Each worker returns by the deadline; the margin covers one probe still in flight.
+        thread.join(max(deadline - clock(), 0) + 10)
+    stop.set()
+    elapsed = round(clock() - start, 3)
+    ok = all(r.ready for r in runs)
+    return ok, runs, elapsed
+
+
+def failure_message(runs, elapsed, timeout):
+    """One readable sentence per check that is not ready."""
+    fatal = [r for r in runs if r.fatal]
+    pending = [r for r in runs if not r.ready]
+    if fatal:
+        head = "Health gate failed fast after %.1fs: %s." % (elapsed, "; ".join(r.fatal for r in fatal))
+    else:
+        head = "Health gate: %d of %d checks not ready after %.1fs (timeout %ss)." % (
+            len(pending), len(runs), elapsed, timeout)
+    lines = []
+    for r in pending:
+        if r.fatal:
+            continue
+        if r.in_a_row:
+            why = "only %d of the %d successes in a row it needs" % (r.in_a_row, r.consecutive)
+        else:
+            why = r.last_error or "not probed before the deadline"
+        lines.append("%s (%s) is not ready after %d attempts: %s." % (r.probe.name, r.probe.describe(), r.attempts, why))
+    return " ".join([head] + lines)

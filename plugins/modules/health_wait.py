@@ -1,0 +1,299 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, vpsops.deploy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: health_wait
+short_description: Wait for many health checks at once under one deadline
+version_added: 0.1.0
+description:
+  - Runs every check of a deploy phase concurrently and returns as soon as all are ready, or
+    fails at the deadline naming each check that is not ready and its last error.
+  - A check counts as ready after O(consecutive) successes in a row (a stability window).
+  - With O(fail_fast), a container that exited, was OOM-killed or restarts fails the call at once
+    instead of waiting for the deadline.
+  - Probes only read; the module never changes anything and runs the probes in check mode too.
+author:
+  - vpsops.deploy contributors
+attributes:
+  check_mode:
+    support: full
+    details: Probes only read, so they run in check mode as well.
+  diff_mode:
+    support: none
+options:
+  checks:
+    description:
+      - The checks. Each has a O(checks[].type), an optional O(checks[].name) (unique; defaults
+        to a description of the target) and the keys of its type.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      type:
+        description:
+          - V(http) requests O(checks[].url) and compares status, body and JSON.
+          - V(tcp) opens a TCP connection to O(checks[].host):O(checks[].port).
+          - V(container) inspects O(checks[].container) with the Docker CLI.
+        type: str
+        required: true
+        choices: [http, tcp, container]
+      name:
+        description: Name of the check in the result and in messages. Must be unique.
+        type: str
+      url:
+        description: URL for V(http) checks. Credentials in the URL are never shown.
+        type: str
+      method:
+        description: HTTP method for V(http) checks.
+        type: str
+        default: GET
+      status:
+        description: Accepted HTTP status codes for V(http) checks.
+        type: list
+        elements: int
+        default: [200]
+      body:
+        description: Regular expression the V(http) response body must match.
+        type: str
+      json:
+        description:
+          - For V(http) checks, a subset the JSON body must contain, for example V({status: ok}).
+        type: dict
+      headers:
+        description: Request headers for V(http) checks. Never shown in results or logs.
+        type: dict
+      validate_certs:
+        description: Verify TLS certificates for V(https) URLs.
+        type: bool
+        default: true
+      host:
+        description: Host for V(tcp) checks.
+        type: str
+        default: 127.0.0.1
+      port:
+        description: Port for V(tcp) checks.
+        type: int
+      container:
+        description: Container name or ID for V(container) checks.
+        type: str
+      running_for:
+        description:
+          - For V(container) checks, seconds the container must have been running.
+        type: float
+        default: 0
+      request_timeout:
+        description:
+          - Seconds one probe attempt may take (bounded by the remaining time to the deadline).
+          - Defaults to 5 for V(http) and 3 for V(tcp).
+        type: float
+      interval:
+        description: Overrides O(interval) for this check.
+        type: float
+      consecutive:
+        description: Overrides O(consecutive) for this check.
+        type: int
+  containers:
+    description:
+      - Container names or IDs, each checked as a V(container) check (running, healthy where it
+        has a healthcheck, fail fast on exit or restart). A short form for a phase's containers.
+    type: list
+    elements: str
+    default: []
+  timeout:
+    description:
+      - One deadline in seconds for the whole call, not per check.
+    type: float
+    default: 60
+  interval:
+    description:
+      - Seconds before a check is retried after a failure. The delay grows by half each failure
+        in a row up to O(max_interval).
+    type: float
+    default: 1
+  max_interval:
+    description: Cap of the retry delay in seconds.
+    type: float
+    default: 5
+  consecutive:
+    description: Successes in a row a check needs before it counts as ready.
+    type: int
+    default: 1
+  fail_fast:
+    description:
+      - Fail at once when a container exited, was OOM-killed or restarts, instead of waiting for
+        the deadline.
+    type: bool
+    default: true
+  docker_cli:
+    description: The Docker CLI used by V(container) checks.
+    type: path
+    default: docker
+notes:
+  - Probes use the Python standard library only; the managed host needs no extra package.
+seealso:
+  - module: ansible.builtin.uri
+  - module: ansible.builtin.wait_for
+"""
+
+EXAMPLES = r"""
+- name: Wait for the modules phase to be healthy
+  vpsops.deploy.health_wait:
+    timeout: 90
+    consecutive: 2
+    checks:
+      - name: ar
+        type: http
+        url: http://127.0.0.1:8086/api/health
+        json: {status: ok}
+      - name: ar-db
+        type: tcp
+        port: 5434
+      - type: container
+        container: platform-ar-1
+        running_for: 5
+"""
+
+RETURN = r"""
+ready:
+  description: Whether every check became ready before the deadline.
+  returned: always
+  type: bool
+  sample: true
+elapsed:
+  description: Seconds the call waited.
+  returned: always
+  type: float
+  sample: 4.213
+checks:
+  description: Per check, keyed by check name.
+  returned: always
+  type: dict
+  contains:
+    ready:
+      description: Whether the check became ready.
+      type: bool
+    attempts:
+      description: Probes made.
+      type: int
+    first_success_after:
+      description: Seconds from the start to the first success, or null.
+      type: float
+    ready_after:
+      description: Seconds from the start until the check counted as ready, or null.
+      type: float
+    last_error:
+      description: Why the last failed probe failed (null when ready).
+      type: str
+    fatal:
+      description: Whether the check failed fast.
+      type: bool
+    timeline:
+      description: State changes as C({t, ok, detail}), at most 20.
+      type: list
+      elements: dict
+  sample:
+    ar:
+      ready: true
+      attempts: 3
+      first_success_after: 2.1
+      ready_after: 3.1
+      last_error: null
+      fatal: false
+      timeline: [{t: 0.01, ok: false, detail: "HTTP 503"}, {t: 2.1, ok: true, detail: "HTTP 200"}]
+not_ready:
+  description: Names of the checks that are not ready.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
+    CheckSpecError,
+    build_probes,
+    failure_message,
+    wait_for,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            checks=dict(type="list", elements="dict", default=[], options=dict(
+                type=dict(type="str", required=True, choices=["http", "tcp", "container"]),
+                name=dict(type="str"),
+                url=dict(type="str"),
+                method=dict(type="str", default="GET"),
+                status=dict(type="list", elements="int", default=[200]),
+                body=dict(type="str"),
+                json=dict(type="dict"),
+                headers=dict(type="dict", no_log=True),
+                validate_certs=dict(type="bool", default=True),
+                host=dict(type="str", default="127.0.0.1"),
+                port=dict(type="int"),
+                container=dict(type="str"),
+                running_for=dict(type="float", default=0),
+                request_timeout=dict(type="float"),
+                interval=dict(type="float"),
+                consecutive=dict(type="int"),
+            )),
+            containers=dict(type="list", elements="str", default=[]),
+            timeout=dict(type="float", default=60),
+            interval=dict(type="float", default=1),
+            max_interval=dict(type="float", default=5),
+            consecutive=dict(type="int", default=1),
+            fail_fast=dict(type="bool", default=True),
+            docker_cli=dict(type="path", default="docker"),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    for key, low, high in (("timeout", 0.1, 86400), ("interval", 0.01, 3600), ("max_interval", 0.01, 3600)):
+        if not low <= params[key] <= high:
+            module.fail_json(msg="%s must be between %s and %s seconds, got %s" % (key, low, high, params[key]))
+    if params["consecutive"] < 1:
+        module.fail_json(msg="consecutive must be 1 or more, got %s" % params["consecutive"])
+
+    def runner(argv, timeout=None):
+        return module.run_command(argv)
+
+    checks = []
+    for spec in params["checks"]:
+        spec = dict(spec)
+        spec.setdefault("docker_cli", params["docker_cli"])
+        checks.append(spec)
+    for name in params["containers"]:
+        checks.append(dict(type="container", name="container %s" % name, container=name,
+                           docker_cli=params["docker_cli"]))
+    if not checks:
+        module.fail_json(msg="give at least one check in 'checks' or one container in 'containers'")
+    try:
+        probes = build_probes(checks, runner=runner)
+    except CheckSpecError as exc:
+        module.fail_json(msg=str(exc))
+
+    ok, runs, elapsed = wait_for(probes, params["timeout"], params["interval"], params["max_interval"],
+                                 params["consecutive"], params["fail_fast"])
+    result = dict(
+        changed=False,
+        ready=ok,
+        elapsed=elapsed,
+        checks=dict((r.probe.name, r.result()) for r in runs),
+        not_ready=[r.probe.name for r in runs if not r.ready],
+    )
+    if not ok:
+        module.fail_json(msg=failure_message(runs, elapsed, params["timeout"]), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
