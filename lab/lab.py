@@ -17,12 +17,14 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAB_DIR = os.path.join(ROOT, "lab")
@@ -215,12 +217,50 @@ def ensure_collection_link():
     os.symlink(ROOT, link)
 
 
+def ensure_ansible_test_bootstrap():
+    """ansible-test sanity bootstraps pip in its venvs with a script it downloads from a host that
+    is not reachable here; it takes a cached script instead. Ours installs the same pip version
+    from its PyPI wheel."""
+    out = run([VENV_PY, "-c", "import ansible_test, os; print(os.path.dirname(ansible_test.__file__))"],
+              capture=True).stdout.strip()
+    with open(os.path.join(out, "_internal", "python_requirements.py")) as fh:
+        match = re.search(r"pip='([0-9.]+)'", fh.read())
+    if not match:
+        raise LabError("cannot find the pip version ansible-test bootstraps (ansible_test changed?)")
+    version = match.group(1)
+    script = os.path.expanduser("~/.ansible/test/cache/get_pip_%s.py" % version.replace(".", "_"))
+    if os.path.exists(script):
+        return
+    wheel_dir = os.path.join(CACHE, "pip-%s" % version)
+    if not os.path.isdir(wheel_dir):
+        download = wheel_dir + ".download"
+        shutil.rmtree(download, ignore_errors=True)
+        run([VENV_PY, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
+             "--only-binary", ":all:", "-d", download, "pip==%s" % version], capture=True)
+        wheel = [f for f in os.listdir(download) if f.endswith(".whl")][0]
+        with zipfile.ZipFile(os.path.join(download, wheel)) as zf:
+            zf.extractall(download)
+        os.unlink(os.path.join(download, wheel))
+        os.replace(download, wheel_dir)
+    os.makedirs(os.path.dirname(script), exist_ok=True)
+    write_atomic(script, "\n".join([
+        '"""Offline stand-in for get-pip.py (written by bin/lab): installs pip %s from its wheel."""' % version,
+        "import sys",
+        "sys.path.insert(0, %r)" % wheel_dir,
+        "from pip._internal.cli.main import main",
+        "args = [a for a in sys.argv[1:] if a not in ('--no-setuptools', '--no-wheel')]",
+        "sys.exit(main(['install', '--upgrade', '--force-reinstall'] + args))",
+        "",
+    ]))
+
+
 def cmd_setup(_args=None):
     os.makedirs(STATE, exist_ok=True)
     os.chmod(STATE, 0o700)
     ensure_system_packages()
     ensure_venv()
     ensure_collection_link()
+    ensure_ansible_test_bootstrap()
 
 
 # --------------------------------------------------------------------------------------------
@@ -701,7 +741,7 @@ def cmd_test(args):
     cmd_up()
     env = venv_env()
     env["VPSOPS_LAB"] = "1"
-    argv = [VENV_PY, os.path.join(ROOT, "tests", "gates.py")] + list(args.extra)
+    argv = [VENV_PY, os.path.join(ROOT, "lab", "gates.py")] + list(args.extra)
     rc = subprocess.call(argv, cwd=ROOT, env=env)
     sys.exit(rc)
 

@@ -20,12 +20,14 @@ description:
     instead of waiting for the deadline.
   - Probes only read; the module never changes anything and runs the probes in check mode too.
 author:
-  - vpsops.deploy contributors
+  - vpsops.deploy contributors (@vpsops)
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Probes only read, so they run in check mode as well.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
 options:
   checks:
@@ -64,7 +66,7 @@ options:
         type: str
       json:
         description:
-          - For V(http) checks, a subset the JSON body must contain, for example V({status: ok}).
+          - "For V(http) checks, a subset the JSON body must contain, for example V({status: ok})."
         type: dict
       headers:
         description: Request headers for V(http) checks. Never shown in results or logs.

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Every test gate of vpsops.deploy, in one command (run by `bin/lab test` and CI).
+
+Gates: ansible-lint (production profile), the changelog lint, collection build + install +
+ansible-doc of every module, ansible-test sanity on the built collection, Molecule, and pytest
+(unit + integration on the lab) last, so its summary closes the output. Pass gate names to run
+only those: `bin/lab test pytest sanity`. Extra pytest arguments go after `--`.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+SANITY_PYTHON = "%d.%d" % sys.version_info[:2]
+
+
+def tool(name):
+    return os.path.join(VENV_BIN, name)
+
+
+def sh(argv, cwd=ROOT, env=None):
+    print("$ " + " ".join(argv), flush=True)
+    return subprocess.call(argv, cwd=cwd, env=env)
+
+
+def module_names(collection_dir):
+    names = []
+    for path in sorted(glob.glob(os.path.join(collection_dir, "plugins", "modules", "*.py"))):
+        base = os.path.basename(path)[:-3]
+        if not base.startswith("_") and base != "__init__":
+            names.append(base)
+    return names
+
+
+def build_collection(out_dir):
+    rc = sh([tool("ansible-galaxy"), "collection", "build", "--force", "--output-path", out_dir, ROOT])
+    tarballs = glob.glob(os.path.join(out_dir, "vpsops-deploy-*.tar.gz"))
+    if rc != 0 or len(tarballs) != 1:
+        print("collection build failed (rc=%s, tarballs=%s)" % (rc, tarballs))
+        return None
+    return tarballs[0]
+
+
+def gate_lint(_tmp):
+    return sh([tool("ansible-lint"), "--profile", "production", "--strict"])
+
+
+def gate_changelog(_tmp):
+    return sh([tool("antsibull-changelog"), "lint"])
+
+
+def gate_build(tmp):
+    """Build the tarball, install it into an empty path, and render every module with ansible-doc."""
+    tarball = build_collection(os.path.join(tmp, "dist"))
+    if tarball is None:
+        return 1
+    install_path = os.path.join(tmp, "installed")
+    # Only the temporary path: the checkout's own link must not stand in for the tarball.
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=install_path)
+    env.pop("ANSIBLE_CONFIG", None)
+    rc = sh([tool("ansible-galaxy"), "collection", "install", "--offline", "--no-deps", "--force",
+             "-p", install_path, tarball], cwd=tmp, env=env)
+    if rc != 0:
+        return rc
+    installed = os.path.join(install_path, "ansible_collections", "vpsops", "deploy")
+    modules = module_names(installed)
+    if not modules:
+        print("the installed collection has no modules")
+        return 1
+    failed = 0
+    for name in modules:
+        proc = subprocess.run([tool("ansible-doc"), "-t", "module", "vpsops.deploy." + name], env=env,
+                              cwd=tmp, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or "OPTIONS" not in proc.stdout or "EXAMPLES" not in proc.stdout:
+            print("ansible-doc vpsops.deploy.%s failed (rc=%d): %s" % (name, proc.returncode, proc.stderr[-2000:]))
+            failed += 1
+        else:
+            print("ansible-doc vpsops.deploy.%s: rendered %d lines" % (name, proc.stdout.count("\n")))
+    return 1 if failed else 0
+
+
+def gate_sanity(tmp):
+    """ansible-test sanity on exactly what the tarball ships, in an ansible_collections tree."""
+    tarball = build_collection(os.path.join(tmp, "dist-sanity"))
+    if tarball is None:
+        return 1
+    tree = os.path.join(tmp, "sanity", "ansible_collections", "vpsops", "deploy")
+    os.makedirs(tree)
+    with tarfile.open(tarball) as tar:
+        tar.extractall(tree)
+    return sh([tool("ansible-test"), "sanity", "--python", SANITY_PYTHON, "--requirements", "--color", "no"],
+              cwd=tree)
+
+
+def gate_molecule(_tmp):
+    return sh([tool("molecule"), "test", "--all"])
+
+
+def gate_pytest(_tmp, extra=()):
+    rc = sh([tool("pytest"), "-p", "no:cacheprovider", "-ra", "tests/unit", "tests/integration"] + list(extra))
+    if rc == 5:
+        print("pytest collected no tests: that is a failure")
+        return 1
+    return rc
+
+
+GATES = [
+    ("lint", gate_lint),
+    ("changelog", gate_changelog),
+    ("build", gate_build),
+    ("sanity", gate_sanity),
+    ("molecule", gate_molecule),
+    ("pytest", gate_pytest),
+]
+
+
+def main(argv):
+    extra = []
+    if "--" in argv:
+        extra = argv[argv.index("--") + 1:]
+        argv = argv[:argv.index("--")]
+    known = [name for name, _func in GATES]
+    unknown = [a for a in argv if a not in known]
+    if unknown:
+        print("unknown gate(s) %s; choose from %s" % (", ".join(unknown), ", ".join(known)), file=sys.stderr)
+        return 2
+    selected = [(name, func) for name, func in GATES if not argv or name in argv]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vpsops-gates-") as tmp:
+        for name, func in selected:
+            print("\n==== gate: %s ====" % name, flush=True)
+            started = time.monotonic()
+            rc = func(tmp, extra) if name == "pytest" else func(tmp)
+            results.append((name, rc, time.monotonic() - started))
+            if name != "pytest":
+                verdict = "ok" if rc == 0 else "FAILED (rc=%s)" % rc
+                print("==== gate %s: %s in %.0fs ====" % (name, verdict, time.monotonic() - started), flush=True)
+    failed = [name for name, rc, _seconds in results if rc != 0]
+    if failed:
+        print("\nFAILED gates: %s" % ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
