@@ -539,12 +539,16 @@ def known_host_entries():
 
 def start_sshd(name, listen, port, netns=None):
     _client, host_key = ensure_keys()
-    conf, pidfile = sshd_config(name, listen, port, host_key)
-    if pid_alive(pidfile):
+    portfile = os.path.join(ssh_dir(), "sshd_%s.port" % name)
+    pidfile = os.path.join(ssh_dir(), "sshd_%s.pid" % name)
+    running_on = open(portfile).read().strip() if os.path.exists(portfile) else None
+    if pid_alive(pidfile) and running_on == "%s:%d" % (listen, port):
         return
     if netns is None and port_open(port, listen):
         raise LabError("port %s:%d is already in use by another program; set VPSOPS_LAB_SSH_PORT "
                        "to a free port" % (listen, port))
+    stop_sshd(name)  # running on another address: move it
+    conf, pidfile = sshd_config(name, listen, port, host_key)
     if not is_root():
         raise LabError("the lab's SSH host runs sshd as root (root login by key): run bin/lab as root")
     os.makedirs("/run/sshd", exist_ok=True)
@@ -553,7 +557,8 @@ def start_sshd(name, listen, port, netns=None):
         argv = ["ip", "netns", "exec", netns] + argv
     run(["/usr/sbin/sshd", "-t", "-f", conf], capture=True)
     run(argv, capture=True)
-    for _ in range(50):
+    write_atomic(portfile, "%s:%d\n" % (listen, port))
+    for _attempt in range(50):
         if pid_alive(pidfile):
             return
         time.sleep(0.1)
@@ -593,11 +598,17 @@ def known_host_entries_for(hosts):
 
 def write_hosts_inventory(hosts):
     """An inventory of the namespace hosts, for multi-host tests (`-i .lab/hosts.yml`)."""
+    d = ssh_dir()
     lines = ["---", "# Written by bin/lab host add; one SSH host per network namespace.",
+             "# Use with the lab inventory: -i inventories/lab -i .lab/hosts.yml",
              "all:", "  hosts:" + ("" if hosts else " {}")]
     for host in hosts:
         lines += ["    %s:" % host["name"], "      ansible_host: %s" % host["address"],
-                  "      ansible_port: 22"]
+                  "      ansible_port: 22",
+                  "      ansible_ssh_private_key_file: %s" % os.path.join(d, "id_ed25519"),
+                  "      ansible_ssh_common_args: >-",
+                  "        -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+                  % os.path.join(d, "known_hosts")]
     write_atomic(os.path.join(STATE, "hosts.yml"), "\n".join(lines) + "\n", 0o600)
 
 

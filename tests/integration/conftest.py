@@ -1,0 +1,122 @@
+"""Fixtures for the integration tests: the real lab (Docker, Compose, PostgreSQL, NATS, SSH).
+
+`bin/lab up` must have run (bin/lab test does it). Every stack a test starts uses its own compose
+project and its own loopback ports, and is removed by the test (down -v).
+"""
+
+import json
+import os
+import secrets
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STACK_DIR = os.path.join(ROOT, "lab", "stack")
+PHASE_FILES = ["docker-compose.infrastructure.yml", "docker-compose.platform.yml", "docker-compose.modules.yml"]
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+SSH_PORT = int(os.environ.get("VPSOPS_LAB_SSH_PORT", "2222"))
+
+
+def run(argv, check=True, env=None, timeout=600, cwd=ROOT):
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError("command failed (rc=%d): %s\nstdout: %s\nstderr: %s"
+                             % (proc.returncode, " ".join(argv), proc.stdout[-3000:], proc.stderr[-3000:]))
+    return proc
+
+
+def http_json(url, timeout=3):
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.status, json.loads(resp.read().decode())
+
+
+def wait_until(what, func, timeout=60, interval=0.5):
+    """Poll func() until it returns a truthy value; bounded in time."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = func()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last = exc
+        time.sleep(interval)
+    raise AssertionError("%s not reached within %ss (last: %r)" % (what, timeout, last))
+
+
+def ansible_env():
+    env = dict(os.environ)
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env["ANSIBLE_CONFIG"] = os.path.join(ROOT, "ansible.cfg")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    return env
+
+
+class Stack:
+    """The lab platform under its own compose project and port block."""
+
+    def __init__(self, project, port_base):
+        self.project = project
+        self.ports = {
+            "NATS_PORT": port_base + 222,
+            "NATS_MONITOR_PORT": port_base + 822,
+            "AR_DB_PORT": port_base + 434,
+            "PAYMENTS_DB_PORT": port_base + 436,
+            "AUTH_PORT": port_base + 80,
+            "AR_PORT": port_base + 86,
+            "PAYMENTS_PORT": port_base + 88,
+        }
+        self.passwords = {"AR_DB_PASSWORD": "ar-" + secrets.token_hex(8),
+                          "PAYMENTS_DB_PASSWORD": "pay-" + secrets.token_hex(8)}
+
+    def env(self, **extra):
+        env = dict(os.environ)
+        env.update({k: str(v) for k, v in self.ports.items()})
+        env.update(self.passwords)
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def compose(self, *args, check=True, **extra_env):
+        argv = ["docker", "compose", "-p", self.project]
+        for name in PHASE_FILES:
+            argv += ["-f", os.path.join(STACK_DIR, name)]
+        return run(argv + list(args), check=check, env=self.env(**extra_env), cwd=STACK_DIR)
+
+    def url(self, port_key, path="/api/health"):
+        return "http://127.0.0.1:%d%s" % (self.ports[port_key], path)
+
+    def container(self, service, index=1):
+        return "%s-%s-%d" % (self.project, service, index)
+
+    def psql_dsn(self, which):
+        user = {"ar": "ar_user", "payments": "payments_user"}[which]
+        return dict(host="127.0.0.1", port=self.ports["%s_DB_PORT" % which.upper()], user=user,
+                    dbname="%s_db" % which, password=self.passwords["%s_DB_PASSWORD" % which.upper()])
+
+    def down(self):
+        self.compose("down", "-v", "--remove-orphans", "-t", "3", check=False)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    proc = run(["docker", "info", "--format", "{{.ServerVersion}}"], check=False)
+    if proc.returncode != 0:
+        pytest.fail("the Docker daemon of the lab is not running: run `bin/lab up` (%s)" % proc.stderr.strip())
+    if run(["docker", "compose", "version"], check=False).returncode != 0:
+        pytest.fail("the Compose v2 plugin is missing: run `bin/lab up`")
+    return True
+
+
+@pytest.fixture(scope="session")
+def stack(lab):
+    """The whole lab platform, up and healthy, for the session."""
+    st = Stack("vpsops-it", 20000)
+    st.down()
+    st.compose("up", "-d", "--wait", "--wait-timeout", "180")
+    yield st
+    st.down()

@@ -1,0 +1,270 @@
+"""The lab is real: Compose with healthchecks, PostgreSQL, JetStream, the demo consumers, SSH."""
+
+import asyncio
+import json
+import os
+import uuid
+
+import psycopg2
+import pytest
+
+from conftest import ROOT, SSH_PORT, Stack, ansible_env, http_json, run, wait_until
+
+LAB = [os.path.join(ROOT, "bin", "lab")]
+
+
+def container_state(name):
+    out = run(["docker", "inspect", "--format", "{{json .State}}", name]).stdout
+    return json.loads(out)
+
+
+def test_every_service_is_up_and_healthy_under_compose(stack):
+    out = stack.compose("ps", "--format", "json").stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    if len(rows) == 1 and isinstance(rows[0], list):
+        rows = rows[0]
+    services = sorted(r["Service"] for r in rows)
+    assert services == sorted(["nats", "ar-postgres", "payments-postgres", "auth", "auth", "auth-lb",
+                               "ar", "payments"])
+    for row in rows:
+        state = container_state(row["Name"])
+        assert state["Status"] == "running", row["Name"]
+        # every service of the demo has a healthcheck, and compose --wait saw it healthy
+        assert state["Health"]["Status"] == "healthy", row["Name"]
+
+
+@pytest.mark.parametrize("port_key, service", [("AUTH_PORT", "auth"), ("AR_PORT", "ar"), ("PAYMENTS_PORT", "payments")])
+def test_api_health_answers_ok(stack, port_key, service):
+    status, body = http_json(stack.url(port_key))
+    assert status == 200
+    assert body["status"] == "ok"
+    assert body["service"] == service
+    assert body["release"] == "v1"
+
+
+def test_load_balancer_spreads_over_two_auth_replicas(stack):
+    instances = set()
+    for _ in range(30):
+        instances.add(http_json(stack.url("AUTH_PORT"))[1]["instance"])
+        if len(instances) == 2:
+            break
+    assert len(instances) == 2
+
+
+@pytest.mark.parametrize("which", ["ar", "payments"])
+def test_postgres_answers_queries(stack, which):
+    with psycopg2.connect(connect_timeout=5, **stack.psql_dsn(which)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_database(), version()")
+        db, version = cur.fetchone()
+        assert db == "%s_db" % which
+        assert "PostgreSQL 15" in version
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'failed_events' "
+                    "ORDER BY ordinal_position")
+        assert [r[0] for r in cur.fetchall()] == ["id", "event_id", "subject", "tenant_id", "envelope_json",
+                                                  "error", "retry_count", "failed_at"]
+
+
+def test_jetstream_streams_and_durable_consumers_exist(stack):
+    _status, jsz = http_json(stack.url("NATS_MONITOR_PORT", "/jsz?streams=true&consumers=true"))
+    streams = {}
+    for account in jsz["account_details"]:
+        for stream in account.get("stream_detail", []):
+            streams[stream["name"]] = sorted(c["name"] for c in stream.get("consumer_detail", []))
+    assert streams["AR_EVENTS"] == ["payments"]
+    assert streams["PAYMENTS_EVENTS"] == ["ar"]
+    status, _body = http_json(stack.url("NATS_MONITOR_PORT", "/healthz?js-enabled-only=true"))
+    assert status == 200
+
+
+@pytest.mark.parametrize("service", ["ar", "payments"])
+def test_modules_log_their_subscription(stack, service):
+    logs = run(["docker", "logs", stack.container(service)]).stdout
+    subject = {"ar": "payments.events.payments.payment.succeeded",
+               "payments": "ar.events.ar.payment.collection.requested"}[service]
+    assert "Subscribed to %s" % subject in logs
+
+
+def publish(stack, subject, payload):
+    import nats
+
+    async def go():
+        nc = await nats.connect("nats://127.0.0.1:%d" % stack.ports["NATS_PORT"], connect_timeout=5)
+        try:
+            ack = await nc.jetstream().publish(subject, json.dumps(payload).encode())
+            return ack.seq
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def query(stack, which, sql, args=()):
+    with psycopg2.connect(connect_timeout=5, **stack.psql_dsn(which)) as conn, conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+def test_published_event_is_consumed_written_and_answered(stack):
+    event_id = "it-" + uuid.uuid4().hex
+    assert publish(stack, "ar.events.ar.payment.collection.requested", {"event_id": event_id, "tenant_id": "t-1"}) > 0
+    rows = wait_until("payments stores the event", lambda: query(
+        stack, "payments", "SELECT subject, tenant_id, release FROM processed_events WHERE event_id = %s", (event_id,)))
+    assert rows == [("ar.events.ar.payment.collection.requested", "t-1", "v1")]
+    # payments answers through its outbox with payment.succeeded, which AR consumes
+    reply = wait_until("AR stores the payment.succeeded answer", lambda: query(
+        stack, "ar", "SELECT subject FROM processed_events WHERE payload->>'caused_by' = %s", (event_id,)))
+    assert reply == [("payments.events.payments.payment.succeeded",)]
+    published = query(stack, "payments", "SELECT published_at IS NOT NULL FROM events_outbox WHERE event_id = %s",
+                      (event_id + "-payment.succeeded",))
+    assert published == [(True,)]
+
+
+def test_event_that_cannot_be_processed_lands_in_failed_events(stack):
+    event_id = "it-fail-" + uuid.uuid4().hex
+    publish(stack, "ar.events.ar.payment.collection.requested",
+            {"event_id": event_id, "tenant_id": "t-9", "fail": True, "reason": "card declined"})
+    rows = wait_until("the failure lands in failed_events", lambda: query(
+        stack, "payments", "SELECT subject, tenant_id, error, retry_count, envelope_json->>'event_id' "
+        "FROM failed_events WHERE event_id = %s", (event_id,)))
+    assert len(rows) == 1
+    subject, tenant, error, retries, envelope_event = rows[0]
+    assert (subject, tenant, envelope_event) == ("ar.events.ar.payment.collection.requested", "t-9", event_id)
+    assert "card declined" in error
+    assert retries == 3
+    assert query(stack, "payments", "SELECT count(*) FROM processed_events WHERE event_id = %s", (event_id,)) == [(0,)]
+
+
+def test_ansible_pings_and_runs_a_task_over_ssh(lab):
+    env = ansible_env()
+    inv = os.path.join(ROOT, "inventories", "lab")
+    ping = run([os.path.join(ROOT, ".venv", "bin", "ansible"), "-i", inv, "all", "-m", "ansible.builtin.ping"], env=env)
+    assert "pong" in ping.stdout
+    cmd = run([os.path.join(ROOT, ".venv", "bin", "ansible"), "-i", inv, "all", "-m", "ansible.builtin.command",
+               "-a", "printenv SSH_CONNECTION"], env=env)
+    # the task ran in a session of the lab's sshd: SSH_CONNECTION is "client port server port"
+    assert "lab1 | CHANGED" in cmd.stdout
+    assert "127.0.0.1 %d" % SSH_PORT in cmd.stdout
+
+
+def test_network_namespace_host_is_reachable_over_ssh(lab):
+    run(LAB + ["host", "add", "ittest"])
+    try:
+        hosts = json.loads(run(LAB + ["host", "list"]).stdout)
+        host = [h for h in hosts if h["name"] == "ittest"][0]
+        assert host["address"].startswith("10.213.")
+        env = ansible_env()
+        inv_lab = os.path.join(ROOT, "inventories", "lab")
+        inv_hosts = os.path.join(ROOT, ".lab", "hosts.yml")
+        out = run([os.path.join(ROOT, ".venv", "bin", "ansible"), "-i", inv_lab, "-i", inv_hosts, "ittest",
+                   "-m", "ansible.builtin.command", "-a", "ip -o -4 addr show"], env=env).stdout
+        # the task ran inside the namespace: it sees the namespace's address, not the lab's loopback host
+        assert host["address"] in out
+    finally:
+        run(LAB + ["host", "del", "ittest"])
+    assert run(["ip", "netns", "list"]).stdout.find("vpsops-ittest") == -1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build-release", "bad/tag"], "is not a valid image tag"),
+    (["build-release", "x1", "--behaviour", "sleepy"], "--behaviour must be one of good, never_healthy"),
+    (["build-release", "x1", "--services", "ar,billing"], "--services: unknown service(s) billing"),
+    (["host", "add", "Bad Name!"], "host name 'Bad Name!': expected 1-10 letters"),
+    (["host", "del", "nosuchhost"], "no lab host named 'nosuchhost'"),
+])
+def test_lab_bad_input_is_named_without_traceback(lab, argv, message):
+    proc = run(LAB + argv, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_lab_refuses_an_ssh_port_in_use(lab):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        env = dict(os.environ, VPSOPS_LAB_SSH_PORT=str(port))
+        # a separate state dir for this check is not needed: the port check comes before any start
+        proc = run(LAB + ["up"], check=False, env=env)
+    assert proc.returncode == 2
+    assert "port 127.0.0.1:%d is already in use" % port in proc.stderr
+    assert "VPSOPS_LAB_SSH_PORT" in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Releases: tags are parameters, and the broken releases really break
+# --------------------------------------------------------------------------------------------
+def image_id(ref):
+    return run(["docker", "image", "inspect", "--format", "{{.Id}}", ref]).stdout.strip()
+
+
+def test_a_tag_can_be_rebuilt_with_other_content(lab):
+    run(LAB + ["build-release", "it-reuse", "--services", "ar", "--label", "first"])
+    first = image_id("vpsops-demo/ar:it-reuse")
+    run(LAB + ["build-release", "it-reuse", "--services", "ar", "--label", "second", "--behaviour", "never_healthy"])
+    second = image_id("vpsops-demo/ar:it-reuse")
+    assert first != second
+    labels = json.loads(run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}",
+                             "vpsops-demo/ar:it-reuse"]).stdout)
+    assert labels["org.opencontainers.image.version"] == "second"
+    assert labels["vpsops.demo.behaviour"] == "never_healthy"
+
+
+def test_never_healthy_release_stays_unhealthy(stack):
+    name = "vpsops-it-unhealthy"
+    run(["docker", "rm", "-f", name], check=False)
+    run(["docker", "run", "-d", "--name", name, "-e", "SERVICE_ROLE=auth", "-e", "SERVICE_NAME=auth",
+         "vpsops-demo/auth:v3-unhealthy"])
+    try:
+        state = wait_until("the healthcheck judges the container", lambda: (
+            lambda s: s if s["Health"]["Status"] != "starting" else None)(container_state(name)), timeout=30)
+        assert state["Health"]["Status"] == "unhealthy"
+        assert state["Running"] is True
+    finally:
+        run(["docker", "rm", "-f", name], check=False)
+
+
+def test_crash_release_is_healthy_then_exits(stack):
+    run(LAB + ["build-release", "it-crash", "--services", "auth", "--behaviour", "crash_after", "--crash-after", "6"])
+    name = "vpsops-it-crash"
+    run(["docker", "rm", "-f", name], check=False)
+    run(["docker", "run", "-d", "--name", name, "-e", "SERVICE_ROLE=auth", "vpsops-demo/auth:it-crash"])
+    try:
+        wait_until("healthy first", lambda: container_state(name).get("Health", {}).get("Status") == "healthy",
+                   timeout=20)
+        state = wait_until("exited later", lambda: (lambda s: s if s["Status"] == "exited" else None)(
+            container_state(name)), timeout=30)
+        assert state["ExitCode"] == 1
+        assert "FATAL" in run(["docker", "logs", name]).stdout
+    finally:
+        run(["docker", "rm", "-f", name], check=False)
+
+
+def test_stuck_release_is_healthy_but_stops_consuming(lab):
+    st = Stack("vpsops-it-stuck", 21000)
+    st.down()
+    try:
+        st.compose("up", "-d", "--wait", "--wait-timeout", "180", "nats", "payments-postgres", "payments",
+                   PAYMENTS_TAG="v3-stuck")
+        status, body = http_json(st.url("PAYMENTS_PORT"))
+        assert status == 200 and body["release"] == "v3"
+        assert "Subscribed to ar.events.ar.payment.collection.requested" in run(
+            ["docker", "logs", st.container("payments")]).stdout
+        for n in range(5):
+            publish(st, "ar.events.ar.payment.collection.requested", {"event_id": "stuck-%d" % n})
+
+        def pending():
+            jsz = http_json(st.url("NATS_MONITOR_PORT", "/jsz?streams=true&consumers=true"))[1]
+            for account in jsz["account_details"]:
+                for stream in account.get("stream_detail", []):
+                    for consumer in stream.get("consumer_detail", []):
+                        if consumer["name"] == "payments":
+                            return consumer["num_pending"]
+            return None
+
+        assert wait_until("five messages pending", lambda: pending() == 5, timeout=20)
+        assert query(st, "payments", "SELECT count(*) FROM processed_events") == [(0,)]
+    finally:
+        st.down()
