@@ -120,3 +120,9 @@ def stack(lab):
     st.compose("up", "-d", "--wait", "--wait-timeout", "180")
     yield st
     st.down()
+
+
+def container_names(project):
+    out = run(["docker", "ps", "-a", "--filter", "label=com.docker.compose.project=%s" % project,
+               "--format", "{{.Names}}"]).stdout
+    return sorted(out.split())

@@ -1,0 +1,206 @@
+"""The deploy playbook and the health_wait module, run by Ansible over SSH against the lab host."""
+
+import json
+import os
+import re
+
+import pytest
+
+from conftest import ROOT, Stack, ansible_env, container_names, http_json, run
+
+PLAYBOOK = os.path.join(ROOT, "playbooks", "deploy.yml")
+INVENTORY = os.path.join(ROOT, "inventories", "lab")
+ANSIBLE = os.path.join(ROOT, ".venv", "bin")
+
+
+def stack_vars(st, tag="v1", phases=None):
+    """vpsops_stack for a Stack: its project name, ports and fresh passwords."""
+    p = st.ports
+    env = {"RELEASE_TAG": tag}
+    env.update({k: str(v) for k, v in p.items()})
+    env.update(st.passwords)
+    default_phases = [
+        {"name": "infrastructure", "compose_files": ["docker-compose.infrastructure.yml"],
+         "checks": [{"name": "nats", "type": "http",
+                     "url": "http://127.0.0.1:%d/healthz?js-enabled-only=true" % p["NATS_MONITOR_PORT"]},
+                    {"name": "ar-db", "type": "tcp", "port": p["AR_DB_PORT"]},
+                    {"name": "payments-db", "type": "tcp", "port": p["PAYMENTS_DB_PORT"]}]},
+        {"name": "platform", "compose_files": ["docker-compose.platform.yml"],
+         "checks": [{"name": "auth", "type": "http", "url": "http://127.0.0.1:%d/api/health" % p["AUTH_PORT"],
+                     "json": {"status": "ok"}}]},
+        {"name": "modules", "compose_files": ["docker-compose.modules.yml"],
+         "checks": [{"name": "ar", "type": "http", "url": "http://127.0.0.1:%d/api/health" % p["AR_PORT"],
+                     "json": {"status": "ok"}},
+                    {"name": "payments", "type": "http", "url": "http://127.0.0.1:%d/api/health" % p["PAYMENTS_PORT"],
+                     "json": {"status": "ok"}}]},
+    ]
+    return {
+        "vpsops_stack": {"name": st.project, "source": os.path.join(ROOT, "lab", "stack"), "env": env,
+                         "phases": default_phases if phases is None else phases},
+        "deploy_phase_timeout": 90,
+    }
+
+
+def playbook(tmp_path, extra_vars, *args, check=False):
+    path = tmp_path / ("vars-%d.json" % len(list(tmp_path.iterdir())))
+    path.write_text(json.dumps(extra_vars))
+    return run([os.path.join(ANSIBLE, "ansible-playbook"), "-i", INVENTORY, PLAYBOOK, "-e", "@%s" % path]
+               + list(args), check=check, env=ansible_env())
+
+
+def recap(output):
+    match = re.search(r"lab1\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)
+    assert match, output[-2000:]
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups())))
+
+
+@pytest.fixture
+def deployed(lab):
+    st = Stack("vpsops-itd", 22000)
+    st.down()
+    yield st
+    st.down()
+    run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
+
+
+def test_deploy_brings_up_every_phase_idempotently_without_leaking_secrets(deployed, tmp_path):
+    first = playbook(tmp_path, stack_vars(deployed), "-vvv")
+    assert first.returncode == 0, first.stdout[-4000:]
+    assert recap(first.stdout)["changed"] > 0
+    for secret in deployed.passwords.values():
+        assert secret not in first.stdout
+        assert secret not in first.stderr
+    for port_key in ("AUTH_PORT", "AR_PORT", "PAYMENTS_PORT"):
+        assert http_json(deployed.url(port_key))[1]["release"] == "v1"
+    env_file = "/var/lib/vpsops/%s/project/.env" % deployed.project
+    assert oct(os.stat(env_file).st_mode & 0o777) == "0o600"
+    assert deployed.passwords["AR_DB_PASSWORD"] in open(env_file).read()
+
+    again = playbook(tmp_path, stack_vars(deployed))
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert recap(again.stdout)["changed"] == 0
+
+    checked = playbook(tmp_path, stack_vars(deployed, tag="v2"), "--check")
+    assert checked.returncode == 0, checked.stdout[-4000:]
+    assert http_json(deployed.url("AR_PORT"))[1]["release"] == "v1"  # check mode changed nothing
+
+    upgraded = playbook(tmp_path, stack_vars(deployed, tag="v2"))
+    assert upgraded.returncode == 0, upgraded.stdout[-4000:]
+    for port_key in ("AUTH_PORT", "AR_PORT", "PAYMENTS_PORT"):
+        assert http_json(deployed.url(port_key))[1]["release"] == "v2"
+    # the infrastructure did not move: NATS and the databases were not recreated by the upgrade
+    assert set(container_names(deployed.project)) >= {"vpsops-itd-nats-1", "vpsops-itd-ar-postgres-1"}
+
+
+def test_a_release_that_never_becomes_healthy_fails_the_deploy(deployed, tmp_path):
+    ok = playbook(tmp_path, stack_vars(deployed))
+    assert ok.returncode == 0, ok.stdout[-4000:]
+    bad = playbook(tmp_path, stack_vars(deployed, tag="v3-unhealthy"))
+    assert bad.returncode != 0
+    assert "unhealthy" in bad.stdout
+    assert "Bring up the services of the phase" in bad.stdout
+
+
+@pytest.mark.parametrize("phases, message", [
+    ([], "vpsops_stack.phases must be a non-empty list"),
+    ([{"name": "infra"}], "each with a unique 'name' and a non-empty 'compose_files' list"),
+    ([{"name": "a", "compose_files": ["docker-compose.platform.yml"]},
+      {"name": "a", "compose_files": ["docker-compose.modules.yml"]}], "unique 'name'"),
+])
+def test_bad_stacks_fail_before_anything_changes(lab, tmp_path, phases, message):
+    st = Stack("vpsops-itbad", 23000)
+    result = playbook(tmp_path, stack_vars(st, phases=phases))
+    assert result.returncode != 0
+    assert message in result.stdout
+    assert not os.path.exists("/var/lib/vpsops/%s" % st.project)
+    assert container_names(st.project) == []
+
+
+def test_a_stack_name_that_is_no_project_name_is_refused(lab, tmp_path):
+    st = Stack("Bad Name", 23000)
+    result = playbook(tmp_path, stack_vars(st))
+    assert result.returncode != 0
+    assert "vpsops_stack needs 'name' (lowercase letters, digits" in result.stdout
+    assert not os.path.exists("/var/lib/vpsops/Bad Name")
+
+
+def test_an_env_value_with_a_quote_is_refused_without_printing_it(lab, tmp_path):
+    st = Stack("vpsops-itquote", 23000)
+    values = stack_vars(st)
+    values["vpsops_stack"]["env"]["AR_DB_PASSWORD"] = "it's-secret-4711"
+    result = playbook(tmp_path, values)
+    assert result.returncode != 0
+    assert "it's-secret-4711" not in result.stdout
+    assert not os.path.exists("/var/lib/vpsops/%s/project/.env" % st.project)
+    run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
+
+
+# --------------------------------------------------------------------------------------------
+# health_wait as Ansible runs it
+# --------------------------------------------------------------------------------------------
+def health_wait(args):
+    env = ansible_env()
+    env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
+    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    proc = run([os.path.join(ANSIBLE, "ansible"), "-i", INVENTORY, "lab1", "-m", "vpsops.deploy.health_wait",
+                "-a", json.dumps(args)], check=False, env=env)
+    data = json.loads(proc.stdout)
+    return proc.returncode, data["plays"][0]["tasks"][0]["hosts"]["lab1"]
+
+
+def test_health_wait_module_reports_every_check(stack):
+    rc, result = health_wait({
+        "timeout": 30, "consecutive": 2, "interval": 0.2,
+        "checks": [{"name": "auth", "type": "http", "url": stack.url("AUTH_PORT"), "json": {"status": "ok"}},
+                   {"name": "ar-db", "type": "tcp", "port": stack.ports["AR_DB_PORT"]}],
+        "containers": [stack.container("ar"), stack.container("nats")],
+    })
+    assert rc == 0, result
+    assert result["ready"] is True and result["changed"] is False
+    assert set(result["checks"]) == {"auth", "ar-db", "container %s" % stack.container("ar"),
+                                     "container %s" % stack.container("nats")}
+    for check in result["checks"].values():
+        assert check["ready"] and check["attempts"] >= 2
+
+
+def test_health_wait_module_names_what_is_not_ready(stack):
+    rc, result = health_wait({
+        "timeout": 2, "interval": 0.2,
+        "checks": [{"name": "auth", "type": "http", "url": stack.url("AUTH_PORT"), "json": {"status": "degraded"}},
+                   {"name": "nothing", "type": "tcp", "port": 1}],
+    })
+    assert rc != 0
+    assert result["ready"] is False
+    assert sorted(result["not_ready"]) == ["auth", "nothing"]
+    assert "2 of 2 checks not ready" in result["msg"]
+    assert 'does not contain {"status": "degraded"}' in result["msg"]
+
+
+def test_health_wait_module_fails_fast_on_an_exited_container(stack):
+    name = "vpsops-it-exited"
+    run(["docker", "rm", "-f", name], check=False)
+    run(["docker", "run", "--name", name, "vpsops-lab/base:bookworm", "sh", "-c", "exit 7"], check=False)
+    try:
+        rc, result = health_wait({"timeout": 60, "containers": [name],
+                                  "checks": [{"name": "never", "type": "tcp", "port": 1}]})
+    finally:
+        run(["docker", "rm", "-f", name], check=False)
+    assert rc != 0
+    assert result["elapsed"] < 30
+    assert "failed fast" in result["msg"] and "exit code 7" in result["msg"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"checks": [{"type": "http"}]}, "checks[0] (type http) needs 'url'"),
+    ({"checks": [{"type": "ftp"}]}, "value of type must be one of: http, tcp, container"),
+    ({"checks": [{"type": "tcp", "port": "x"}]}, "port"),
+    ({"checks": [{"type": "tcp", "port": 1, "colour": "red"}]}, "colour"),
+    ({"checks": [], "containers": []}, "give at least one check"),
+    ({"checks": [{"type": "tcp", "port": 1}], "timeout": -1}, "timeout must be between"),
+    ({"checks": [{"type": "tcp", "port": 1}], "consecutive": 0}, "consecutive must be 1 or more"),
+])
+def test_health_wait_module_bad_input(lab, args, message):
+    rc, result = health_wait(args)
+    assert rc != 0
+    assert message in result["msg"]
+    assert "Traceback" not in json.dumps(result)
