@@ -2,7 +2,8 @@
 """Every test gate of vpsops.deploy, in one command (run by `bin/lab test` and CI).
 
 Gates: ansible-lint (production profile), the changelog lint, collection build + install +
-ansible-doc of every module, ansible-test sanity on the built collection, Molecule, and pytest
+ansible-doc of every module, ansible-test sanity on the built collection, galaxy-importer on the
+tarball, Molecule, and pytest
 (unit + integration on the lab) last, so its summary closes the output. Pass gate names to run
 only those: `bin/lab test pytest sanity`. Extra pytest arguments go after `--`.
 """
@@ -98,6 +99,25 @@ def gate_sanity(tmp):
               cwd=tree)
 
 
+def gate_importer(tmp):
+    """galaxy-importer on the tarball: what Galaxy checks on upload. Any warning fails the gate."""
+    tarball = build_collection(os.path.join(tmp, "dist-importer"))
+    if tarball is None:
+        return 1
+    env = dict(os.environ, GALAXY_IMPORTER_CONFIG=os.path.join(ROOT, "lab", "galaxy-importer.cfg"),
+               PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""))
+    argv = [tool("python"), "-m", "galaxy_importer.main", tarball]
+    print("$ " + " ".join(argv), flush=True)
+    proc = subprocess.run(argv, cwd=tmp, env=env, capture_output=True, text=True, check=False)
+    print(proc.stdout + proc.stderr)
+    complaints = [line for line in (proc.stdout + proc.stderr).splitlines()
+                  if line.startswith(("WARNING", "ERROR"))]
+    if proc.returncode != 0 or complaints or "Importer processing completed successfully" not in proc.stdout:
+        print("galaxy-importer: rc=%d, %d warning/error line(s)" % (proc.returncode, len(complaints)))
+        return 1
+    return 0
+
+
 def gate_molecule(_tmp):
     return sh([tool("molecule"), "test", "--all"])
 
@@ -115,6 +135,7 @@ GATES = [
     ("changelog", gate_changelog),
     ("build", gate_build),
     ("sanity", gate_sanity),
+    ("importer", gate_importer),
     ("molecule", gate_molecule),
     ("pytest", gate_pytest),
 ]

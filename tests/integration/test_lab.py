@@ -44,7 +44,7 @@ def test_api_health_answers_ok(stack, port_key, service):
 
 def test_load_balancer_spreads_over_two_auth_replicas(stack):
     instances = set()
-    for _ in range(30):
+    for _request in range(30):
         instances.add(http_json(stack.url("AUTH_PORT"))[1]["instance"])
         if len(instances) == 2:
             break
@@ -212,14 +212,23 @@ def test_a_tag_can_be_rebuilt_with_other_content(lab):
     assert labels["vpsops.demo.behaviour"] == "never_healthy"
 
 
+def judged(state):
+    """The state once the healthcheck has given a verdict, else None."""
+    return state if state["Health"]["Status"] != "starting" else None
+
+
+def exited(state):
+    return state if state["Status"] == "exited" else None
+
+
 def test_never_healthy_release_stays_unhealthy(stack):
     name = "vpsops-it-unhealthy"
     run(["docker", "rm", "-f", name], check=False)
     run(["docker", "run", "-d", "--name", name, "-e", "SERVICE_ROLE=auth", "-e", "SERVICE_NAME=auth",
          "vpsops-demo/auth:v3-unhealthy"])
     try:
-        state = wait_until("the healthcheck judges the container", lambda: (
-            lambda s: s if s["Health"]["Status"] != "starting" else None)(container_state(name)), timeout=30)
+        state = wait_until("the healthcheck judges the container",
+                           lambda: judged(container_state(name)), timeout=30)
         assert state["Health"]["Status"] == "unhealthy"
         assert state["Running"] is True
     finally:
@@ -234,8 +243,7 @@ def test_crash_release_is_healthy_then_exits(stack):
     try:
         wait_until("healthy first", lambda: container_state(name).get("Health", {}).get("Status") == "healthy",
                    timeout=20)
-        state = wait_until("exited later", lambda: (lambda s: s if s["Status"] == "exited" else None)(
-            container_state(name)), timeout=30)
+        state = wait_until("exited later", lambda: exited(container_state(name)), timeout=30)
         assert state["ExitCode"] == 1
         assert "FATAL" in run(["docker", "logs", name]).stdout
     finally:
