@@ -276,6 +276,9 @@ def docker_ready():
 def ensure_dockerd():
     if docker_ready():
         return
+    if os.path.exists("/var/run/docker.sock") and not os.access("/var/run/docker.sock", os.R_OK | os.W_OK):
+        raise LabError("this user may not use the Docker daemon's socket /var/run/docker.sock: "
+                       "run bin/lab as root or add the user to the docker group")
     if not have("dockerd"):
         raise LabError("dockerd is not installed: run `bin/lab setup` as root or install docker.io")
     if not is_root():
@@ -746,6 +749,9 @@ def cmd_demo(args):
     rc = subprocess.call(argv, cwd=ROOT, env=venv_env())
     if rc != 0:
         raise LabError("the demo deploy failed (rc=%d)" % rc)
+    log("the demo platform is deployed: curl http://127.0.0.1:8080/api/health (auth via its load "
+        "balancer), :8086 (ar), :8088 (payments), NATS monitoring http://127.0.0.1:8222/jsz; "
+        "another release: bin/lab demo -e release_tag=v2; stop: bin/lab down")
 
 
 def cmd_test(args):
@@ -788,6 +794,10 @@ def main(argv=None):
         args.func(args)
     except LabError as exc:
         print("lab: error: %s" % exc, file=sys.stderr)
+        return 2
+    except PermissionError as exc:
+        print("lab: error: permission denied: %s. The lab installs packages, starts dockerd and sshd "
+              "and makes network namespaces: run bin/lab as root." % exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -133,10 +133,8 @@ options:
         the deadline.
     type: bool
     default: true
-  docker_cli:
-    description: The Docker CLI used by V(container) checks.
-    type: path
-    default: docker
+extends_documentation_fragment:
+  - vpsops.deploy.docker
 notes:
   - Probes use the Python standard library only; the managed host needs no extra package.
 seealso:

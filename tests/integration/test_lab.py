@@ -276,3 +276,11 @@ def test_stuck_release_is_healthy_but_stops_consuming(lab):
         assert query(st, "payments", "SELECT count(*) FROM processed_events") == [(0,)]
     finally:
         st.down()
+
+
+def test_lab_as_a_user_without_rights_says_what_to_do(lab):
+    proc = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + LAB + ["up"], check=False,
+               env=dict(os.environ, HOME="/tmp"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "run bin/lab as root" in proc.stderr
+    assert "Traceback" not in proc.stderr
