@@ -47,6 +47,7 @@ APT_PACKAGES = {
     "ssh-keygen": "openssh-client",
     "ip": "iproute2",
     "/usr/bin/python3": "python3",
+    "redis-server": "redis-server",  # for the redis health probe's tests
 }
 BASE_PACKAGES = "postgresql-15,python3,python3-psycopg2,nginx-light"
 BASE_IMAGE = "vpsops-lab/base:bookworm"

@@ -94,6 +94,15 @@ class Probe:
         self.index = index
         self.runner = runner or default_runner
         self.name = spec.get("name") or self.default_name()
+        for key in ("request_timeout", "interval"):
+            if spec.get(key) is not None and float(spec[key]) <= 0:
+                raise CheckSpecError("%s: '%s' must be a positive number of seconds, got %s"
+                                     % (self.where(), key, spec[key]))
+        if spec.get("consecutive") is not None and int(spec["consecutive"]) < 1:
+            raise CheckSpecError("%s: 'consecutive' must be 1 or more, got %s" % (self.where(), spec["consecutive"]))
+        if spec.get("running_for") is not None and float(spec["running_for"]) < 0:
+            raise CheckSpecError("%s: 'running_for' must be 0 or more seconds, got %s"
+                                 % (self.where(), spec["running_for"]))
 
     def default_name(self):
         return "%s#%d" % (self.type_name, self.index + 1)
@@ -118,6 +127,26 @@ class Probe:
         raise NotImplementedError
 
 
+class NoRaise(HTTPErrorProcessor):
+    """Hand every status back to the probe instead of raising on 4xx/5xx."""
+
+    def http_response(self, request, response):
+        return response
+
+    https_response = http_response
+
+
+def http_opener(url, validate_certs):
+    """An opener that returns every status; a TLS context (costly: it loads the CA store) only for https."""
+    if not url.lower().startswith("https:"):
+        return build_opener(NoRaise)
+    context = ssl.create_default_context()
+    if not validate_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return build_opener(HTTPSHandler(context=context), NoRaise)
+
+
 @register
 class HttpProbe(Probe):
     type_name = "http"
@@ -132,16 +161,12 @@ class HttpProbe(Probe):
         status = spec.get("status") or [200]
         self.status = [int(s) for s in (status if isinstance(status, list) else [status])]
         self.method = (spec.get("method") or "GET").upper()
-        self.body_re = None
-        if spec.get("body"):
-            try:
-                self.body_re = re.compile(spec["body"])
-            except re.error as exc:
-                raise CheckSpecError("%s: 'body' is not a valid regular expression: %s" % (self.where(), exc))
+        self.body_re = compile_regex(self, "body")
         self.json = spec.get("json")
         self.headers = spec.get("headers") or {}
         self.validate_certs = spec.get("validate_certs", True)
         self.request_timeout = float(spec.get("request_timeout") or 5)
+        self.opener = http_opener(self.url, self.validate_certs)
 
     def default_name(self):
         return redact_url(self.spec.get("url") or "http#%d" % (self.index + 1))
@@ -149,25 +174,10 @@ class HttpProbe(Probe):
     def describe(self):
         return "http %s %s" % (self.method, redact_url(self.url))
 
-    def opener(self):
-        class NoRaise(HTTPErrorProcessor):
-            """Hand every status back to the probe instead of raising on 4xx/5xx."""
-
-            def http_response(self, request, response):
-                return response
-
-            https_response = http_response
-
-        context = ssl.create_default_context()
-        if not self.validate_certs:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return build_opener(HTTPSHandler(context=context), NoRaise)
-
     def probe(self, timeout):
         request = Request(self.url, method=self.method, headers=dict(self.headers))
         try:
-            response = self.opener().open(request, timeout=min(self.request_timeout, timeout))
+            response = self.opener.open(request, timeout=min(self.request_timeout, timeout))
             try:
                 status = response.status
                 body = response.read(1024 * 1024).decode("utf-8", "replace")
@@ -199,13 +209,7 @@ class TcpProbe(Probe):
     def __init__(self, spec, index, runner=None):
         Probe.__init__(self, spec, index, runner)
         self.host = spec.get("host") or "127.0.0.1"
-        port = self.require("port")
-        try:
-            self.port = int(port)
-        except (TypeError, ValueError):
-            self.port = -1
-        if not 0 < self.port < 65536:
-            raise CheckSpecError("%s: 'port' must be a TCP port 1-65535, got %r" % (self.where(), port))
+        self.port = port_of(self)
         self.request_timeout = float(spec.get("request_timeout") or 3)
 
     def default_name(self):
@@ -247,6 +251,260 @@ class ContainerProbe(Probe):
         state_json, _sep, restarts = out.strip().rpartition("|")
         state = json.loads(state_json)
         return check_container_state(self.container, state, int(restarts or 0), self.running_for, self)
+
+
+def compile_regex(probe, key, required=False):
+    """The check's regex under `key`, compiled; None when absent and not required."""
+    pattern = probe.require(key) if required else probe.spec.get(key)
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise CheckSpecError("%s: '%s' is not a valid regular expression (%s): %r"
+                             % (probe.where(), key, exc, pattern))
+
+
+def port_of(probe, default=None):
+    port = probe.spec.get("port")
+    if port is None or port == "":
+        if default is None:
+            raise CheckSpecError("%s (type %s) needs 'port'" % (probe.where(), probe.type_name))
+        return default
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        port = -1
+    if not 0 < port < 65536:
+        raise CheckSpecError("%s: 'port' must be a TCP port 1-65535, got %r" % (probe.where(), probe.spec.get("port")))
+    return port
+
+
+@register
+class PostgresProbe(Probe):
+    """Connects and runs SELECT 1 (psycopg2; the password is a libpq keyword, never argv)."""
+
+    type_name = "postgres"
+
+    def __init__(self, spec, index, runner=None):
+        Probe.__init__(self, spec, index, runner)
+        from ansible_collections.vpsops.deploy.plugins.module_utils import _postgres
+
+        self.pg = _postgres
+        if not _postgres.has_driver():
+            raise CheckSpecError("%s: postgres checks need psycopg2 on the managed host "
+                                 "(pip install psycopg2-binary)" % self.where())
+        self.params = dict(spec, port=port_of(self, 5432))
+        self.request_timeout = float(spec.get("request_timeout") or 5)
+
+    def default_name(self):
+        return "postgres %s:%s/%s" % (self.spec.get("login_host") or "127.0.0.1", self.spec.get("port") or 5432,
+                                      self.spec.get("db") or "postgres")
+
+    def describe(self):
+        return "postgres %s" % self.pg.describe(self.params)
+
+    def probe(self, timeout):
+        row = self.pg.query_one(self.params, "SELECT 1", timeout=min(self.request_timeout, timeout))
+        if not row or row[0] != 1:
+            raise Exception("SELECT 1 returned %r" % (row,))
+        return "SELECT 1 ok"
+
+
+@register
+class RedisProbe(Probe):
+    """PING answered by PONG, after AUTH when a password is given (RESP over a plain socket)."""
+
+    type_name = "redis"
+
+    def __init__(self, spec, index, runner=None):
+        Probe.__init__(self, spec, index, runner)
+        self.host = spec.get("host") or "127.0.0.1"
+        self.port = port_of(self, 6379)
+        self.request_timeout = float(spec.get("request_timeout") or 3)
+
+    def default_name(self):
+        return "redis %s:%s" % (self.spec.get("host") or "127.0.0.1", self.spec.get("port") or 6379)
+
+    def describe(self):
+        return "redis %s:%d" % (self.host, self.port)
+
+    @staticmethod
+    def command(*words):
+        parts = ["*%d\r\n" % len(words)]
+        for word in words:
+            data = word.encode("utf-8")
+            parts.append("$%d\r\n" % len(data))
+            parts.append(data.decode("utf-8") + "\r\n")
+        return "".join(parts).encode("utf-8")
+
+    @staticmethod
+    def reply(sock):
+        data = b""
+        while not data.endswith(b"\r\n"):
+            chunk = sock.recv(512)
+            if not chunk:
+                raise Exception("connection closed by the server")
+            data += chunk
+        return data.decode("utf-8", "replace").strip()
+
+    def probe(self, timeout):
+        sock = socket.create_connection((self.host, self.port), timeout=min(self.request_timeout, timeout))
+        try:
+            password = self.spec.get("password")
+            if password:
+                words = ["AUTH", self.spec["username"], password] if self.spec.get("username") else ["AUTH", password]
+                sock.sendall(self.command(*words))
+                answer = self.reply(sock)
+                if answer != "+OK":
+                    # the server's words, never the password
+                    raise Exception("AUTH refused: %s" % answer.replace(password, "********")[:120])
+            sock.sendall(self.command("PING"))
+            answer = self.reply(sock)
+        finally:
+            sock.close()
+        if answer != "+PONG":
+            raise Exception("PING answered %r" % answer[:120])
+        return "PONG"
+
+
+@register
+class NatsProbe(Probe):
+    """The monitoring endpoint's /healthz (JetStream enabled) and, optionally, named streams."""
+
+    type_name = "nats"
+
+    def __init__(self, spec, index, runner=None):
+        Probe.__init__(self, spec, index, runner)
+        self.base = (spec.get("url") or "http://127.0.0.1:8222").rstrip("/")
+        parts = urlsplit(self.base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CheckSpecError("%s: 'url' must be the http:// monitoring base URL of NATS, got %r"
+                                 % (self.where(), redact_url(self.base)))
+        streams = spec.get("streams") or []
+        if isinstance(streams, str) or not all(isinstance(x, str) for x in streams):
+            raise CheckSpecError("%s: 'streams' must be a list of stream names, got %r" % (self.where(), streams))
+        self.streams = list(streams)
+        self.jetstream = spec.get("jetstream", True) is not False
+        self.request_timeout = float(spec.get("request_timeout") or 5)
+        self.opener = http_opener(self.base, spec.get("validate_certs", True))
+
+    def default_name(self):
+        return "nats %s" % redact_url(self.spec.get("url") or "http://127.0.0.1:8222")
+
+    def describe(self):
+        return "nats %s" % redact_url(self.base)
+
+    def get(self, path, timeout):
+        request = Request(self.base + path)
+        try:
+            response = self.opener.open(request, timeout=min(self.request_timeout, timeout))
+            try:
+                return response.status, response.read(4 * 1024 * 1024).decode("utf-8", "replace")
+            finally:
+                response.close()
+        except (URLError, OSError) as exc:
+            raise Exception("monitoring endpoint %s unreachable: %s"
+                            % (redact_url(self.base), getattr(exc, "reason", exc) or "timed out"))
+
+    def probe(self, timeout):
+        path = "/healthz?js-enabled-only=true" if self.jetstream else "/healthz"
+        status, body = self.get(path, timeout)
+        if status != 200:
+            raise Exception("healthz answered HTTP %d: %s" % (status, body[:160].strip()))
+        if not self.streams:
+            return "healthz ok"
+        status, body = self.get("/jsz?streams=true", timeout)
+        if status != 200:
+            raise Exception("jsz answered HTTP %d: %s" % (status, body[:160].strip()))
+        found = set()
+        for account in json.loads(body).get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                found.add(stream.get("name"))
+        missing = [name for name in self.streams if name not in found]
+        if missing:
+            raise Exception("JetStream stream(s) missing: %s (present: %s)"
+                            % (", ".join(missing), ", ".join(sorted(found)) or "none"))
+        return "healthz ok, streams present"
+
+
+@register
+class LogProbe(Probe):
+    """A container's log since it (last) started matches `pattern`; `fail_pattern` fails fast."""
+
+    type_name = "log"
+
+    def __init__(self, spec, index, runner=None):
+        Probe.__init__(self, spec, index, runner)
+        self.container = self.require("container")
+        self.pattern = compile_regex(self, "pattern", required=True)
+        self.fail_pattern = compile_regex(self, "fail_pattern")
+        self.docker = spec.get("docker_cli") or "docker"
+
+    def default_name(self):
+        return "log %s" % self.spec.get("container")
+
+    def describe(self):
+        return "log of %s /%s/" % (self.container, self.pattern.pattern)
+
+    def probe(self, timeout):
+        rc, out, err = self.runner([self.docker, "inspect", "--type", "container", "--format",
+                                    "{{.State.StartedAt}}", self.container], timeout=max(timeout, 1))
+        if rc != 0:
+            raise Exception("docker inspect failed (rc=%d): %s" % (rc, (err or out).strip()[:200]))
+        rc, out, err = self.runner([self.docker, "logs", "--since", out.strip(), self.container],
+                                   timeout=max(timeout, 1))
+        if rc != 0:
+            raise Exception("docker logs failed (rc=%d): %s" % (rc, err.strip()[:200]))
+        text = out + err
+        if self.fail_pattern is not None:
+            bad = self.fail_pattern.search(text)
+            if bad:
+                raise FatalProbeError("log of %s shows /%s/: %s"
+                                      % (self.container, self.fail_pattern.pattern, line_at(text, bad.start())))
+        found = self.pattern.search(text)
+        if not found:
+            raise Exception("no line of %s matches /%s/ yet" % (self.container, self.pattern.pattern))
+        return line_at(text, found.start())
+
+
+def line_at(text, offset):
+    start = text.rfind("\n", 0, offset) + 1
+    end = text.find("\n", offset)
+    return text[start:end if end >= 0 else len(text)].strip()[:200]
+
+
+@register
+class CommandProbe(Probe):
+    """A command (argv, never a shell) exits with `rc` (0) and, optionally, prints `stdout` (regex)."""
+
+    type_name = "command"
+
+    def __init__(self, spec, index, runner=None):
+        Probe.__init__(self, spec, index, runner)
+        argv = self.require("argv")
+        if isinstance(argv, str) or not isinstance(argv, list) or not argv or \
+                not all(isinstance(a, (str, int, float)) for a in argv):
+            raise CheckSpecError("%s: 'argv' must be a non-empty list of strings (no shell), got %r"
+                                 % (self.where(), argv))
+        self.argv = [str(a) for a in argv]
+        self.rc = int(spec.get("rc") or 0)
+        self.stdout_re = compile_regex(self, "stdout")
+
+    def default_name(self):
+        argv = self.spec.get("argv")
+        return "command %s" % (" ".join(str(a) for a in argv) if isinstance(argv, list) else argv)
+
+    def describe(self):
+        return "command %s" % " ".join(self.argv)
+
+    def probe(self, timeout):
+        rc, out, err = self.runner(self.argv, timeout=max(timeout, 1))
+        if rc != self.rc:
+            raise Exception("exited %d (expected %d): %s" % (rc, self.rc, (err or out).strip()[-200:]))
+        if self.stdout_re is not None and not self.stdout_re.search(out):
+            raise Exception("stdout does not match /%s/: %s" % (self.stdout_re.pattern, out.strip()[-160:]))
+        return "exited %d" % rc
 
 
 def parse_docker_time(value):

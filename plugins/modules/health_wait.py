@@ -42,15 +42,23 @@ options:
         description:
           - V(http) requests O(checks[].url) and compares status, body and JSON.
           - V(tcp) opens a TCP connection to O(checks[].host):O(checks[].port).
+          - V(postgres) connects with the connection keys and runs C(SELECT 1).
+          - V(redis) sends C(PING) (after C(AUTH) when O(checks[].password) is set) and expects C(PONG).
+          - V(nats) asks the monitoring endpoint O(checks[].url) for C(/healthz) (JetStream
+            enabled) and, with O(checks[].streams), that those JetStream streams exist.
           - V(container) inspects O(checks[].container) with the Docker CLI.
+          - V(log) reads the log of O(checks[].container) since it last started.
+          - V(command) runs O(checks[].argv) (never through a shell).
         type: str
         required: true
-        choices: [http, tcp, container]
+        choices: [command, container, http, log, nats, postgres, redis, tcp]
       name:
         description: Name of the check in the result and in messages. Must be unique.
         type: str
       url:
-        description: URL for V(http) checks. Credentials in the URL are never shown.
+        description:
+          - For V(http) checks, the URL. Credentials in the URL are never shown.
+          - For V(nats) checks, the monitoring base URL (default V(http://127.0.0.1:8222)).
         type: str
       method:
         description: HTTP method for V(http) checks.
@@ -76,24 +84,76 @@ options:
         type: bool
         default: true
       host:
-        description: Host for V(tcp) checks.
+        description: Host for V(tcp) and V(redis) checks.
         type: str
         default: 127.0.0.1
       port:
-        description: Port for V(tcp) checks.
+        description:
+          - Port for V(tcp) (required), V(redis) (default 6379) and V(postgres) (default 5432) checks.
         type: int
+        aliases: [login_port]
+      db:
+        description: Database for V(postgres) checks.
+        type: str
+        aliases: [login_db]
+      login_host:
+        description: Server for V(postgres) checks.
+        type: str
+      login_user:
+        description: Role for V(postgres) checks.
+        type: str
+      login_password:
+        description: Password for V(postgres) checks; never in argv or output.
+        type: str
+      ssl_mode:
+        description: libpq C(sslmode) for V(postgres) checks.
+        type: str
+        choices: [allow, disable, prefer, require, verify-ca, verify-full]
+      username:
+        description: ACL user for V(redis) checks (Redis 6+), with O(checks[].password).
+        type: str
+      password:
+        description: Password for V(redis) checks; never shown.
+        type: str
+      streams:
+        description: For V(nats) checks, JetStream streams that must exist.
+        type: list
+        elements: str
+      jetstream:
+        description: For V(nats) checks, require JetStream to be enabled and healthy.
+        type: bool
+        default: true
       container:
-        description: Container name or ID for V(container) checks.
+        description: Container name or ID for V(container) and V(log) checks.
         type: str
       running_for:
         description:
           - For V(container) checks, seconds the container must have been running.
         type: float
         default: 0
+      pattern:
+        description: For V(log) checks, a regular expression a log line must match, for example V(Subscribed to).
+        type: str
+      fail_pattern:
+        description:
+          - For V(log) checks, a regular expression that fails the call at once when the log
+            matches it (with O(fail_fast)), for example V(panic|FATAL).
+        type: str
+      argv:
+        description: For V(command) checks, the program and its arguments.
+        type: list
+        elements: str
+      rc:
+        description: For V(command) checks, the expected exit code.
+        type: int
+        default: 0
+      stdout:
+        description: For V(command) checks, a regular expression the output must match.
+        type: str
       request_timeout:
         description:
           - Seconds one probe attempt may take (bounded by the remaining time to the deadline).
-          - Defaults to 5 for V(http) and 3 for V(tcp).
+          - Defaults to 5, or 3 for V(tcp) and V(redis).
         type: float
       interval:
         description: Overrides O(interval) for this check.
@@ -158,6 +218,38 @@ EXAMPLES = r"""
       - type: container
         container: platform-ar-1
         running_for: 5
+
+- name: Gate the infrastructure phase, failing at once if a module logs a panic
+  vpsops.deploy.health_wait:
+    timeout: 120
+    checks:
+      - name: ar-db
+        type: postgres
+        port: 5434
+        db: ar_db
+        login_user: ar_user
+        login_password: "{{ vault_ar_db_password }}"
+      - name: bus
+        type: nats
+        url: http://127.0.0.1:8222
+        streams: [AR_EVENTS, PAYMENTS_EVENTS]
+      - name: cache
+        type: redis
+        port: 6379
+        password: "{{ vault_redis_password }}"
+      - name: ar-subscribed
+        type: log
+        container: platform-ar-1
+        pattern: Subscribed to
+        fail_pattern: "panic|FATAL"
+      - name: migrations-done
+        type: command
+        argv: [docker, exec, platform-ar-1, test, -f, /tmp/migrated]
+  register: gate
+
+- name: Show how long each check took
+  ansible.builtin.debug:
+    msg: "{{ gate.checks | dict2items | map(attribute='value.ready_after') | list }}"
 """
 
 RETURN = r"""
@@ -217,35 +309,58 @@ not_ready:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.vpsops.deploy.plugins.module_utils._postgres import postgres_argument_spec
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     CheckSpecError,
     build_probes,
     failure_message,
+    probe_types,
     wait_for,
 )
+
+
+def check_options():
+    """The keys a check may have. Defaults that differ per type are applied by the probes."""
+    options = dict(
+        type=dict(type="str", required=True, choices=probe_types()),
+        name=dict(type="str"),
+        url=dict(type="str"),
+        method=dict(type="str", default="GET"),
+        status=dict(type="list", elements="int", default=[200]),
+        body=dict(type="str"),
+        json=dict(type="dict"),
+        headers=dict(type="dict", no_log=True),
+        validate_certs=dict(type="bool", default=True),
+        host=dict(type="str", default="127.0.0.1"),
+        username=dict(type="str"),
+        password=dict(type="str", no_log=True),
+        streams=dict(type="list", elements="str"),
+        jetstream=dict(type="bool", default=True),
+        container=dict(type="str"),
+        running_for=dict(type="float", default=0),
+        pattern=dict(type="str"),
+        fail_pattern=dict(type="str"),
+        argv=dict(type="list", elements="str"),
+        rc=dict(type="int", default=0),
+        stdout=dict(type="str"),
+        request_timeout=dict(type="float"),
+        interval=dict(type="float"),
+        consecutive=dict(type="int"),
+    )
+    # The PostgreSQL connection keys are the collection's shared ones (port serves tcp and redis too).
+    for key, spec in postgres_argument_spec().items():
+        if key == "connect_timeout":
+            continue
+        spec = dict(spec)
+        spec.pop("default", None)
+        options[key] = spec
+    return options
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            checks=dict(type="list", elements="dict", default=[], options=dict(
-                type=dict(type="str", required=True, choices=["http", "tcp", "container"]),
-                name=dict(type="str"),
-                url=dict(type="str"),
-                method=dict(type="str", default="GET"),
-                status=dict(type="list", elements="int", default=[200]),
-                body=dict(type="str"),
-                json=dict(type="dict"),
-                headers=dict(type="dict", no_log=True),
-                validate_certs=dict(type="bool", default=True),
-                host=dict(type="str", default="127.0.0.1"),
-                port=dict(type="int"),
-                container=dict(type="str"),
-                running_for=dict(type="float", default=0),
-                request_timeout=dict(type="float"),
-                interval=dict(type="float"),
-                consecutive=dict(type="int"),
-            )),
+            checks=dict(type="list", elements="dict", default=[], options=check_options()),
             containers=dict(type="list", elements="str", default=[]),
             timeout=dict(type="float", default=60),
             interval=dict(type="float", default=1),
@@ -263,9 +378,6 @@ def main():
     if params["consecutive"] < 1:
         module.fail_json(msg="consecutive must be 1 or more, got %s" % params["consecutive"])
 
-    def runner(argv, timeout=None):
-        return module.run_command(argv)
-
     checks = []
     for spec in params["checks"]:
         spec = dict(spec)
@@ -277,7 +389,10 @@ def main():
     if not checks:
         module.fail_json(msg="give at least one check in 'checks' or one container in 'containers'")
     try:
-        probes = build_probes(checks, runner=runner)
+        # Probes run programs (docker, command checks) through _probes.default_runner: argv lists,
+        # never a shell, and each bounded by the time left to the deadline, which run_command
+        # cannot do.
+        probes = build_probes(checks)
     except CheckSpecError as exc:
         module.fail_json(msg=str(exc))
 
