@@ -48,6 +48,8 @@ APT_PACKAGES = {
     "ip": "iproute2",
     "/usr/bin/python3": "python3",
     "redis-server": "redis-server",  # for the redis health probe's tests
+    # the lab host runs modules with the system Python: postgres probes need psycopg2 there
+    "/usr/lib/python3/dist-packages/psycopg2": "python3-psycopg2",
 }
 BASE_PACKAGES = "postgresql-15,python3,python3-psycopg2,nginx-light"
 BASE_IMAGE = "vpsops-lab/base:bookworm"
@@ -790,7 +792,12 @@ def main(argv=None):
     test = sub.add_parser("test", help="up + every test gate")
     test.add_argument("extra", nargs=argparse.REMAINDER, help="gate names to run (default: all)")
     test.set_defaults(func=cmd_test)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.command not in ("demo", "test"):
+            parser.error("unrecognized arguments: %s" % " ".join(unknown))
+        # ansible-playbook options (-e, -v, --check ...) and `-- pytest args` pass through
+        args.extra = list(args.extra) + unknown
     try:
         args.func(args)
     except LabError as exc:

@@ -28,6 +28,7 @@ from urllib.request import HTTPErrorProcessor, HTTPSHandler, Request, build_open
 
 PROBES = {}
 TIMELINE_MAX = 20
+LOG_SINCE_MARGIN = 0.5
 
 
 class CheckSpecError(ValueError):
@@ -452,7 +453,11 @@ class LogProbe(Probe):
                                     "{{.State.StartedAt}}", self.container], timeout=max(timeout, 1))
         if rc != 0:
             raise Exception("docker inspect failed (rc=%d): %s" % (rc, (err or out).strip()[:200]))
-        rc, out, err = self.runner([self.docker, "logs", "--since", out.strip(), self.container],
+        started = parse_docker_time(out.strip())
+        # A line written at once may carry a timestamp a little before Docker's StartedAt; a
+        # restart is always more than this margin after the previous run's last line.
+        since = "%.3f" % (started - LOG_SINCE_MARGIN) if started is not None else "0"
+        rc, out, err = self.runner([self.docker, "logs", "--since", since, self.container],
                                    timeout=max(timeout, 1))
         if rc != 0:
             raise Exception("docker logs failed (rc=%d): %s" % (rc, err.strip()[:200]))

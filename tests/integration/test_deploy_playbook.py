@@ -23,7 +23,8 @@ def stack_vars(st, tag="v1", phases=None):
         {"name": "infrastructure", "compose_files": ["docker-compose.infrastructure.yml"],
          "checks": [{"name": "nats", "type": "http",
                      "url": "http://127.0.0.1:%d/healthz?js-enabled-only=true" % p["NATS_MONITOR_PORT"]},
-                    {"name": "ar-db", "type": "tcp", "port": p["AR_DB_PORT"]},
+                    {"name": "ar-db", "type": "postgres", "port": p["AR_DB_PORT"], "db": "ar_db",
+                     "login_user": "ar_user", "login_password": st.passwords["AR_DB_PASSWORD"]},
                     {"name": "payments-db", "type": "tcp", "port": p["PAYMENTS_DB_PORT"]}]},
         {"name": "platform", "compose_files": ["docker-compose.platform.yml"],
          "checks": [{"name": "auth", "type": "http", "url": "http://127.0.0.1:%d/api/health" % p["AUTH_PORT"],
@@ -32,7 +33,11 @@ def stack_vars(st, tag="v1", phases=None):
          "checks": [{"name": "ar", "type": "http", "url": "http://127.0.0.1:%d/api/health" % p["AR_PORT"],
                      "json": {"status": "ok"}},
                     {"name": "payments", "type": "http", "url": "http://127.0.0.1:%d/api/health" % p["PAYMENTS_PORT"],
-                     "json": {"status": "ok"}}]},
+                     "json": {"status": "ok"}},
+                    {"name": "ar-subscribed", "type": "log", "container": st.container("ar"),
+                     "pattern": "Subscribed to", "fail_pattern": "FATAL|panic"},
+                    {"name": "streams", "type": "nats", "url": "http://127.0.0.1:%d" % p["NATS_MONITOR_PORT"],
+                     "streams": ["AR_EVENTS", "PAYMENTS_EVENTS"]}]},
     ]
     return {
         "vpsops_stack": {"name": st.project, "source": os.path.join(ROOT, "lab", "stack"), "env": env,

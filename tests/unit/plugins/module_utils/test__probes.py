@@ -168,8 +168,16 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         return
 
+    flips = {"count": 0}
+
     def do_GET(self):  # noqa: N802
         status, body = self.routes.get(self.path, (404, "missing"))
+        if self.path == "/slow":
+            time.sleep(1.5)
+            status, body = 200, '{"status": "ok"}'
+        if self.path == "/flip":
+            self.flips["count"] += 1
+            status, body = (503, '{"status": "starting"}') if self.flips["count"] <= 2 else (200, '{"status": "ok"}')
         if self.path == "/auth" and self.headers.get("Authorization") == "Bearer t0k":
             status, body = 200, "{}"
         data = body.encode()
@@ -209,6 +217,26 @@ def test_http_probe(http_base, spec, ok, detail):
         with pytest.raises(Exception) as err:
             probe.probe(5)
         assert detail in str(err.value)
+
+
+def test_http_slow_body_is_bounded_by_the_request_timeout(http_base):
+    probe = probes.build_probes([{"type": "http", "url": http_base + "/slow", "request_timeout": 0.3}])[0]
+    started = time.monotonic()
+    with pytest.raises(Exception) as err:
+        probe.probe(5)
+    assert time.monotonic() - started < 1.2
+    assert "timed out" in str(err.value)
+
+
+def test_http_503_then_200_becomes_ready(http_base):
+    Handler.flips["count"] = 0
+    ok, runs, _elapsed = probes.wait_for(
+        probes.build_probes([{"type": "http", "name": "flip", "url": http_base + "/flip", "json": {"status": "ok"}}]),
+        timeout=10, interval=0.05)
+    assert ok
+    assert runs[0].attempts == 3
+    assert [t["ok"] for t in runs[0].timeline] == [False, True]
+    assert "HTTP 503" in runs[0].timeline[0]["detail"]
 
 
 def free_port():
