@@ -366,8 +366,33 @@ def build_base_image():
     run(["docker", "import", tarball, BASE_IMAGE], capture=True)
 
 
-def docker_build(context, tag, build_args=None, dockerfile=None):
+SOURCE_LABEL = "vpsops.lab.source"
+
+
+def source_digest(*dirs):
+    """sha256 over the files that make an image: an image whose label differs is rebuilt."""
+    sha = hashlib.sha256()
+    for top in dirs:
+        for dirpath, dirnames, files in sorted(os.walk(top)):
+            dirnames.sort()
+            for name in sorted(files):
+                path = os.path.join(dirpath, name)
+                sha.update(os.path.relpath(path, top).encode() + b"\0")
+                with open(path, "rb") as fh:
+                    sha.update(fh.read())
+    return sha.hexdigest()[:16]
+
+
+def image_current(ref, digest):
+    out = run(["docker", "image", "inspect", "--format", '{{ index .Config.Labels "%s" }}' % SOURCE_LABEL, ref],
+              check=False, capture=True)
+    return out.returncode == 0 and out.stdout.strip() == digest
+
+
+def docker_build(context, tag, build_args=None, dockerfile=None, digest=None):
     argv = ["docker", "build", "-q", "-t", tag]
+    if digest:
+        argv += ["--label", "%s=%s" % (SOURCE_LABEL, digest)]
     for key, value in sorted((build_args or {}).items()):
         argv += ["--build-arg", "%s=%s" % (key, value)]
     if dockerfile:
@@ -400,11 +425,13 @@ def build_infra_images():
                 run(["docker", "pull", ref], capture=True)
         return
     build_base_image()
-    if not image_exists(POSTGRES_IMAGE["local"]):
+    pg_dir = os.path.join(LAB_DIR, "images", "postgres")
+    pg_digest = source_digest(pg_dir)
+    if not image_current(POSTGRES_IMAGE["local"], pg_digest):
         log("building %s" % POSTGRES_IMAGE["local"])
-        docker_build(os.path.join(LAB_DIR, "images", "postgres"), POSTGRES_IMAGE["local"],
-                     {"BASE": BASE_IMAGE})
-    if not image_exists(NATS_IMAGE["local"]):
+        docker_build(pg_dir, POSTGRES_IMAGE["local"], {"BASE": BASE_IMAGE}, digest=pg_digest)
+    nats_digest = source_digest(os.path.join(LAB_DIR, "images", "nats"))
+    if not image_current(NATS_IMAGE["local"], nats_digest):
         log("building %s" % NATS_IMAGE["local"])
         ctx = os.path.join(CACHE, "nats-context")
         os.makedirs(ctx, exist_ok=True)
@@ -414,7 +441,7 @@ def build_infra_images():
             raise LabError("busybox is missing (Debian package busybox-static)")
         shutil.copy2(busybox, os.path.join(ctx, "busybox"))
         shutil.copy2(os.path.join(LAB_DIR, "images", "nats", "Dockerfile"), os.path.join(ctx, "Dockerfile"))
-        docker_build(ctx, NATS_IMAGE["local"])
+        docker_build(ctx, NATS_IMAGE["local"], digest=nats_digest)
 
 
 def app_context():
@@ -451,6 +478,7 @@ def build_release(tag, behaviour="good", label=None, services=DEMO_SERVICES, cra
         raise LabError("release tag %r is not a valid image tag" % tag)
     build_base_image()
     ctx = app_context()
+    digest = app_digest()
     for service in services:
         ref = "vpsops-demo/%s:%s" % (service, tag)
         dockerfile = os.path.join(ctx, "Dockerfile.lb" if service == "lb" else "Dockerfile")
@@ -459,14 +487,20 @@ def build_release(tag, behaviour="good", label=None, services=DEMO_SERVICES, cra
             "RELEASE": label or tag,
             "BEHAVIOUR": "good" if service == "lb" else behaviour,
             "CRASH_AFTER": str(crash_after),
-        }, dockerfile=dockerfile)
+        }, dockerfile=dockerfile, digest=digest)
         log("built %s (%s, label %s)" % (ref, "good" if service == "lb" else behaviour, label or tag))
 
 
+def app_digest():
+    return source_digest(os.path.join(LAB_DIR, "images", "app"), os.path.join(LAB_DIR, "images", "lb"))
+
+
 def ensure_demo_images():
-    missing = [(tag, beh, label) for tag, beh, label in STANDARD_RELEASES
-               if not all(image_exists("vpsops-demo/%s:%s" % (s, tag)) for s in DEMO_SERVICES)]
-    for tag, beh, label in missing:
+    """The standard releases, rebuilt when the demo's sources changed since they were built."""
+    digest = app_digest()
+    stale = [(tag, beh, label) for tag, beh, label in STANDARD_RELEASES
+             if not all(image_current("vpsops-demo/%s:%s" % (s, tag), digest) for s in DEMO_SERVICES)]
+    for tag, beh, label in stale:
         build_release(tag, beh, label)
 
 

@@ -143,12 +143,12 @@ def test_an_env_value_with_a_quote_is_refused_without_printing_it(lab, tmp_path)
 # --------------------------------------------------------------------------------------------
 # health_wait as Ansible runs it
 # --------------------------------------------------------------------------------------------
-def health_wait(args):
+def health_wait(args, *options):
     env = ansible_env()
     env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
     env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     proc = run([os.path.join(ANSIBLE, "ansible"), "-i", INVENTORY, "lab1", "-m", "vpsops.deploy.health_wait",
-                "-a", json.dumps(args)], check=False, env=env)
+                "-a", json.dumps(args)] + list(options), check=False, env=env)
     data = json.loads(proc.stdout)
     return proc.returncode, data["plays"][0]["tasks"][0]["hosts"]["lab1"]
 
@@ -166,6 +166,16 @@ def test_health_wait_module_reports_every_check(stack):
                                      "container %s" % stack.container("nats")}
     for check in result["checks"].values():
         assert check["ready"] and check["attempts"] >= 2
+
+
+def test_health_wait_module_probes_in_check_mode(stack):
+    rc, result = health_wait({"timeout": 3, "checks": [
+        {"name": "auth", "type": "http", "url": stack.url("AUTH_PORT"), "json": {"status": "ok"}},
+        {"name": "nothing", "type": "tcp", "port": 1}]}, "--check")
+    assert rc != 0  # the probes really ran: the closed port is reported
+    assert result["checks"]["auth"]["ready"] is True
+    assert result["checks"]["nothing"]["attempts"] >= 1
+    assert result["changed"] is False
 
 
 def test_health_wait_module_names_what_is_not_ready(stack):

@@ -284,3 +284,29 @@ def test_lab_as_a_user_without_rights_says_what_to_do(lab):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "run bin/lab as root" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def load_lab_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vpsops_lab", os.path.join(ROOT, "lab", "lab.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_source_digest_follows_content(tmp_path):
+    lab_module = load_lab_module()
+    (tmp_path / "a.py").write_text("print(1)\n")
+    first = lab_module.source_digest(str(tmp_path))
+    assert lab_module.source_digest(str(tmp_path)) == first
+    (tmp_path / "a.py").write_text("print(2)\n")
+    assert lab_module.source_digest(str(tmp_path)) != first
+
+
+@pytest.mark.parametrize("tag", ["v1", "v2", "v3-unhealthy", "v3-crash", "v3-stuck"])
+def test_standard_release_images_are_built_from_the_current_sources(lab, tag):
+    """`bin/lab up` rebuilds a standard release whose image predates a change of the demo's code."""
+    lab_module = load_lab_module()
+    for service in ("auth", "ar", "payments", "lb"):
+        assert lab_module.image_current("vpsops-demo/%s:%s" % (service, tag), lab_module.app_digest()), service

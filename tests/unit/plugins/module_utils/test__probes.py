@@ -71,6 +71,7 @@ def test_redact_url_drops_credentials(url, shown):
     ([{"type": "http"}], "checks[0] (type http) needs 'url'"),
     ([{"type": "http", "name": "api", "url": "ftp://x/"}], "check 'api': 'url' must be an http:// or https:// URL"),
     ([{"type": "http", "url": "http:///nohost"}], "'url' must be an http:// or https:// URL with a host"),
+    ([{"type": "http", "url": "127.0.0.1:8080/api/health"}], "'url' must be an http:// or https:// URL"),
     ([{"type": "http", "url": "http://a/", "body": "(unclosed"}], "'body' is not a valid regular expression"),
     ([{"type": "tcp", "port": 70000}], "'port' must be a TCP port 1-65535, got 70000"),
     ([{"type": "tcp", "port": "web"}], "'port' must be a TCP port 1-65535, got 'web'"),
