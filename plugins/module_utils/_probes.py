@@ -225,17 +225,33 @@ class TcpProbe(Probe):
         return "connected"
 
 
+class DockerProbe(Probe):
+    """A check about one container, read with the Docker CLI (argv, bounded by the deadline)."""
+
+    def __init__(self, spec, index, runner=None):
+        Probe.__init__(self, spec, index, runner)
+        self.container = self.require("container")
+        self.docker = spec.get("docker_cli") or "docker"
+
+    def docker_out(self, args, timeout):
+        rc, out, err = self.runner([self.docker] + args, timeout=max(timeout, 1))
+        if rc != 0:
+            raise Exception("docker %s failed (rc=%d): %s" % (args[0], rc, (err or out).strip()[:200]))
+        return out, err
+
+    def inspect(self, fmt, timeout):
+        return self.docker_out(["inspect", "--type", "container", "--format", fmt, self.container], timeout)[0]
+
+
 @register
-class ContainerProbe(Probe):
+class ContainerProbe(DockerProbe):
     """A container is running, healthy where it has a healthcheck, and up for `running_for` seconds."""
 
     type_name = "container"
 
     def __init__(self, spec, index, runner=None):
-        Probe.__init__(self, spec, index, runner)
-        self.container = self.require("container")
+        DockerProbe.__init__(self, spec, index, runner)
         self.running_for = float(spec.get("running_for") or 0)
-        self.docker = spec.get("docker_cli") or "docker"
         self.restarts_seen = None
 
     def default_name(self):
@@ -245,10 +261,7 @@ class ContainerProbe(Probe):
         return "container %s" % self.container
 
     def probe(self, timeout):
-        rc, out, err = self.runner([self.docker, "inspect", "--type", "container", "--format",
-                                    "{{json .State}}|{{.RestartCount}}", self.container], timeout=max(timeout, 1))
-        if rc != 0:
-            raise Exception("docker inspect failed (rc=%d): %s" % (rc, (err or out).strip()[:200]))
+        out = self.inspect("{{json .State}}|{{.RestartCount}}", timeout)
         state_json, _sep, restarts = out.strip().rpartition("|")
         state = json.loads(state_json)
         return check_container_state(self.container, state, int(restarts or 0), self.running_for, self)
@@ -430,17 +443,15 @@ class NatsProbe(Probe):
 
 
 @register
-class LogProbe(Probe):
+class LogProbe(DockerProbe):
     """A container's log since it (last) started matches `pattern`; `fail_pattern` fails fast."""
 
     type_name = "log"
 
     def __init__(self, spec, index, runner=None):
-        Probe.__init__(self, spec, index, runner)
-        self.container = self.require("container")
+        DockerProbe.__init__(self, spec, index, runner)
         self.pattern = compile_regex(self, "pattern", required=True)
         self.fail_pattern = compile_regex(self, "fail_pattern")
-        self.docker = spec.get("docker_cli") or "docker"
 
     def default_name(self):
         return "log %s" % self.spec.get("container")
@@ -449,18 +460,11 @@ class LogProbe(Probe):
         return "log of %s /%s/" % (self.container, self.pattern.pattern)
 
     def probe(self, timeout):
-        rc, out, err = self.runner([self.docker, "inspect", "--type", "container", "--format",
-                                    "{{.State.StartedAt}}", self.container], timeout=max(timeout, 1))
-        if rc != 0:
-            raise Exception("docker inspect failed (rc=%d): %s" % (rc, (err or out).strip()[:200]))
-        started = parse_docker_time(out.strip())
+        started = parse_docker_time(self.inspect("{{.State.StartedAt}}", timeout).strip())
         # A line written at once may carry a timestamp a little before Docker's StartedAt; a
         # restart is always more than this margin after the previous run's last line.
         since = "%.3f" % (started - LOG_SINCE_MARGIN) if started is not None else "0"
-        rc, out, err = self.runner([self.docker, "logs", "--since", since, self.container],
-                                   timeout=max(timeout, 1))
-        if rc != 0:
-            raise Exception("docker logs failed (rc=%d): %s" % (rc, err.strip()[:200]))
+        out, err = self.docker_out(["logs", "--since", since, self.container], timeout)
         text = out + err
         if self.fail_pattern is not None:
             bad = self.fail_pattern.search(text)
