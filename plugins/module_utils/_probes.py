@@ -137,9 +137,10 @@ class NoRaise(HTTPErrorProcessor):
     https_response = http_response
 
 
-def http_opener(url, validate_certs):
-    """An opener that returns every status; a TLS context (costly: it loads the CA store) only for https."""
-    if not url.lower().startswith("https:"):
+def http_opener(https, validate_certs):
+    """An opener that returns every status; a TLS context (costly: it loads the CA store) only for
+    https. Openers hold no per-request state, so the probes of one call share them."""
+    if not https:
         return build_opener(NoRaise)
     context = ssl.create_default_context()
     if not validate_certs:
@@ -167,7 +168,8 @@ class HttpProbe(Probe):
         self.headers = spec.get("headers") or {}
         self.validate_certs = spec.get("validate_certs", True)
         self.request_timeout = float(spec.get("request_timeout") or 5)
-        self.opener = http_opener(self.url, self.validate_certs)
+        self.opener_key = (self.url.lower().startswith("https:"), self.validate_certs)
+        self.opener = None  # shared with the other probes of the same kind by build_probes
 
     def default_name(self):
         return redact_url(self.spec.get("url") or "http#%d" % (self.index + 1))
@@ -178,7 +180,8 @@ class HttpProbe(Probe):
     def probe(self, timeout):
         request = Request(self.url, method=self.method, headers=dict(self.headers))
         try:
-            response = self.opener.open(request, timeout=min(self.request_timeout, timeout))
+            response = (self.opener or http_opener(*self.opener_key)).open(
+                request, timeout=min(self.request_timeout, timeout))
             try:
                 status = response.status
                 body = response.read(1024 * 1024).decode("utf-8", "replace")
@@ -401,7 +404,8 @@ class NatsProbe(Probe):
         self.streams = list(streams)
         self.jetstream = spec.get("jetstream", True) is not False
         self.request_timeout = float(spec.get("request_timeout") or 5)
-        self.opener = http_opener(self.base, spec.get("validate_certs", True))
+        self.opener_key = (self.base.lower().startswith("https:"), spec.get("validate_certs", True) is not False)
+        self.opener = None  # shared with the other probes of the same kind by build_probes
 
     def default_name(self):
         return "nats %s" % redact_url(self.spec.get("url") or "http://127.0.0.1:8222")
@@ -412,7 +416,8 @@ class NatsProbe(Probe):
     def get(self, path, timeout):
         request = Request(self.base + path)
         try:
-            response = self.opener.open(request, timeout=min(self.request_timeout, timeout))
+            response = (self.opener or http_opener(*self.opener_key)).open(
+                request, timeout=min(self.request_timeout, timeout))
             try:
                 return response.status, response.read(4 * 1024 * 1024).decode("utf-8", "replace")
             finally:
@@ -574,6 +579,13 @@ def build_probes(checks, runner=None):
                                  % (index, probe.name))
         names.add(probe.name)
         probes.append(probe)
+    openers = {}
+    for probe in probes:
+        key = getattr(probe, "opener_key", None)
+        if key is not None:
+            if key not in openers:
+                openers[key] = http_opener(*key)
+            probe.opener = openers[key]
     return probes
 
 
@@ -629,7 +641,12 @@ def wait_for(probes, timeout, interval=1.0, max_interval=5.0, consecutive=1, fai
     stop = threading.Event()
     runs = [CheckRun(p, interval, max_interval, consecutive) for p in probes]
 
+    go = threading.Event()
+
     def worker(run):
+        # Wait until every thread exists: starting hundreds of threads while others already
+        # probe makes each start wait for the GIL.
+        go.wait()
         delay = run.interval
         while not stop.is_set():
             remaining = deadline - clock()
@@ -675,6 +692,7 @@ def wait_for(probes, timeout, interval=1.0, max_interval=5.0, consecutive=1, fai
     for thread in threads:
         thread.daemon = True
         thread.start()
+    go.set()
     for thread in threads:
         # Each worker returns by the deadline; the margin covers one probe still in flight.
         thread.join(max(deadline - clock(), 0) + 10)
