@@ -39,7 +39,12 @@ def module_names(collection_dir):
     return names
 
 
-def build_collection(out_dir):
+def build_collection(tmp):
+    """The collection tarball, built once per run into tmp/dist and shared by the gates."""
+    out_dir = os.path.join(tmp, "dist")
+    tarballs = glob.glob(os.path.join(out_dir, "vpsops-deploy-*.tar.gz"))
+    if len(tarballs) == 1:
+        return tarballs[0]
     rc = sh([tool("ansible-galaxy"), "collection", "build", "--force", "--output-path", out_dir, ROOT])
     tarballs = glob.glob(os.path.join(out_dir, "vpsops-deploy-*.tar.gz"))
     if rc != 0 or len(tarballs) != 1:
@@ -58,7 +63,7 @@ def gate_changelog(_tmp):
 
 def gate_build(tmp):
     """Build the tarball, install it into an empty path, and render every module with ansible-doc."""
-    tarball = build_collection(os.path.join(tmp, "dist"))
+    tarball = build_collection(tmp)
     if tarball is None:
         return 1
     install_path = os.path.join(tmp, "installed")
@@ -88,7 +93,7 @@ def gate_build(tmp):
 
 def gate_sanity(tmp):
     """ansible-test sanity on exactly what the tarball ships, in an ansible_collections tree."""
-    tarball = build_collection(os.path.join(tmp, "dist-sanity"))
+    tarball = build_collection(tmp)
     if tarball is None:
         return 1
     tree = os.path.join(tmp, "sanity", "ansible_collections", "vpsops", "deploy")
@@ -101,7 +106,7 @@ def gate_sanity(tmp):
 
 def gate_importer(tmp):
     """galaxy-importer on the tarball: what Galaxy checks on upload. Any warning fails the gate."""
-    tarball = build_collection(os.path.join(tmp, "dist-importer"))
+    tarball = build_collection(tmp)
     if tarball is None:
         return 1
     env = dict(os.environ, GALAXY_IMPORTER_CONFIG=os.path.join(ROOT, "lab", "galaxy-importer.cfg"),

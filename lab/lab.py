@@ -573,10 +573,6 @@ def write_known_hosts(entries):
     write_atomic(os.path.join(ssh_dir(), "known_hosts"), "\n".join(lines) + "\n", 0o600)
 
 
-def known_host_entries():
-    return known_host_entries_for(netns_hosts())
-
-
 def start_sshd(name, listen, port, netns=None):
     _client, host_key = ensure_keys()
     portfile = os.path.join(ssh_dir(), "sshd_%s.port" % name)
@@ -614,8 +610,9 @@ def stop_sshd(name):
             if not pid_alive(pidfile):
                 break
             time.sleep(0.1)
-    if os.path.exists(pidfile):
-        os.unlink(pidfile)
+    for path in (pidfile, os.path.join(ssh_dir(), "sshd_%s.port" % name)):
+        if os.path.exists(path):
+            os.unlink(path)
 
 
 def netns_hosts():
@@ -738,7 +735,7 @@ def cmd_up(_args=None):
     build_infra_images()
     ensure_demo_images()
     start_sshd("main", "127.0.0.1", SSH_PORT)
-    write_known_hosts(known_host_entries())
+    write_known_hosts(known_host_entries_for(netns_hosts()))
     log("lab is up in %.1f s: docker %s, ssh root@127.0.0.1:%d"
         % (time.monotonic() - started,
            run(["docker", "info", "--format", "{{.ServerVersion}}"], capture=True).stdout.strip(), SSH_PORT))
