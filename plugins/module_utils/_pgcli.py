@@ -1,0 +1,127 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, vpsops.deploy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The PostgreSQL client tools (psql, pg_dump, pg_restore) run against one database, either inside
+its container (`docker exec`, the server's own tools, the local socket) or from the managed host
+to a host/port with the local client. Private to this collection.
+
+The password travels only in the environment: PGPASSWORD for a local tool, and for `docker exec`
+the variable is passed by name (`-e PGPASSWORD`) so its value never appears in argv.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import subprocess
+
+from ansible_collections.vpsops.deploy.plugins.module_utils._postgres import postgres_argument_spec, scrub
+
+
+def pgcli_argument_spec():
+    """The connection options of postgres_argument_spec plus `container` and `docker_cli`
+    (documented by the doc fragments vpsops.deploy.postgres, vpsops.deploy.pgcli and
+    vpsops.deploy.docker)."""
+    spec = postgres_argument_spec()
+    spec.update(
+        container=dict(type="str"),
+        docker_cli=dict(type="path", default="docker"),
+    )
+    return spec
+
+
+class PgCliError(Exception):
+    """A client tool failed; the message names the tool and target and holds its stderr, never the
+    password."""
+
+
+class PgCli:
+    """One database target for the client tools.
+
+    `params` is a module's params (or any dict) with the keys of pgcli_argument_spec.
+    """
+
+    def __init__(self, params, db=None):
+        self.params = dict(params)
+        self.container = params.get("container")
+        self.docker_cli = params.get("docker_cli") or "docker"
+        self.user = params.get("login_user") or "postgres"
+        self.db = db or params.get("db") or "postgres"
+        self.password = params.get("login_password") or ""
+
+    def describe(self):
+        if self.container:
+            return "%s@container %s/%s" % (self.user, self.container, self.db)
+        return "%s@%s:%s/%s" % (self.user, self.params.get("login_host") or "127.0.0.1",
+                                self.params.get("port") or 5432, self.db)
+
+    def env(self):
+        """The environment for the command: PGPASSWORD (for docker exec it is forwarded by name)."""
+        env = dict(os.environ)
+        env["PGCONNECT_TIMEOUT"] = str(self.params.get("connect_timeout") or 5)
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        else:
+            env.pop("PGPASSWORD", None)
+        if not self.container:
+            env["PGSSLMODE"] = self.params.get("ssl_mode") or "prefer"
+        return env
+
+    def argv(self, tool, args, stdin=False):
+        """argv for `tool` with the connection options, then `args`."""
+        if self.container:
+            argv = [self.docker_cli, "exec"]
+            if stdin:
+                argv.append("-i")
+            argv += ["-e", "PGCONNECT_TIMEOUT"]
+            if self.password:
+                argv += ["-e", "PGPASSWORD"]
+            argv += [self.container, tool, "-U", self.user]
+        else:
+            argv = [tool, "-h", self.params.get("login_host") or "127.0.0.1",
+                    "-p", str(self.params.get("port") or 5432), "-U", self.user]
+        return argv + list(args)
+
+    def run(self, tool, args, input_text=None, stdout=None, timeout=None):
+        """Run `tool`; return (rc, stdout, stderr). `stdout` may be an open binary file to stream
+        into (large dumps never pass through memory); stdout is then returned as ''."""
+        argv = self.argv(tool, args, stdin=input_text is not None)
+        try:
+            proc = subprocess.run(
+                argv, input=input_text.encode("utf-8") if input_text is not None else None,
+                stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
+                env=self.env(), timeout=timeout, check=False)
+        except OSError as exc:
+            return 127, "", self.scrub(exc)
+        except subprocess.TimeoutExpired:
+            return 124, "", "%s timed out after %ss" % (tool, timeout)
+        out = proc.stdout.decode("utf-8", "replace") if stdout is None else ""
+        return proc.returncode, out, self.scrub(proc.stderr.decode("utf-8", "replace"))
+
+    def check(self, tool, args, input_text=None, stdout=None, timeout=None):
+        """run(), raising PgCliError naming tool, target and stderr on a non-zero exit."""
+        rc, out, err = self.run(tool, args, input_text=input_text, stdout=stdout, timeout=timeout)
+        if rc != 0:
+            raise PgCliError("%s on %s failed (rc=%s): %s" % (tool, self.describe(), rc,
+                                                              err.strip() or out.strip() or "no output"))
+        return out
+
+    def query_json(self, sql, db=None, timeout=None):
+        """Run one statement whose single row and column is JSON (build it with json_build_object /
+        json_agg on the server) and return it decoded. The SQL goes on stdin, not argv."""
+        out = self.check("psql", ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db or self.db],
+                         input_text=sql, timeout=timeout)
+        text = out.strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise PgCliError("psql on %s returned no JSON: %s" % (self.describe(), text[:200]))
+
+    def scrub(self, text):
+        return scrub(text, self.params)
