@@ -1,0 +1,655 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, vpsops.deploy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The release store of one stack on one host, its deploy lock and its audit log.
+Private to this collection; used by compose_release, compose_release_info, deploy_lock and
+compose_rollback.
+
+Layout under the state directory (default /var/lib/vpsops/<stack>):
+
+    releases/<id>/<compose files>   exact copies of the files compose ran
+    releases/<id>/.env              the env file compose read (0600), when there was one
+    releases/<id>/images.lock.yml   override pinning every service to an image that cannot move
+    releases/<id>/manifest.json     id, seq, time, user, git sha, services (image ref + id),
+                                    phases, backups, status, status history
+    current -> releases/<id>        the live release
+    history.jsonl                   append-only audit log, one JSON line per event
+    lock.json                       the deploy lock
+
+Order is the manifest's `seq` (a counter), never a file time. Every write is atomic: a temporary
+file in the same directory, fsync, rename, fsync of the directory. A release directory is built
+under a temporary name and renamed into place when complete.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from contextlib import contextmanager
+
+MANIFEST = "manifest.json"
+LOCK_OVERRIDE = "images.lock.yml"
+ENV_COPY = ".env"
+FORMAT = 1
+STATUSES = ("pending", "live", "superseded", "failed", "rolled_back")
+# A release id names a directory and is the tag of the images pinned for it.
+RELEASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STACK_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+PIN_REPO = "vpsops"
+
+
+class ReleaseError(Exception):
+    """Bad input or a state that forbids the operation; nothing was changed."""
+
+
+class CorruptRelease(ReleaseError):
+    """A manifest that cannot be trusted."""
+
+
+class LockHeld(ReleaseError):
+    """The deploy lock belongs to someone else."""
+
+    def __init__(self, msg, lock):
+        ReleaseError.__init__(self, msg)
+        self.lock = lock
+
+
+def now_iso(now=None):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now if now is not None else time.time()))
+
+
+def check_stack(stack):
+    if not isinstance(stack, str) or not STACK_RE.match(stack):
+        raise ReleaseError("stack must be a compose project name: lowercase letters, digits, '-' and '_', "
+                           "starting with a letter or digit; got %r" % (stack,))
+    return stack
+
+
+def default_state_dir(stack):
+    return os.path.join("/var/lib/vpsops", stack)
+
+
+# atomic files -----------------------------------------------------------------------------------
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data, mode=0o600):
+    """Write bytes or text to `path` through a temporary file, fsync and rename."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def write_json_atomic(path, data, mode=0o600):
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pin_ref(stack, service, release_id):
+    """The tag the collection puts on a service's image ID for a release."""
+    return "%s/%s/%s:%s" % (PIN_REPO, stack, service_repo_name(service), release_id)
+
+
+def service_repo_name(service):
+    """A service name as a repository path component (lowercase, no leading/trailing separator)."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", service.lower()).strip("._-")
+    return re.sub(r"[._-]{2,}", "-", name) or "service"
+
+
+def lock_override_text(release_id, pins):
+    """The compose override that pins every service: pins is {service: image ref}. JSON strings are
+    valid YAML scalars, so no YAML library is needed on the host."""
+    lines = ["# vpsops.deploy release %s: every service pinned to the image it was deployed with." % release_id,
+             "services:"]
+    for service in sorted(pins):
+        lines.append("  %s:" % json.dumps(service))
+        lines.append("    image: %s" % json.dumps(pins[service]))
+    return "\n".join(lines) + "\n"
+
+
+# the store --------------------------------------------------------------------------------------
+
+class Store:
+    """The releases, pointer, history and lock of one stack under one state directory."""
+
+    def __init__(self, stack, state_dir=None):
+        self.stack = check_stack(stack)
+        self.state_dir = os.path.abspath(state_dir or default_state_dir(stack))
+        self.releases_dir = os.path.join(self.state_dir, "releases")
+        self.current_link = os.path.join(self.state_dir, "current")
+        self.history_path = os.path.join(self.state_dir, "history.jsonl")
+        self.lock_path = os.path.join(self.state_dir, "lock.json")
+
+    # directories and writability
+
+    def exists(self):
+        return os.path.isdir(self.releases_dir)
+
+    def ensure(self):
+        """Create the state directory (0700) and check it can be written."""
+        for path in (self.state_dir, self.releases_dir):
+            try:
+                if not os.path.isdir(path):
+                    os.makedirs(path, 0o700)
+            except OSError as exc:
+                raise ReleaseError("state_dir %s cannot be created: %s" % (self.state_dir, exc.strerror or exc))
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=self.state_dir)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ReleaseError("state_dir %s is not writable: %s" % (self.state_dir, exc.strerror or exc))
+
+    @contextmanager
+    def guard(self):
+        """An exclusive flock that serializes every read-modify-write of the store on this host."""
+        self.ensure()
+        fd = os.open(os.path.join(self.state_dir, ".guard"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def release_dir(self, release_id):
+        return os.path.join(self.releases_dir, release_id)
+
+    # reading
+
+    def ids(self):
+        if not self.exists():
+            return []
+        return sorted(n for n in os.listdir(self.releases_dir)
+                      if not n.startswith(".") and os.path.isdir(os.path.join(self.releases_dir, n)))
+
+    def load(self, release_id):
+        """The manifest of a release; CorruptRelease when it cannot be trusted."""
+        if not RELEASE_ID_RE.match(release_id or ""):
+            raise ReleaseError("release %r is not a valid release id" % (release_id,))
+        path = os.path.join(self.release_dir(release_id), MANIFEST)
+        if not os.path.isdir(self.release_dir(release_id)):
+            raise ReleaseError("release %s does not exist in %s; known releases: %s"
+                               % (release_id, self.releases_dir, ", ".join(self.ids()) or "none"))
+        try:
+            with open(path, "rb") as handle:
+                manifest = json.loads(handle.read().decode("utf-8"))
+        except (IOError, OSError) as exc:
+            raise CorruptRelease("release %s: cannot read %s: %s" % (release_id, path, exc.strerror or exc))
+        except ValueError as exc:
+            raise CorruptRelease("release %s: %s is corrupt (%s); it is refused and nothing was changed"
+                                 % (release_id, path, exc))
+        problem = manifest_problem(manifest, release_id, self.stack)
+        if problem:
+            raise CorruptRelease("release %s: %s is corrupt (%s); it is refused and nothing was changed"
+                                 % (release_id, path, problem))
+        return manifest
+
+    def releases(self):
+        """(manifests newest first, {id: error} of the corrupt ones)."""
+        good, bad = [], {}
+        for release_id in self.ids():
+            try:
+                good.append(self.load(release_id))
+            except ReleaseError as exc:
+                bad[release_id] = str(exc)
+        good.sort(key=lambda m: m["seq"], reverse=True)
+        return good, bad
+
+    def live_id(self):
+        try:
+            target = os.readlink(self.current_link)
+        except OSError:
+            return None
+        return os.path.basename(target.rstrip("/"))
+
+    def next_seq(self):
+        seqs = [0]
+        for release_id in self.ids():
+            try:
+                seqs.append(int(self.load(release_id)["seq"]))
+            except (ReleaseError, ValueError, TypeError):
+                continue
+        return max(seqs) + 1
+
+    # writing
+
+    def save(self, manifest):
+        write_json_atomic(os.path.join(self.release_dir(manifest["id"]), MANIFEST), manifest)
+
+    def record(self, event, **fields):
+        """Append one line to history.jsonl (O_APPEND, fsync)."""
+        entry = dict(time=now_iso(), event=event, stack=self.stack)
+        entry.update(fields)
+        line = (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8")
+        fd = os.open(self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return entry
+
+    def history(self, limit=None):
+        if not os.path.exists(self.history_path):
+            return []
+        entries = []
+        with open(self.history_path, "rb") as handle:
+            for raw in handle:
+                try:
+                    entries.append(json.loads(raw.decode("utf-8")))
+                except ValueError:
+                    continue
+        return entries[-limit:] if limit else entries
+
+    def create(self, release_id, files, pins, services, phases, project_dir, env_file=None, user=None,
+               git_sha=None, backups=None, meta=None):
+        """Write a complete release directory (pending) and return its manifest.
+
+        files: absolute paths of the compose files, in order; pins: {service: ref};
+        services: {service: {"image": original ref, "image_id": id, "ref": pinned ref}}.
+        """
+        if not RELEASE_ID_RE.match(release_id):
+            raise ReleaseError("release must match %s, got %r" % (RELEASE_ID_RE.pattern, release_id))
+        final = self.release_dir(release_id)
+        if os.path.exists(final):
+            raise ReleaseError("release %s already exists in %s" % (release_id, self.releases_dir))
+        names = [os.path.basename(p) for p in files]
+        if len(set(names)) != len(names) or LOCK_OVERRIDE in names or MANIFEST in names or ENV_COPY in names:
+            raise ReleaseError("files must have distinct base names other than %s, %s and %s: %s"
+                               % (LOCK_OVERRIDE, MANIFEST, ENV_COPY, ", ".join(names)))
+        tmp = tempfile.mkdtemp(prefix=".new-%s." % release_id, dir=self.releases_dir)
+        try:
+            os.chmod(tmp, 0o700)
+            file_entries = []
+            for path, name in zip(files, names):
+                with open(path, "rb") as handle:
+                    content = handle.read()
+                write_atomic(os.path.join(tmp, name), content, 0o600)
+                file_entries.append({"name": name, "source": path,
+                                     "sha256": hashlib.sha256(content).hexdigest()})
+            env_entry = None
+            if env_file:
+                with open(env_file, "rb") as handle:
+                    content = handle.read()
+                write_atomic(os.path.join(tmp, ENV_COPY), content, 0o600)
+                env_entry = {"source": env_file, "sha256": hashlib.sha256(content).hexdigest()}
+            write_atomic(os.path.join(tmp, LOCK_OVERRIDE), lock_override_text(release_id, pins), 0o600)
+            seq = self.next_seq()
+            manifest = {
+                "format": FORMAT,
+                "id": release_id,
+                "seq": seq,
+                "stack": self.stack,
+                "created": now_iso(),
+                "user": user,
+                "git_sha": git_sha,
+                "host": socket.gethostname(),
+                "project_dir": project_dir,
+                "files": file_entries,
+                "env_file": env_entry,
+                "services": services,
+                "phases": phases or [],
+                "backups": backups or [],
+                "checks": [],
+                "status": "pending",
+                "status_history": [{"status": "pending", "time": now_iso()}],
+                "meta": meta or {},
+            }
+            write_json_atomic(os.path.join(tmp, MANIFEST), manifest)
+            os.rename(tmp, final)
+            fsync_dir(self.releases_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return manifest
+
+    def compose_files(self, manifest):
+        """Absolute paths to give `docker compose -f`, in order, the lock override last."""
+        base = self.release_dir(manifest["id"])
+        return [os.path.join(base, f["name"]) for f in manifest["files"]] + [os.path.join(base, LOCK_OVERRIDE)]
+
+    def env_path(self, manifest):
+        return os.path.join(self.release_dir(manifest["id"]), ENV_COPY) if manifest.get("env_file") else None
+
+    def set_status(self, manifest, status, **fields):
+        if status not in STATUSES:
+            raise ReleaseError("status must be one of %s, got %r" % (", ".join(STATUSES), status))
+        if manifest["status"] == status:
+            return False
+        manifest["status"] = status
+        entry = {"status": status, "time": now_iso()}
+        entry.update(fields)
+        manifest.setdefault("status_history", []).append(entry)
+        self.save(manifest)
+        return True
+
+    def point_current(self, release_id):
+        """Move `current` to a release atomically (temporary symlink renamed over the old one)."""
+        tmp = os.path.join(self.state_dir, ".current.%d.tmp" % os.getpid())
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(os.path.join("releases", release_id), tmp)
+        os.rename(tmp, self.current_link)
+        fsync_dir(self.state_dir)
+
+    def make_live(self, manifest, replaced_status="superseded", **fields):
+        """Mark a release live, the one it replaces `replaced_status`, move `current`.
+        Returns the id of the replaced live release (or None)."""
+        old_id = self.live_id()
+        changed = False
+        if old_id and old_id != manifest["id"]:
+            try:
+                old = self.load(old_id)
+            except ReleaseError:
+                old = None
+            if old is not None:
+                self.set_status(old, replaced_status, replaced_by=manifest["id"])
+        if old_id != manifest["id"]:
+            self.point_current(manifest["id"])
+            changed = True
+        changed = self.set_status(manifest, "live", **fields) or changed
+        return (old_id if old_id != manifest["id"] else None), changed
+
+    # choosing releases
+
+    def ever_live(self, manifest):
+        return any(h.get("status") == "live" for h in manifest.get("status_history", []))
+
+    def previous_of(self, live_id, manifests):
+        """The release that was good before `live_id`: the newest (by seq) older release that went
+        live and was not rolled back from."""
+        live_seq = None
+        for m in manifests:
+            if m["id"] == live_id:
+                live_seq = m["seq"]
+        candidates = [m for m in manifests
+                      if m["id"] != live_id and self.ever_live(m) and m["status"] == "superseded"
+                      and (live_seq is None or m["seq"] < live_seq)]
+        return candidates[0]["id"] if candidates else None
+
+    def resolve(self, to):
+        """A rollback target: 'previous', 'live', a release id, or '-N'. Returns the release id.
+
+        'previous' is the live release when a newer release is pending or failed (a deploy that
+        did not finish: go back to what was live), otherwise the release that was live before it.
+        """
+        manifests, _bad = self.releases()
+        live = self.live_id()
+        to = str(to or "previous").strip()
+        if to == "live":
+            if not live:
+                raise ReleaseError("to=live: no release of stack %s is live in %s" % (self.stack, self.state_dir))
+            return live
+        if to == "previous":
+            if live:
+                newer = [m for m in manifests if m["status"] in ("pending", "failed")
+                         and m["seq"] > self._seq(live, manifests)]
+                if newer:
+                    return live
+            prev = self.previous_of(live, manifests)
+            if not prev:
+                raise ReleaseError("to=previous: stack %s has no previous release to roll back to in %s "
+                                   "(live: %s; releases: %s)" % (self.stack, self.state_dir, live or "none",
+                                                                 ", ".join(m["id"] for m in manifests) or "none"))
+            return prev
+        match = re.match(r"^-(\d+)$", to)
+        if match:
+            steps = int(match.group(1))
+            if steps < 1:
+                raise ReleaseError("to=%s: N in -N must be 1 or more" % to)
+            good = [m for m in manifests if self.ever_live(m) and m["status"] in ("live", "superseded")]
+            good.sort(key=lambda m: m["seq"], reverse=True)
+            ids = [m["id"] for m in good]
+            if live not in ids:
+                raise ReleaseError("to=%s: no release of stack %s is live" % (to, self.stack))
+            index = ids.index(live) + steps
+            if index >= len(ids):
+                raise ReleaseError("to=%s: stack %s has only %d earlier good release(s) before %s"
+                                   % (to, self.stack, len(ids) - ids.index(live) - 1, live))
+            return ids[index]
+        self.load(to)  # raises with the list of known releases when unknown, or when corrupt
+        return to
+
+    @staticmethod
+    def _seq(release_id, manifests):
+        for m in manifests:
+            if m["id"] == release_id:
+                return m["seq"]
+        return 0
+
+    # retention and retirement
+
+    def protected(self, manifests=None):
+        """Ids retention never removes: live, the release before it, pending ones."""
+        if manifests is None:
+            manifests, _bad = self.releases()
+        live = self.live_id()
+        keep = set(m["id"] for m in manifests if m["status"] == "pending")
+        if live:
+            keep.add(live)
+            prev = self.previous_of(live, manifests)
+            if prev:
+                keep.add(prev)
+        return keep
+
+    def retention_plan(self, keep):
+        """The ids retention would remove, keeping the newest `keep` releases and the protected ones."""
+        manifests, _bad = self.releases()
+        kept = set(m["id"] for m in manifests[:max(int(keep), 0)]) | self.protected(manifests)
+        return [m["id"] for m in manifests if m["id"] not in kept]
+
+    def retire(self, release_id, docker=None, force=False):
+        """Remove a release directory and untag the images pinned for it (Docker keeps an image
+        while another tag or a container uses it). Refuses the live release and the one before it."""
+        manifest = self.load(release_id)
+        if not force and release_id in self.protected():
+            raise ReleaseError("release %s is %s and is never removed" % (
+                release_id, "live" if release_id == self.live_id() else "kept (the release before the live one, or pending)"))
+        untagged = []
+        if docker is not None:
+            for name, svc in sorted(manifest.get("services", {}).items()):
+                ref = svc.get("pin_tag")
+                if ref and docker.untag(ref):
+                    untagged.append(ref)
+        doomed = os.path.join(self.releases_dir, ".retired-%s" % release_id)
+        os.rename(self.release_dir(release_id), doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        fsync_dir(self.releases_dir)
+        return untagged
+
+    # locks
+
+    def read_lock(self):
+        try:
+            with open(self.lock_path, "rb") as handle:
+                return json.loads(handle.read().decode("utf-8"))
+        except (IOError, OSError) as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise ReleaseError("cannot read the lock %s: %s" % (self.lock_path, exc.strerror))
+        except ValueError:
+            # A torn lock file cannot be trusted as held; report it as stale so it is taken over.
+            return {"owner": "<unreadable lock file>", "heartbeat_epoch": 0, "ttl": 0}
+
+    def acquire(self, owner, ttl, controller=None, pid=None, now=None):
+        """Take the lock. Returns (lock, changed, took_over: previous lock or None).
+        Raises LockHeld when a live lock belongs to another owner."""
+        now = time.time() if now is None else now
+        with self.guard():
+            lock = self.read_lock()
+            took_over = None
+            if lock is not None:
+                if lock.get("owner") == owner:
+                    lock.update(heartbeat=now_iso(now), heartbeat_epoch=now, ttl=ttl)
+                    write_json_atomic(self.lock_path, lock)
+                    return lock, False, None
+                age = now - float(lock.get("heartbeat_epoch") or 0)
+                if age <= float(lock.get("ttl") or 0):
+                    raise LockHeld(lock_message(lock, now), lock)
+                took_over = lock
+            lock = {
+                "stack": self.stack,
+                "owner": owner,
+                "controller": controller,
+                "pid": pid,
+                "host": socket.gethostname(),
+                "started": now_iso(now),
+                "started_epoch": now,
+                "heartbeat": now_iso(now),
+                "heartbeat_epoch": now,
+                "ttl": ttl,
+            }
+            write_json_atomic(self.lock_path, lock)
+            self.record("lock_taken_over" if took_over else "lock_acquired", owner=owner, controller=controller,
+                        previous_owner=(took_over or {}).get("owner"))
+            return lock, True, took_over
+
+    def heartbeat(self, owner, ttl=None, now=None):
+        now = time.time() if now is None else now
+        with self.guard():
+            lock = self.read_lock()
+            if lock is None:
+                raise ReleaseError("heartbeat: stack %s is not locked (the lock was released or never taken)"
+                                   % self.stack)
+            if lock.get("owner") != owner:
+                raise LockHeld("heartbeat: the lock of stack %s is no longer ours: %s"
+                               % (self.stack, lock_message(lock, now)), lock)
+            lock.update(heartbeat=now_iso(now), heartbeat_epoch=now)
+            if ttl:
+                lock["ttl"] = ttl
+            write_json_atomic(self.lock_path, lock)
+            return lock
+
+    def release_lock(self, owner, force=False):
+        """Release the lock; (lock or None, changed). Releasing a free lock is not an error."""
+        with self.guard():
+            lock = self.read_lock()
+            if lock is None:
+                return None, False
+            if lock.get("owner") != owner and not force:
+                raise LockHeld("release: the lock of stack %s belongs to someone else: %s"
+                               % (self.stack, lock_message(lock, time.time())), lock)
+            os.unlink(self.lock_path)
+            fsync_dir(self.state_dir)
+            self.record("lock_released", owner=owner, forced=bool(force and lock.get("owner") != owner))
+            return lock, True
+
+
+def lock_message(lock, now):
+    age = now - float(lock.get("heartbeat_epoch") or 0)
+    return ("stack %s is locked by %s (controller %s, pid %s) since %s; last heartbeat %.0fs ago, ttl %ss"
+            % (lock.get("stack"), lock.get("owner"), lock.get("controller") or "?", lock.get("pid") or "?",
+               lock.get("started") or "?", age, lock.get("ttl")))
+
+
+def manifest_problem(manifest, release_id, stack):
+    """Why a manifest cannot be trusted, or None."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    for key, kind in (("id", str), ("seq", int), ("services", dict), ("files", list), ("status", str)):
+        if not isinstance(manifest.get(key), kind):
+            return "key %r missing or not a %s" % (key, kind.__name__)
+    if manifest["id"] != release_id:
+        return "its id %r is not its directory name %r" % (manifest["id"], release_id)
+    if manifest.get("stack") != stack:
+        return "it belongs to stack %r, not %r" % (manifest.get("stack"), stack)
+    if manifest["status"] not in STATUSES:
+        return "unknown status %r" % manifest["status"]
+    for name, svc in manifest["services"].items():
+        if not isinstance(svc, dict) or not svc.get("image_id") or not svc.get("ref"):
+            return "service %r has no image_id/ref" % name
+    for entry in manifest["files"]:
+        if not isinstance(entry, dict) or not entry.get("name"):
+            return "a files entry has no name"
+    return None
+
+
+def verify_files(store, manifest):
+    """Check the release's files against the checksums in its manifest; return a problem or None."""
+    base = store.release_dir(manifest["id"])
+    entries = list(manifest["files"])
+    if manifest.get("env_file"):
+        entries.append(dict(name=ENV_COPY, sha256=manifest["env_file"].get("sha256")))
+    for entry in entries:
+        path = os.path.join(base, entry["name"])
+        try:
+            digest = sha256_file(path)
+        except (IOError, OSError) as exc:
+            return "file %s is missing: %s" % (path, exc.strerror or exc)
+        if entry.get("sha256") and digest != entry["sha256"]:
+            return "file %s was changed after the release was recorded (sha256 mismatch)" % path
+    if not os.path.exists(os.path.join(base, LOCK_OVERRIDE)):
+        return "%s is missing" % os.path.join(base, LOCK_OVERRIDE)
+    return None
+
+
+def referenced_backups(state_dir):
+    """Absolute real paths of every backup that a release in the store references.
+
+    Raises CorruptRelease when a manifest cannot be read: retention must then delete nothing."""
+    paths = set()
+    releases_dir = os.path.join(state_dir, "releases")
+    if not os.path.isdir(releases_dir):
+        return paths
+    for name in os.listdir(releases_dir):
+        if name.startswith("."):
+            continue
+        path = os.path.join(releases_dir, name, MANIFEST)
+        try:
+            with open(path, "rb") as handle:
+                manifest = json.loads(handle.read().decode("utf-8"))
+        except (IOError, OSError, ValueError) as exc:
+            # What an unreadable manifest references is unknown: callers must then keep everything.
+            raise CorruptRelease("cannot tell which backups release %s references: %s is unreadable (%s)"
+                                 % (name, path, exc))
+        for backup in (manifest.get("backups") or []) if isinstance(manifest, dict) else []:
+            if isinstance(backup, dict) and backup.get("path"):
+                paths.add(os.path.realpath(backup["path"]))
+    return paths
+
+
+def new_release_id(now=None):
+    """A sortable, unique-enough id: UTC time plus 4 random hex digits."""
+    now = time.time() if now is None else now
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + os.urandom(2).hex()
