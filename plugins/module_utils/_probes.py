@@ -447,6 +447,131 @@ class NatsProbe(Probe):
         return "healthz ok, streams present"
 
 
+def non_negative_int(probe, key):
+    """The check's `key` as an int >= 0, or None when absent."""
+    value = probe.spec.get(key)
+    if value is None:
+        return None
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        value = -1
+    if value < 0:
+        raise CheckSpecError("%s: '%s' must be a whole number 0 or more, got %r" % (probe.where(), key, probe.spec[key]))
+    return value
+
+
+@register
+class NatsConsumerProbe(NatsProbe):
+    """A JetStream consumer keeps up: pending and ack-pending at most their maximum; redeliveries
+    growing by more than `max_redelivered_growth` during the wait fail fast."""
+
+    type_name = "nats_consumer"
+
+    def __init__(self, spec, index, runner=None):
+        NatsProbe.__init__(self, dict(spec, streams=None), index, runner)
+        from ansible_collections.vpsops.deploy.plugins.module_utils import _nats
+
+        self.nats = _nats
+        self.stream = self.require("stream", str)
+        self.consumer = self.require("consumer", str)
+        self.account = spec.get("account")
+        self.max_pending = non_negative_int(self, "max_pending")
+        self.max_ack_pending = non_negative_int(self, "max_ack_pending")
+        self.max_growth = non_negative_int(self, "max_redelivered_growth")
+        self.redelivered_at_start = None
+
+    def default_name(self):
+        return "nats_consumer %s/%s" % (self.spec.get("stream"), self.spec.get("consumer"))
+
+    def describe(self):
+        return "nats_consumer %s/%s at %s" % (self.stream, self.consumer, redact_url(self.base))
+
+    def probe(self, timeout):
+        try:
+            jsz = self.nats.fetch_jsz(self.base, self.account, min(self.request_timeout, timeout), opener=self.opener)
+            streams, missing = self.nats.summarize(jsz, [self.stream], [self.consumer], self.account)
+        except self.nats.NatsError as exc:
+            raise Exception(str(exc))
+        if missing:
+            raise Exception("%s not found (streams present: %s)" % (
+                missing[0], ", ".join(sorted(s.get("name", "") for a in jsz.get("account_details") or []
+                                             for s in a.get("stream_detail") or [])) or "none"))
+        c = streams[self.stream]["consumers"][self.consumer]
+        if self.redelivered_at_start is None:
+            self.redelivered_at_start = c["num_redelivered"]
+        growth = c["num_redelivered"] - self.redelivered_at_start
+        if self.max_growth is not None and growth > self.max_growth:
+            raise FatalProbeError("consumer %s/%s redelivered %d more messages during the wait (max_redelivered_growth "
+                                  "%d): its handler keeps failing" % (self.stream, self.consumer, growth, self.max_growth))
+        state = "pending %d, ack pending %d, redelivered +%d" % (c["num_pending"], c["num_ack_pending"], growth)
+        if self.max_pending is not None and c["num_pending"] > self.max_pending:
+            raise Exception("%s: num_pending above max_pending %d" % (state, self.max_pending))
+        if self.max_ack_pending is not None and c["num_ack_pending"] > self.max_ack_pending:
+            raise Exception("%s: num_ack_pending above max_ack_pending %d" % (state, self.max_ack_pending))
+        return state
+
+
+@register
+class DlqProbe(Probe):
+    """At most `max_new` failed events since a baseline (an earlier dlq_report result, or the
+    table at the first probe). More fails fast: failed events do not go away by waiting."""
+
+    type_name = "dlq"
+
+    def __init__(self, spec, index, runner=None):
+        Probe.__init__(self, spec, index, runner)
+        from ansible_collections.vpsops.deploy.plugins.module_utils import _dlq, _pgcli
+
+        self.dlq = _dlq
+        self.db = self.require("db", str)
+        self.max_new = non_negative_int(self, "max_new") or 0
+        params = dict(spec, port=port_of(self, 5432))
+        self.cli = _pgcli.PgCli(params)
+        try:
+            self.table = _dlq.Table(dict(table=spec.get("table"), columns=spec.get("columns"), outbox_table=""))
+        except _dlq.DlqError as exc:
+            raise CheckSpecError("%s: %s" % (self.where(), exc))
+        baseline = spec.get("baseline")
+        if baseline is not None and not isinstance(baseline, dict):
+            raise CheckSpecError("%s: 'baseline' must be an earlier dlq_report result or one of its databases, got %r"
+                                 % (self.where(), baseline))
+        if baseline and "databases" in baseline:
+            baseline = _dlq.baseline_entry(baseline, self.db)
+        elif baseline:
+            baseline = _dlq.baseline_entry({self.db: baseline}, self.db)
+        self.baseline = baseline or None
+        self.checked = False
+        self.request_timeout = float(spec.get("request_timeout") or 10)
+
+    def default_name(self):
+        return "dlq %s" % self.spec.get("db")
+
+    def describe(self):
+        return "dlq %s in %s" % (self.table.table_name, self.cli.describe())
+
+    def probe(self, timeout):
+        max_id = self.baseline.get("max_id") if self.baseline else None
+        try:
+            if not self.checked:
+                self.table.preflight(self.cli, need=["id"])
+                self.checked = True
+            counts = self.dlq.query(self.cli, self.dlq.counts_sql(self.table, max_id),
+                                    timeout=max(min(self.request_timeout, timeout), 1))
+        except self.dlq.SchemaError as exc:
+            raise FatalProbeError(str(exc))
+        except self.dlq.DlqError as exc:
+            raise Exception(str(exc))
+        if self.baseline is None:
+            self.baseline = {"max_id": counts["max_id"] or 0, "total": counts["total"]}
+            return "%d failed events, baseline taken" % counts["total"]
+        new = self.dlq.new_since(self.baseline, counts)
+        if new > self.max_new:
+            raise FatalProbeError("%d new failed events in %s since the baseline (max_new %d)"
+                                  % (new, self.describe(), self.max_new))
+        return "%d new failed events (max_new %d)" % (new, self.max_new)
+
+
 @register
 class LogProbe(DockerProbe):
     """A container's log since it (last) started matches `pattern`; `fail_pattern` fails fast."""

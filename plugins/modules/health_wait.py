@@ -46,19 +46,26 @@ options:
           - V(redis) sends C(PING) (after C(AUTH) when O(checks[].password) is set) and expects C(PONG).
           - V(nats) asks the monitoring endpoint O(checks[].url) for C(/healthz) (JetStream
             enabled) and, with O(checks[].streams), that those JetStream streams exist.
+          - V(nats_consumer) reads consumer O(checks[].consumer) of stream O(checks[].stream) from
+            the monitoring endpoint O(checks[].url): ready when its pending and ack-pending counts
+            are at most O(checks[].max_pending) and O(checks[].max_ack_pending); redeliveries
+            growing by more than O(checks[].max_redelivered_growth) during the wait fail fast.
+          - V(dlq) counts the failed events in O(checks[].table) of O(checks[].db) (in
+            O(checks[].container) or at O(checks[].login_host)) added since O(checks[].baseline)
+            (or since the first probe); more than O(checks[].max_new) fails fast.
           - V(container) inspects O(checks[].container) with the Docker CLI.
           - V(log) reads the log of O(checks[].container) since it last started.
           - V(command) runs O(checks[].argv) (never through a shell).
         type: str
         required: true
-        choices: [command, container, http, log, nats, postgres, redis, tcp]
+        choices: [command, container, dlq, http, log, nats, nats_consumer, postgres, redis, tcp]
       name:
         description: Name of the check in the result and in messages. Must be unique.
         type: str
       url:
         description:
           - For V(http) checks, the URL. Credentials in the URL are never shown.
-          - For V(nats) checks, the monitoring base URL (default V(http://127.0.0.1:8222)).
+          - For V(nats) and V(nats_consumer) checks, the monitoring base URL (default V(http://127.0.0.1:8222)).
         type: str
       method:
         description: HTTP method for V(http) checks.
@@ -93,7 +100,7 @@ options:
         type: int
         aliases: [login_port]
       db:
-        description: Database for V(postgres) checks.
+        description: Database for V(postgres) and V(dlq) checks.
         type: str
         aliases: [login_db]
       login_host:
@@ -123,8 +130,49 @@ options:
         description: For V(nats) checks, require JetStream to be enabled and healthy.
         type: bool
         default: true
+      stream:
+        description: For V(nats_consumer) checks, the JetStream stream.
+        type: str
+      consumer:
+        description: For V(nats_consumer) checks, the consumer of O(checks[].stream).
+        type: str
+      account:
+        description: For V(nats_consumer) checks, the account of the stream (all accounts when unset).
+        type: str
+      max_pending:
+        description: For V(nats_consumer) checks, most messages not yet delivered (C(num_pending)).
+        type: int
+      max_ack_pending:
+        description: For V(nats_consumer) checks, most messages delivered and not acknowledged.
+        type: int
+      max_redelivered_growth:
+        description:
+          - For V(nats_consumer) checks, most redeliveries added during the wait; more fails fast
+            (a handler that keeps failing).
+        type: int
+      table:
+        description: For V(dlq) checks, the dead-letter table (default V(failed_events)).
+        type: str
+      columns:
+        description:
+          - For V(dlq) checks, column names that differ from the defaults, as for
+            M(vpsops.deploy.dlq_report) (only C(id) is used).
+        type: dict
+      baseline:
+        description:
+          - For V(dlq) checks, an earlier M(vpsops.deploy.dlq_report) result (its entry for
+            O(checks[].db)) or one entry of its C(databases). Without it the first probe takes
+            the baseline.
+        type: dict
+      max_new:
+        description: For V(dlq) checks, most failed events allowed since the baseline.
+        type: int
+        default: 0
       container:
-        description: Container name or ID for V(container) and V(log) checks.
+        description:
+          - Container name or ID for V(container) and V(log) checks.
+          - For V(dlq) checks, the database container to run C(psql) in (C(docker exec));
+            without it the host's C(psql) connects to O(checks[].login_host):O(checks[].port).
         type: str
       running_for:
         description:
@@ -242,6 +290,20 @@ EXAMPLES = r"""
         container: platform-ar-1
         pattern: Subscribed to
         fail_pattern: "panic|FATAL"
+      - name: ar-consumer-keeps-up
+        type: nats_consumer
+        url: http://127.0.0.1:8222
+        stream: AR_EVENTS
+        consumer: ar
+        max_pending: 100
+        max_redelivered_growth: 10
+      - name: no-new-failed-events
+        type: dlq
+        container: platform-ar-postgres-1
+        db: ar_db
+        login_user: ar_user
+        baseline: "{{ dlq_before }}"
+        max_new: 0
       - name: migrations-done
         type: command
         argv: [docker, exec, platform-ar-1, test, -f, /tmp/migrated]
@@ -336,6 +398,16 @@ def check_options():
         password=dict(type="str", no_log=True),
         streams=dict(type="list", elements="str"),
         jetstream=dict(type="bool", default=True),
+        stream=dict(type="str"),
+        consumer=dict(type="str"),
+        account=dict(type="str"),
+        max_pending=dict(type="int"),
+        max_ack_pending=dict(type="int"),
+        max_redelivered_growth=dict(type="int"),
+        table=dict(type="str"),
+        columns=dict(type="dict"),
+        baseline=dict(type="dict"),
+        max_new=dict(type="int", default=0),
         container=dict(type="str"),
         running_for=dict(type="float", default=0),
         pattern=dict(type="str"),
