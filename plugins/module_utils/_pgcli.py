@@ -110,6 +110,45 @@ class PgCli:
                                                               err.strip() or out.strip() or "no output"))
         return out
 
+    def run_io(self, tool, args, stdin=None, stdout=None, timeout=None):
+        """run() with open binary files as stdin and/or stdout: an archive streams from a file into
+        the tool (`docker exec -i` in a container) and a dump streams from the tool into a file,
+        neither through memory. Returns (rc, stderr)."""
+        argv = self.argv(tool, args, stdin=stdin is not None)
+        try:
+            proc = subprocess.run(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                                  stdout=stdout if stdout is not None else subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, env=self.env(), timeout=timeout, check=False)
+        except OSError as exc:
+            return 127, self.scrub(exc)
+        except subprocess.TimeoutExpired:
+            return 124, "%s timed out after %ss" % (tool, timeout)
+        return proc.returncode, self.scrub(proc.stderr.decode("utf-8", "replace"))
+
+    def check_io(self, tool, args, stdin=None, stdout=None, timeout=None):
+        """run_io(), raising PgCliError naming tool, target and stderr on a non-zero exit."""
+        rc, err = self.run_io(tool, args, stdin=stdin, stdout=stdout, timeout=timeout)
+        if rc != 0:
+            raise PgCliError("%s on %s failed (rc=%s): %s" % (tool, self.describe(), rc, err.strip() or "no output"))
+
+    def version(self, tool):
+        """`tool --version` where the tool runs (the container's own or the host's), e.g. '15.18'."""
+        if self.container:
+            argv = [self.docker_cli, "exec", self.container, tool, "--version"]
+        else:
+            argv = [tool, "--version"]
+        try:
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PgCliError("%s --version on %s failed: %s" % (tool, self.describe(), exc))
+        out = proc.stdout.decode("utf-8", "replace").strip()
+        if proc.returncode != 0 or not out:
+            raise PgCliError("%s --version on %s failed (rc=%s): %s" % (
+                tool, self.describe(), proc.returncode, proc.stderr.decode("utf-8", "replace").strip()))
+        # "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
+        parts = out.split()
+        return parts[2] if len(parts) > 2 and parts[1] == "(PostgreSQL)" else out
+
     def query_json(self, sql, db=None, timeout=None):
         """Run one statement whose single row and column is JSON (build it with json_build_object /
         json_agg on the server) and return it decoded. The SQL goes on stdin, not argv."""

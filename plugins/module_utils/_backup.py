@@ -1,0 +1,900 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, vpsops.deploy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Verified, atomic PostgreSQL backups and their restore, for the pg_backup and pg_restore modules.
+Private to this collection; plain functions, callable without Ansible.
+
+A backup is a pg_dump archive (custom format: one file; directory format: one directory of files)
+plus a sidecar manifest `<backup>.json`. The archive is written under a temporary name in the
+destination directory, fsynced, verified, and only then renamed to its final name; any failure
+removes the temporary name, so a file under a final name is always a complete, verified backup.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import glob
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+
+from ansible_collections.vpsops.deploy.plugins.module_utils._pgcli import PgCli, PgCliError, pgcli_argument_spec
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import referenced_backups as store_references
+
+FORMATS = {"custom": ("c", ".dump"), "directory": ("d", ".dir")}
+VERIFY_LEVELS = ["none", "toc", "full", "restore"]
+SIDECAR_VERSION = 1
+TOOL = "vpsops.deploy.pg_backup"
+CHUNK = 1 << 20
+# pg_database_size counts tables, indexes and TOAST on disk; a dump holds no index data and is
+# compressed, so it is nearly always smaller. The check asks for this many times the database
+# size to be free: an upper bound in practice (data PostgreSQL already compressed in TOAST is the
+# exception, and the dump's ENOSPC is then caught and cleaned up like any other failure).
+DEFAULT_SPACE_FACTOR = 1.0
+
+# Exact row counts of every table in the user schemas, computed on the server in one statement.
+ROW_COUNTS_SQL = r"""
+SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}'::json) FROM (
+  SELECT format('%I.%I', n.nspname, c.relname) AS name,
+         (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname),
+                                              false, true, '')))[1]::text::bigint AS n
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+) t
+"""
+
+SERVER_INFO_SQL = """
+SELECT json_build_object('database', current_database(), 'server_version', current_setting('server_version'),
+                         'size', pg_database_size(current_database()))
+"""
+
+
+class BackupError(Exception):
+    """A backup, verification, retention or restore step failed; the message says which and why."""
+
+
+def backup_argument_spec():
+    """Options of the pg_backup module (connection options of pgcli_argument_spec included)."""
+    spec = pgcli_argument_spec()
+    spec["db"] = dict(spec["db"], required=True)
+    spec.update(
+        dest=dict(type="path", required=True),
+        format=dict(type="str", default="custom", choices=sorted(FORMATS)),
+        jobs=dict(type="int", default=1),
+        compress=dict(type="int"),
+        schema_only=dict(type="bool", default=False),
+        tables=dict(type="list", elements="str", default=[]),
+        exclude_tables=dict(type="list", elements="str", default=[]),
+        verify=dict(type="str", default="toc", choices=VERIFY_LEVELS),
+        verify_tables=dict(type="list", elements="str", default=[]),
+        label=dict(type="str"),
+        copy_to=dict(type="path"),
+        keep=dict(type="int"),
+        keep_days=dict(type="float"),
+        release_state_dir=dict(type="path"),
+        space_factor=dict(type="float", default=DEFAULT_SPACE_FACTOR),
+        container_tmpdir=dict(type="path", default="/tmp"),
+        timeout=dict(type="float", default=3600),
+    )
+    return spec
+
+
+def restore_argument_spec():
+    """Options of the pg_restore module."""
+    spec = pgcli_argument_spec()
+    spec["db"] = dict(spec["db"], required=True)
+    spec.update(
+        src=dict(type="path", required=True),
+        sha256=dict(type="str"),
+        safety_backup=dict(type="bool", default=True),
+        safety_dest=dict(type="path"),
+        terminate_sessions=dict(type="bool", default=True),
+        jobs=dict(type="int", default=1),
+        space_factor=dict(type="float", default=DEFAULT_SPACE_FACTOR),
+        container_tmpdir=dict(type="path", default="/tmp"),
+        timeout=dict(type="float", default=3600),
+    )
+    return spec
+
+
+def validate_backup_params(params):
+    """Bad input fails before anything is touched, naming the option and what was expected."""
+    if params.get("compress") is not None and not 0 <= params["compress"] <= 9:
+        raise BackupError("compress must be between 0 and 9, got %s" % params["compress"])
+    if not 1 <= params.get("jobs", 1) <= 64:
+        raise BackupError("jobs must be between 1 and 64, got %s" % params.get("jobs"))
+    if params.get("jobs", 1) > 1 and params.get("format") != "directory":
+        raise BackupError("jobs > 1 needs format: directory (pg_dump dumps in parallel only into a directory)")
+    if params.get("keep") is not None and params["keep"] < 1:
+        raise BackupError("keep must be 1 or more (the newest verified backup is never deleted), got %s"
+                          % params["keep"])
+    if params.get("keep_days") is not None and params["keep_days"] < 0:
+        raise BackupError("keep_days must be 0 or more, got %s" % params["keep_days"])
+    if params.get("space_factor", 0) < 0:
+        raise BackupError("space_factor must be 0 (no check) or more, got %s" % params["space_factor"])
+    if params.get("timeout", 1) < 0:
+        raise BackupError("timeout must be 0 (no limit) or more seconds, got %s" % params["timeout"])
+    if params.get("verify_tables") and params.get("verify") != "restore":
+        raise BackupError("verify_tables needs verify: restore (row counts come from a scratch restore)")
+    for key in ("dest", "copy_to", "release_state_dir", "container_tmpdir"):
+        if params.get(key) and not os.path.isabs(params[key]):
+            raise BackupError("%s must be an absolute path, got %r" % (key, params[key]))
+    if params.get("copy_to") and os.path.realpath(params["copy_to"]) == os.path.realpath(params["dest"]):
+        raise BackupError("copy_to must be another directory than dest (%s)" % params["dest"])
+
+
+# ------------------------------------------------------------------------------------------------
+# files: checksums, fsync, atomic JSON, names
+# ------------------------------------------------------------------------------------------------
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def isoformat(when):
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text):
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+
+
+def safe_component(text):
+    """A database name or label as a file name component: [A-Za-z0-9._+-], anything else '_'."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text).strip(".") or "_"
+
+
+def backup_basename(db, fmt, when, label=None):
+    name = "%s_%s" % (safe_component(db), when.strftime("%Y%m%dT%H%M%SZ"))
+    if label:
+        name += "_" + safe_component(label)
+    return name + FORMATS[fmt][1]
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def sha256_tree(path):
+    """Checksum of a directory backup: the sha256 of the lines `<sha256 of file>  <name>\\n` of its
+    files in bytewise name order, which is what `cd DIR && sha256sum $(LC_ALL=C ls) | sha256sum`
+    prints. pg_dump's directory format is flat; anything but regular files is refused."""
+    digest = hashlib.sha256()
+    size = 0
+    for name in sorted(os.listdir(path), key=lambda n: n.encode("utf-8", "surrogateescape")):
+        full = os.path.join(path, name)
+        if os.path.islink(full) or not os.path.isfile(full):
+            raise BackupError("%s is not a regular file: a pg_dump directory holds only files" % full)
+        file_sum, file_size = sha256_file(full)
+        digest.update(("%s  %s\n" % (file_sum, name)).encode("utf-8", "surrogateescape"))
+        size += file_size
+    return digest.hexdigest(), size
+
+
+def checksum(path):
+    """(sha256, size in bytes) of a backup file or directory."""
+    return sha256_tree(path) if os.path.isdir(path) else sha256_file(path)
+
+
+def fsync_path(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path):
+    if os.path.isdir(path):
+        for name in os.listdir(path):
+            fsync_path(os.path.join(path, name))
+    fsync_path(path)
+
+
+def create_private(path):
+    """Open a new file 0600 for writing; never an existing one."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
+
+def write_json_atomic(path, data):
+    """Write JSON 0600 under a temporary name in the same directory, fsync, rename, fsync dir."""
+    directory = os.path.dirname(path)
+    tmp = os.path.join(directory, ".%s.tmp-%s" % (os.path.basename(path), secrets.token_hex(4)))
+    try:
+        with create_private(tmp) as handle:
+            handle.write(json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    fsync_path(directory)
+
+
+def remove_path(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def ensure_dir(path, option):
+    """Create a missing backup directory 0700 (an existing one keeps its mode); fail naming the
+    option when it cannot be used."""
+    if not os.path.isdir(path):
+        try:
+            os.makedirs(path, 0o700)
+        except OSError as exc:
+            raise BackupError("%s: cannot create directory %s: %s" % (option, path, exc.strerror or exc))
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise BackupError("%s: directory %s is not writable" % (option, path))
+
+
+def free_bytes(path):
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def check_space(path, needed, option, what):
+    free = free_bytes(path)
+    if needed > free:
+        raise BackupError("%s: not enough free space in %s: %d bytes free, %s needs about %d bytes"
+                          % (option, path, free, what, needed))
+    return free
+
+
+# ------------------------------------------------------------------------------------------------
+# sidecars, listing, retention
+# ------------------------------------------------------------------------------------------------
+def sidecar_path(backup_path):
+    return backup_path.rstrip("/") + ".json"
+
+
+def read_sidecar(backup_path):
+    """The sidecar of a backup, or None when it is missing or not one of ours."""
+    try:
+        with open(sidecar_path(backup_path), "rb") as handle:
+            data = json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("tool") != TOOL or data.get("format_version") != SIDECAR_VERSION:
+        return None
+    return data
+
+
+def list_backups(directory, db):
+    """Backups in `directory` with a valid sidecar for database `db`, as dicts of path, finished
+    (epoch seconds), verified, sidecar. Anything else in the directory is never looked at again."""
+    found = []
+    for meta in glob.glob(os.path.join(glob.escape(directory), "*.json")):
+        path = meta[:-len(".json")]
+        if os.path.basename(path).startswith(".") or not os.path.exists(path):
+            continue
+        data = read_sidecar(path)
+        if not data or data.get("database") != db:
+            continue
+        try:
+            finished = parse_time(data["finished"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            continue
+        verification = data.get("verification") or {}
+        verified = bool(verification.get("ok")) and verification.get("level") not in (None, "none")
+        found.append(dict(path=path, finished=finished, verified=verified, sidecar=data))
+    return found
+
+
+def referenced_backups(state_dir):
+    """Real paths of the backups the release store in `state_dir` references (none without a store).
+    An unreadable release manifest raises: retention must then delete nothing."""
+    if not state_dir or not os.path.isdir(state_dir):
+        return set()
+    return set(os.path.realpath(p) for p in store_references(state_dir))
+
+
+def plan_retention(entries, keep=None, keep_days=None, now=None, protected=frozenset()):
+    """Split backups (dicts with path, finished, verified) into (kept, deleted), each a list of
+    (path, reason). A backup is kept when any rule keeps it: one of the newest `keep`, younger than
+    `keep_days`, the newest verified backup, or referenced by a release (`protected`, real paths).
+    Without keep and keep_days nothing is deleted."""
+    ordered = sorted(entries, key=lambda e: (e["finished"], e["path"]), reverse=True)
+    if keep is None and keep_days is None:
+        return [(e["path"], "no retention rule") for e in ordered], []
+    now = time.time() if now is None else now
+    newest_verified = next((e for e in ordered if e["verified"]), None)
+    kept, deleted = [], []
+    for index, entry in enumerate(ordered):
+        reasons = []
+        if keep is not None and index < keep:
+            reasons.append("one of the newest %d" % keep)
+        if keep_days is not None and now - entry["finished"] <= keep_days * 86400:
+            reasons.append("younger than %s days" % keep_days)
+        if entry is newest_verified:
+            reasons.append("newest verified backup")
+        if os.path.realpath(entry["path"]) in protected:
+            reasons.append("referenced by a release")
+        if reasons:
+            kept.append((entry["path"], ", ".join(reasons)))
+        else:
+            deleted.append((entry["path"], "older than every retention rule"))
+    return kept, deleted
+
+
+def apply_retention(directories, db, keep, keep_days, state_dir, check_mode, new_entries=()):
+    """Retention over each directory. Returns (deleted paths, warnings). `new_entries` are backups
+    that check mode would have made (listed but never deleted)."""
+    if keep is None and keep_days is None:
+        return [], []
+    try:
+        protected = referenced_backups(state_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure of the store reader means: delete nothing
+        return [], ["retention skipped: the release store %s could not be read (%s)" % (state_dir, exc)]
+    deleted = []
+    for directory in directories:
+        if not directory or not os.path.isdir(directory):
+            continue
+        entries = list_backups(directory, db)
+        entries += [e for e in new_entries if os.path.dirname(e["path"]) == directory]
+        _kept, doomed = plan_retention(entries, keep, keep_days, protected=protected)
+        for path, _reason in doomed:
+            if not check_mode:
+                remove_path(path)
+                remove_path(sidecar_path(path))
+            deleted.append(path)
+        if doomed and not check_mode:
+            fsync_path(directory)
+    return deleted, []
+
+
+# ------------------------------------------------------------------------------------------------
+# talking to the server
+# ------------------------------------------------------------------------------------------------
+def server_info(cli, timeout=None):
+    info = cli.query_json(SERVER_INFO_SQL, timeout=timeout)
+    if not isinstance(info, dict):
+        raise BackupError("psql on %s returned no server information" % cli.describe())
+    return info
+
+
+def row_counts(cli, db=None, timeout=None):
+    """{schema.table: exact row count} for every table in the user schemas, one query."""
+    return cli.query_json(ROW_COUNTS_SQL, db=db, timeout=timeout) or {}
+
+
+def quote_ident(name):
+    return '"%s"' % name.replace('"', '""')
+
+
+def quote_literal(text):
+    return "'%s'" % text.replace("'", "''")
+
+
+def terminate_sessions(cli, db, timeout=None):
+    """Terminate every other session on `db`; returns how many were terminated."""
+    sql = ("SELECT json_build_object('n', count(pg_terminate_backend(pid))) FROM pg_stat_activity "
+           "WHERE datname = %s AND pid <> pg_backend_pid()" % quote_literal(db))
+    return int((cli.query_json(sql, timeout=timeout) or {}).get("n") or 0)
+
+
+def other_sessions(cli, db, timeout=None):
+    sql = ("SELECT json_build_object('n', count(*)) FROM pg_stat_activity "
+           "WHERE datname = %s AND pid <> pg_backend_pid()" % quote_literal(db))
+    return int((cli.query_json(sql, timeout=timeout) or {}).get("n") or 0)
+
+
+def _timeout(params):
+    return params.get("timeout") or None
+
+
+def _container_tmp(params, kind):
+    return "%s/vpsops-%s-%s" % ((params.get("container_tmpdir") or "/tmp").rstrip("/"), kind, secrets.token_hex(6))
+
+
+def container_remove(cli, path):
+    """rm -rf a temporary path inside the container; a message when it could not (else None)."""
+    try:
+        proc = subprocess.run([cli.docker_cli, "exec", cli.container, "rm", "-rf", "--", path],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "could not remove %s in container %s: %s" % (path, cli.container, exc)
+    if proc.returncode != 0:
+        return "could not remove %s in container %s: %s" % (
+            path, cli.container, proc.stderr.decode("utf-8", "replace").strip())
+    return None
+
+
+def copy_out_of_container(cli, src, dest, timeout=None):
+    """Stream directory `src` of the container into new host directory `dest` (0700, files 0600,
+    fsynced) through `docker cp CONTAINER:SRC -`, a tar stream, never through memory."""
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen([cli.docker_cli, "cp", "%s:%s" % (cli.container, src), "-"],
+                                stdout=subprocess.PIPE, stderr=errors)
+        os.mkdir(dest, 0o700)
+        problem = None
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                for member in tar:
+                    parts = member.name.split("/")
+                    if member.isdir() and len(parts) == 1:
+                        continue
+                    name = parts[-1]
+                    if not member.isfile() or len(parts) != 2 or name in ("", ".", ".."):
+                        problem = "unexpected entry %r in the dump directory" % member.name
+                        break
+                    with create_private(os.path.join(dest, name)) as out:
+                        shutil.copyfileobj(tar.extractfile(member), out, CHUNK)
+                        out.flush()
+                        os.fsync(out.fileno())
+        except (tarfile.TarError, OSError) as exc:
+            problem = str(exc)
+        finally:
+            proc.stdout.close()
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+        errors.seek(0)
+        stderr = errors.read().decode("utf-8", "replace").strip()
+    if rc != 0 or problem:
+        raise BackupError("docker cp of %s out of container %s failed (rc=%s): %s"
+                          % (src, cli.container, rc, stderr or problem or "no output"))
+    fsync_path(dest)
+
+
+def copy_into_container(cli, src, dest, timeout=None):
+    try:
+        proc = subprocess.run([cli.docker_cli, "cp", src, "%s:%s" % (cli.container, dest)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackupError("docker cp of %s into container %s failed: %s" % (src, cli.container, exc))
+    if proc.returncode != 0:
+        raise BackupError("docker cp of %s into container %s failed (rc=%s): %s" % (
+            src, cli.container, proc.returncode, proc.stderr.decode("utf-8", "replace").strip()))
+
+
+# ------------------------------------------------------------------------------------------------
+# verification
+# ------------------------------------------------------------------------------------------------
+class Archive:
+    """Where pg_restore reads an archive: a host path (host mode), a host file streamed to
+    `docker exec -i` (custom format in a container) or a path inside the container (directory
+    format in a container)."""
+
+    def __init__(self, cli, host_path=None, container_path=None):
+        self.cli = cli
+        self.host_path = host_path
+        self.container_path = container_path
+
+    def run(self, args, stdout=None, timeout=None):
+        """pg_restore `args` on this archive; raises PgCliError with its stderr."""
+        if self.container_path:
+            return self.cli.check_io("pg_restore", list(args) + [self.container_path], stdout=stdout, timeout=timeout)
+        if self.cli.container:
+            with open(self.host_path, "rb") as stdin:
+                return self.cli.check_io("pg_restore", args, stdin=stdin, stdout=stdout, timeout=timeout)
+        return self.cli.check_io("pg_restore", list(args) + [self.host_path], stdout=stdout, timeout=timeout)
+
+    def parallel_ok(self):
+        """pg_restore -j needs a seekable file, never stdin."""
+        return not (self.cli.container and not self.container_path)
+
+
+def parse_toc(text):
+    """The header fields and entry count of `pg_restore --list` output."""
+    info = {}
+    entries = 0
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if not line.startswith(";"):
+            entries += 1
+            continue
+        match = re.match(r";\s*(Archive created at|(?:dbname|TOC Entries|Format|Dumped from database version|"
+                         r"Dumped by pg_dump version)\s*:)\s*(.*)$", line)
+        if match:
+            info[match.group(1).rstrip(":").strip()] = match.group(2).strip()
+    if "Archive created at" not in info:
+        raise BackupError("pg_restore --list printed no archive header: the table of contents is unreadable")
+    return dict(toc_entries=entries, dbname=info.get("dbname"), format=info.get("Format"),
+                dumped_from=info.get("Dumped from database version"),
+                pg_dump_version=info.get("Dumped by pg_dump version"))
+
+
+def verify_archive(archive, level, source_db, verify_tables=(), timeout=None):
+    """Verify an archive at `level`; returns the verification dict (ok, level, ...) or raises
+    BackupError naming the step that failed."""
+    result = dict(level=level, ok=False)
+    if level == "none":
+        result["ok"] = True
+        return result
+    with tempfile.TemporaryFile() as listing:
+        try:
+            archive.run(["--list"], stdout=listing, timeout=timeout)
+        except PgCliError as exc:
+            raise BackupError("verification (toc) failed: %s" % exc)
+        listing.seek(0)
+        result.update(parse_toc(listing.read().decode("utf-8", "replace")))
+    if level in ("full", "restore"):
+        try:
+            archive.run(["-f", "/dev/null"], timeout=timeout)
+        except PgCliError as exc:
+            raise BackupError("verification (full read) failed: %s" % exc)
+        result["full_read"] = True
+    if level == "restore":
+        result["row_counts"] = scratch_restore(archive, source_db, verify_tables, timeout)
+    result["ok"] = True
+    return result
+
+
+def scratch_restore(archive, source_db, verify_tables, timeout):
+    """Restore into a scratch database (created from the source database's session, dropped in
+    every path) and return the row counts of `verify_tables` (all tables when empty)."""
+    cli = archive.cli
+    scratch = ("%s_vpsops_verify_%s" % (source_db[:40], secrets.token_hex(4)))
+    try:
+        cli.check("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", source_db],
+                  input_text="CREATE DATABASE %s;\n" % quote_ident(scratch), timeout=timeout)
+    except PgCliError as exc:
+        raise BackupError("verification (restore) could not create scratch database %s (needs CREATEDB): %s"
+                          % (scratch, exc))
+    try:
+        args = ["-d", scratch, "--no-owner", "--no-acl", "--exit-on-error", "--single-transaction", "-w"]
+        try:
+            archive.run(args, timeout=timeout)
+        except PgCliError as exc:
+            raise BackupError("verification (restore into %s) failed: %s" % (scratch, exc))
+        counts = row_counts(cli, db=scratch, timeout=timeout)
+    finally:
+        try:
+            cli.check("psql", ["-X", "-q", "-d", source_db],
+                      input_text="DROP DATABASE IF EXISTS %s WITH (FORCE);\n" % quote_ident(scratch), timeout=timeout)
+        except PgCliError:
+            pass
+    if not verify_tables:
+        return counts
+    chosen = {}
+    for table in verify_tables:
+        key = table if "." in table else "public." + table
+        if key not in counts:
+            raise BackupError("verification (restore): table %s is not in the restored backup (tables: %s)"
+                              % (table, ", ".join(sorted(counts)) or "none"))
+        chosen[key] = counts[key]
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------------
+# backup
+# ------------------------------------------------------------------------------------------------
+def pg_dump_args(params, fmt, target=None):
+    args = ["-w", "-F", FORMATS[fmt][0]]
+    if params.get("compress") is not None:
+        args += ["-Z", str(params["compress"])]
+    if fmt == "directory" and params.get("jobs", 1) > 1:
+        args += ["-j", str(params["jobs"])]
+    if params.get("schema_only"):
+        args.append("--schema-only")
+    for table in params.get("tables") or []:
+        args += ["-t", table]
+    for table in params.get("exclude_tables") or []:
+        args += ["-T", table]
+    if target:
+        args += ["-f", target]
+    return args + ["-d", params["db"]]
+
+
+def unique_final(directories, db, fmt, when, label):
+    """A backup name free in every directory (a suffix -2, -3 ... after a same-second backup)."""
+    base = backup_basename(db, fmt, when, label)
+    stem, ext = base[:-len(FORMATS[fmt][1])], FORMATS[fmt][1]
+    for counter in range(1, 1000):
+        name = base if counter == 1 else "%s-%d%s" % (stem, counter, ext)
+        if not any(d and (os.path.lexists(os.path.join(d, name)) or os.path.lexists(os.path.join(d, name + ".json")))
+                   for d in directories):
+            return name
+    raise BackupError("no free backup name for %s in %s" % (base, ", ".join(d for d in directories if d)))
+
+
+def listing(directories, db, extra=(), removed=()):
+    """Names of the backups of `db` in the directories, one per line, for --diff."""
+    lines = []
+    for directory in directories:
+        if directory and os.path.isdir(directory):
+            lines += [e["path"] for e in list_backups(directory, db)]
+    lines = sorted(set(lines + list(extra)) - set(removed))
+    return "".join(line + "\n" for line in lines)
+
+
+def dump_to(cli, params, fmt, tmp, timeout):
+    """pg_dump into host path `tmp` (new file or directory); for a directory backup in a container
+    the dump goes to a temporary directory inside it, is verified there and streamed out.
+    Returns the verification dict."""
+    level = params.get("verify") or "toc"
+    verify_tables = params.get("verify_tables") or ()
+    if fmt == "custom":
+        with create_private(tmp) as out:
+            try:
+                cli.check_io("pg_dump", pg_dump_args(params, fmt), stdout=out, timeout=timeout)
+            except PgCliError as exc:
+                raise BackupError(str(exc))
+            out.flush()
+            os.fsync(out.fileno())
+        if os.path.getsize(tmp) == 0:
+            raise BackupError("pg_dump on %s wrote 0 bytes: not a backup" % cli.describe())
+        return verify_archive(Archive(cli, host_path=tmp), level, params["db"], verify_tables, timeout)
+    if not cli.container:
+        try:
+            cli.check_io("pg_dump", pg_dump_args(params, fmt, target=tmp), timeout=timeout)
+        except PgCliError as exc:
+            raise BackupError(str(exc))
+        os.chmod(tmp, 0o700)
+        fsync_tree(tmp)
+        return verify_archive(Archive(cli, host_path=tmp), level, params["db"], verify_tables, timeout)
+    inside = _container_tmp(params, "bk")
+    try:
+        try:
+            cli.check_io("pg_dump", pg_dump_args(params, fmt, target=inside), timeout=timeout)
+        except PgCliError as exc:
+            raise BackupError(str(exc))
+        verification = verify_archive(Archive(cli, container_path=inside), level, params["db"], verify_tables,
+                                      timeout)
+        copy_out_of_container(cli, inside, tmp, timeout)
+        verification["verified_in"] = "container, before the copy out"
+        return verification
+    finally:
+        container_remove(cli, inside)
+
+
+def make_backup(params, check_mode=False, cli=None):
+    """Take one backup as the pg_backup module does; returns its result dict. Raises BackupError
+    (after removing every temporary file) on any failure."""
+    validate_backup_params(params)
+    cli = cli or PgCli(params)
+    fmt = params.get("format") or "custom"
+    dest = params["dest"]
+    copy_to = params.get("copy_to")
+    timeout = _timeout(params)
+    directories = [dest, copy_to] if copy_to else [dest]
+    warnings = []
+
+    try:
+        info = server_info(cli, timeout=timeout)
+    except PgCliError as exc:
+        raise BackupError("cannot read database %s before the dump: %s" % (params["db"], exc))
+    estimate = int(info["size"] * (params.get("space_factor") if params.get("space_factor") is not None
+                                   else DEFAULT_SPACE_FACTOR))
+    started = utcnow()
+    if check_mode:
+        name = backup_basename(params["db"], fmt, started, params.get("label"))
+        path = os.path.join(dest, name)
+        if os.path.isdir(dest) and estimate:
+            check_space(dest, estimate, "dest", "a dump of database %s (%d bytes)" % (params["db"], info["size"]))
+        new = [dict(path=os.path.join(d, name), finished=started.timestamp(), verified=True) for d in directories]
+        deleted, more = apply_retention(directories, params["db"], params.get("keep"), params.get("keep_days"),
+                                        params.get("release_state_dir"), True, new)
+        return dict(changed=True, path=path, manifest=sidecar_path(path), deleted=deleted, database=params["db"],
+                    format=fmt, server_version=info["server_version"], database_size=info["size"],
+                    estimate=estimate, warnings=warnings + more,
+                    diff=dict(before=listing(directories, params["db"]),
+                              after=listing(directories, params["db"], [e["path"] for e in new], deleted)))
+
+    ensure_dir(dest, "dest")
+    if estimate:
+        check_space(dest, estimate, "dest", "a dump of database %s (%d bytes)" % (params["db"], info["size"]))
+    try:
+        pg_dump_version = cli.version("pg_dump")
+    except PgCliError as exc:
+        raise BackupError(str(exc))
+    before = listing(directories, params["db"])
+    name = unique_final(directories, params["db"], fmt, started, params.get("label"))
+    final = os.path.join(dest, name)
+    tmp = os.path.join(dest, ".%s.tmp-%s" % (name, secrets.token_hex(4)))
+    try:
+        verification = dump_to(cli, params, fmt, tmp, timeout)
+        digest, size = checksum(tmp)
+        if size == 0:
+            raise BackupError("the dump of %s is empty: not a backup" % cli.describe())
+        finished = utcnow()
+        sidecar = dict(
+            tool=TOOL, format_version=SIDECAR_VERSION, path=name, database=params["db"],
+            server_version=info["server_version"], pg_dump_version=pg_dump_version,
+            format=fmt, compress=params.get("compress"), jobs=params.get("jobs", 1),
+            schema_only=bool(params.get("schema_only")), tables=list(params.get("tables") or []),
+            exclude_tables=list(params.get("exclude_tables") or []),
+            size=size, sha256=digest,
+            sha256_method="sha256sum-of-files" if fmt == "directory" else "file",
+            database_size=info["size"], started=isoformat(started), finished=isoformat(finished),
+            label=params.get("label"), source=("container %s" % cli.container) if cli.container else
+            "%s:%s" % (params.get("login_host") or "127.0.0.1", params.get("port") or 5432),
+            verification=verification,
+        )
+        if os.path.lexists(final):
+            raise BackupError("%s appeared while the dump ran; not overwriting it" % final)
+        os.rename(tmp, final)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    try:
+        fsync_path(dest)
+        write_json_atomic(sidecar_path(final), sidecar)
+    except OSError as exc:
+        remove_path(final)
+        raise BackupError("writing the manifest %s failed: %s" % (sidecar_path(final), exc))
+
+    result = dict(changed=True, path=final, manifest=sidecar_path(final), size=size, sha256=digest,
+                  verified=verification["ok"] and verification["level"] != "none", verification=verification,
+                  database=params["db"], format=fmt, server_version=info["server_version"],
+                  pg_dump_version=pg_dump_version, database_size=info["size"], estimate=estimate,
+                  started=sidecar["started"], finished=sidecar["finished"], label=params.get("label"),
+                  copy=None, deleted=[], warnings=warnings)
+    if copy_to:
+        try:
+            result["copy"] = copy_backup(final, sidecar, copy_to)
+        except BackupError as exc:
+            raise BackupError("%s (the backup itself is complete and verified at %s)" % (exc, final))
+    deleted, more = apply_retention(directories, params["db"], params.get("keep"), params.get("keep_days"),
+                                    params.get("release_state_dir"), False)
+    result["deleted"] = deleted
+    result["warnings"] += more
+    result["diff"] = dict(before=before, after=listing(directories, params["db"]))
+    return result
+
+
+def copy_backup(final, sidecar, copy_to):
+    """Second copy in `copy_to`: temporary name, fsync, checksum compared, rename, sidecar."""
+    ensure_dir(copy_to, "copy_to")
+    check_space(copy_to, sidecar["size"], "copy_to", "the copy of %s" % final)
+    name = os.path.basename(final)
+    target = os.path.join(copy_to, name)
+    tmp = os.path.join(copy_to, ".%s.tmp-%s" % (name, secrets.token_hex(4)))
+    try:
+        if os.path.isdir(final):
+            os.mkdir(tmp, 0o700)
+            for entry in sorted(os.listdir(final)):
+                _copy_file(os.path.join(final, entry), os.path.join(tmp, entry))
+        else:
+            _copy_file(final, tmp)
+        fsync_path(tmp)
+        digest, size = checksum(tmp)
+        if digest != sidecar["sha256"] or size != sidecar["size"]:
+            raise BackupError("copy_to: the copy %s does not match the backup (sha256 %s, expected %s)"
+                              % (target, digest, sidecar["sha256"]))
+        if os.path.lexists(target):
+            raise BackupError("copy_to: %s already exists; not overwriting it" % target)
+        os.rename(tmp, target)
+    except OSError as exc:
+        remove_path(tmp)
+        raise BackupError("copy_to: copying %s to %s failed: %s" % (final, copy_to, exc.strerror or exc))
+    except BaseException:
+        remove_path(tmp)
+        raise
+    fsync_path(copy_to)
+    write_json_atomic(sidecar_path(target), dict(sidecar, copy_of=final))
+    return dict(path=target, manifest=sidecar_path(target), sha256=digest, size=size)
+
+
+def _copy_file(src, dst):
+    with open(src, "rb") as source, create_private(dst) as out:
+        shutil.copyfileobj(source, out, CHUNK)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+# ------------------------------------------------------------------------------------------------
+# restore
+# ------------------------------------------------------------------------------------------------
+def check_backup(src, expected=None):
+    """Checksum a backup against its sidecar (or `expected`); returns (sidecar or {}, sha256, format)."""
+    if not os.path.exists(src):
+        raise BackupError("src: backup %s does not exist" % src)
+    sidecar = read_sidecar(src) or {}
+    expected = (expected or sidecar.get("sha256") or "").lower()
+    if not expected:
+        raise BackupError("src: %s has no manifest %s and no sha256 was given: refusing to restore an unchecked "
+                          "backup" % (src, sidecar_path(src)))
+    digest, _size = checksum(src)
+    if digest != expected:
+        raise BackupError("src: checksum of %s is %s, expected %s: the backup is damaged or was changed"
+                          % (src, digest, expected))
+    fmt = "directory" if os.path.isdir(src) else "custom"
+    return sidecar, digest, fmt
+
+
+def restore(params, check_mode=False, cli=None):
+    """Restore `src` into database `db` as the pg_restore module does; returns its result dict."""
+    for key in ("src", "safety_dest", "container_tmpdir"):
+        if params.get(key) and not os.path.isabs(params[key]):
+            raise BackupError("%s must be an absolute path, got %r" % (key, params[key]))
+    if not 1 <= params.get("jobs", 1) <= 64:
+        raise BackupError("jobs must be between 1 and 64, got %s" % params.get("jobs"))
+    if params.get("sha256") and not re.match(r"^[0-9a-fA-F]{64}$", params["sha256"]):
+        raise BackupError("sha256 must be 64 hexadecimal digits")
+    cli = cli or PgCli(params)
+    timeout = _timeout(params)
+    src = params["src"].rstrip("/")
+    sidecar, digest, fmt = check_backup(src, params.get("sha256"))
+    db = params["db"]
+    try:
+        before = row_counts(cli, timeout=timeout)
+        sessions = other_sessions(cli, db, timeout=timeout)
+    except PgCliError as exc:
+        raise BackupError("cannot read database %s before the restore: %s" % (db, exc))
+    safety_dest = params.get("safety_dest") or os.path.dirname(src)
+    single = params.get("jobs", 1) <= 1
+    result = dict(changed=True, restored=src, db=db, sha256=digest, format=fmt,
+                  backup_database=sidecar.get("database"), backup_finished=sidecar.get("finished"),
+                  method="pg_restore --clean --if-exists" + (" --single-transaction" if single else " -j %d"
+                                                                 % params["jobs"]),
+                  safety_backup=None, terminated_sessions=0, warnings=[])
+    if check_mode:
+        result.update(safety_backup=dict(dest=safety_dest) if params.get("safety_backup", True) else None,
+                      sessions_to_terminate=sessions if params.get("terminate_sessions", True) else 0,
+                      tables=dict((name, dict(before=count, after=None)) for name, count in before.items()))
+        return result
+    if params.get("safety_backup", True):
+        safety_params = dict(params, dest=safety_dest, format="custom", verify="toc", label="pre-restore",
+                             compress=None, jobs=1, schema_only=False, tables=[], exclude_tables=[],
+                             verify_tables=[], copy_to=None, keep=None, keep_days=None, release_state_dir=None)
+        try:
+            safety = make_backup(safety_params, cli=cli)
+        except BackupError as exc:
+            raise BackupError("safety backup of %s before the restore failed, nothing was restored: %s" % (db, exc))
+        result["safety_backup"] = dict(path=safety["path"], manifest=safety["manifest"], sha256=safety["sha256"],
+                                       size=safety["size"])
+    if params.get("terminate_sessions", True):
+        try:
+            result["terminated_sessions"] = terminate_sessions(cli, db, timeout=timeout)
+        except PgCliError as exc:
+            raise BackupError("terminating the sessions on %s failed: %s" % (db, exc))
+    args = ["-w", "-d", db, "--clean", "--if-exists", "--exit-on-error"]
+    args += ["--single-transaction"] if single else ["-j", str(params["jobs"])]
+    inside = None
+    try:
+        if fmt == "directory" and cli.container:
+            inside = _container_tmp(params, "rs")
+            copy_into_container(cli, src, inside, timeout)
+            archive = Archive(cli, container_path=inside)
+        else:
+            archive = Archive(cli, host_path=src)
+        if not single and not archive.parallel_ok():
+            raise BackupError("jobs > 1 needs a directory backup, or host mode: a custom archive streamed into a "
+                              "container cannot be restored in parallel")
+        try:
+            archive.run(args, timeout=timeout)
+        except PgCliError as exc:
+            safety = result["safety_backup"]["path"] if result["safety_backup"] else None
+            raise BackupError("restore of %s into %s failed%s: %s%s" % (
+                src, db, " (in one transaction: the database is unchanged)" if single else "", exc,
+                "; the safety backup is %s" % safety if safety else ""))
+    finally:
+        if inside:
+            problem = container_remove(cli, inside)
+            if problem:
+                result["warnings"].append(problem)
+    try:
+        after = row_counts(cli, timeout=timeout)
+    except PgCliError as exc:
+        raise BackupError("restore of %s into %s done, but counting rows afterwards failed: %s" % (src, db, exc))
+    names = sorted(set(before) | set(after))
+    result["tables"] = dict((name, dict(before=before.get(name), after=after.get(name))) for name in names)
+    return result

@@ -1,0 +1,175 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, vpsops.deploy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: pg_restore
+short_description: Restore a pg_backup backup after checking it and taking a safety backup
+version_added: 0.1.0
+description:
+  - Restores a backup made by M(vpsops.deploy.pg_backup) into O(db), in this order, stopping at the first
+    failure.
+  - Checks the backup's sha256 against its manifest (or O(sha256)); a damaged backup is never restored.
+  - Takes a safety backup of the current database into O(safety_dest) with the same machinery as
+    M(vpsops.deploy.pg_backup) (verified, atomic, label C(pre-restore)), unless O(safety_backup=false).
+  - Terminates the other sessions on O(db) (O(terminate_sessions)).
+  - Restores with C(pg_restore --clean --if-exists --exit-on-error --single-transaction); the objects of
+    the backup are dropped and recreated in one transaction, so a failed restore leaves the database as it
+    was. With O(jobs) > 1 the restore runs in parallel and is not one transaction.
+  - Returns the exact row count of every table in the user schemas before and after.
+  - Every run restores, so the module always reports a change.
+author:
+  - vpsops.deploy contributors (@vpsops)
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+    support: full
+    details:
+      - Checks the backup's sha256, counts rows and sessions and returns the plan; nothing is written,
+        terminated or restored.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
+    support: none
+options:
+  db:
+    description: Database to restore into. It must exist.
+    required: true
+  src:
+    description: The backup, a file (custom format) or a directory (directory format).
+    type: path
+    required: true
+  sha256:
+    description:
+      - Expected sha256 of O(src) (see the C(sha256) that M(vpsops.deploy.pg_backup) returns). Needed when
+        O(src) has no manifest; overrides the manifest's when given.
+    type: str
+  safety_backup:
+    description: Back up the current database before restoring.
+    type: bool
+    default: true
+  safety_dest:
+    description: Directory of the safety backup. Defaults to the directory of O(src).
+    type: path
+  terminate_sessions:
+    description:
+      - Terminate the other sessions on O(db) before restoring, so that the restore's locks are not blocked
+        by clients. Clients that reconnect at once may still block it until O(timeout).
+    type: bool
+    default: true
+  jobs:
+    description:
+      - Parallel C(pg_restore) jobs (C(-j)). More than 1 gives up the single transaction, and needs a
+        directory backup when O(container) is set.
+    type: int
+    default: 1
+  space_factor:
+    description: Free space check of the safety backup, as in M(vpsops.deploy.pg_backup).
+    type: float
+    default: 1.0
+  container_tmpdir:
+    description:
+      - Directory inside the container a directory backup is copied to for the restore (removed afterwards).
+    type: path
+    default: /tmp
+  timeout:
+    description: Seconds one C(pg_dump) or C(pg_restore) run may take; V(0) for no limit.
+    type: float
+    default: 3600
+extends_documentation_fragment:
+  - vpsops.deploy.postgres
+  - vpsops.deploy.pgcli
+  - vpsops.deploy.docker
+notes:
+  - C(--clean) drops and recreates the objects that are in the backup; objects created after the backup
+    (for example a table a later migration added) stay. The safety backup keeps them either way.
+  - The password travels only in the environment, never in argv, results or logs.
+seealso:
+  - module: vpsops.deploy.pg_backup
+"""
+
+EXAMPLES = r"""
+- name: Put the AR database back to the backup taken before the failed release
+  vpsops.deploy.pg_restore:
+    container: platform-ar-postgres-1
+    db: ar_db
+    login_user: ar_user
+    login_password: "{{ vault_ar_db_password }}"
+    src: "{{ ar_backup.path }}"
+  register: restored
+
+- name: Show the row counts before and after
+  ansible.builtin.debug:
+    var: restored.tables
+"""
+
+RETURN = r"""
+restored:
+  description: The backup restored (in check mode, that would be restored).
+  returned: always
+  type: str
+  sample: /var/backups/vpsops/ar/ar_db_20260212T101500Z_r42.dump
+db:
+  description: The database restored into.
+  returned: always
+  type: str
+sha256:
+  description: The checksum of the backup, checked before anything else.
+  returned: always
+  type: str
+format:
+  description: V(custom) or V(directory).
+  returned: always
+  type: str
+method:
+  description: How the restore ran.
+  returned: always
+  type: str
+  sample: pg_restore --clean --if-exists --single-transaction
+safety_backup:
+  description:
+    - The safety backup (path, manifest, sha256, size); in check mode its C(dest); null when turned off.
+  returned: always
+  type: dict
+terminated_sessions:
+  description: Other sessions terminated on O(db).
+  returned: always
+  type: int
+sessions_to_terminate:
+  description: Other sessions on O(db) that would be terminated.
+  returned: check mode
+  type: int
+tables:
+  description: Per table (C(schema.table)), exact row counts C(before) and C(after) (null when absent).
+  returned: always
+  type: dict
+  sample: {public.invoices: {before: 1200, after: 1180}}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.vpsops.deploy.plugins.module_utils._backup import (
+    BackupError,
+    restore,
+    restore_argument_spec,
+)
+
+
+def main():
+    module = AnsibleModule(argument_spec=restore_argument_spec(), supports_check_mode=True)
+    try:
+        result = restore(module.params, check_mode=module.check_mode)
+    except BackupError as exc:
+        module.fail_json(msg=str(exc))
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
