@@ -299,7 +299,7 @@ def list_backups(directory, db):
             continue
         verification = data.get("verification") or {}
         verified = bool(verification.get("ok")) and verification.get("level") not in (None, "none")
-        found.append(dict(path=path, finished=finished, verified=verified, sidecar=data))
+        found.append(dict(path=path, finished=finished, verified=verified, copy_of=data.get("copy_of"), sidecar=data))
     return found
 
 
@@ -314,7 +314,8 @@ def referenced_backups(state_dir):
 def plan_retention(entries, keep=None, keep_days=None, now=None, protected=frozenset()):
     """Split backups (dicts with path, finished, verified) into (kept, deleted), each a list of
     (path, reason). A backup is kept when any rule keeps it: one of the newest `keep`, younger than
-    `keep_days`, the newest verified backup, or referenced by a release (`protected`, real paths).
+    `keep_days`, the newest verified backup, or referenced by a release (`protected`, real paths; a
+    copy_to copy counts as its original).
     Without keep and keep_days nothing is deleted."""
     ordered = sorted(entries, key=lambda e: (e["finished"], e["path"]), reverse=True)
     if keep is None and keep_days is None:
@@ -330,7 +331,8 @@ def plan_retention(entries, keep=None, keep_days=None, now=None, protected=froze
             reasons.append("younger than %s days" % keep_days)
         if entry is newest_verified:
             reasons.append("newest verified backup")
-        if os.path.realpath(entry["path"]) in protected:
+        if os.path.realpath(entry["path"]) in protected or (
+                entry.get("copy_of") and os.path.realpath(entry["copy_of"]) in protected):
             reasons.append("referenced by a release")
         if reasons:
             kept.append((entry["path"], ", ".join(reasons)))
@@ -578,7 +580,7 @@ def scratch_restore(archive, source_db, verify_tables, timeout):
         key = table if "." in table else "public." + table
         if key not in counts:
             raise BackupError("verification (restore): table %s is not in the restored backup (tables: %s)"
-                              % (table, ", ".join(sorted(counts)) or "none"))
+                              % (key, ", ".join(sorted(counts)) or "none"))
         chosen[key] = counts[key]
     return chosen
 
@@ -681,14 +683,15 @@ def make_backup(params, check_mode=False, cli=None):
         info = server_info(cli, timeout=timeout)
     except PgCliError as exc:
         raise BackupError("cannot read database %s before the dump: %s" % (params["db"], exc))
-    estimate = int(info["size"] * (params.get("space_factor") if params.get("space_factor") is not None
-                                   else DEFAULT_SPACE_FACTOR))
+    factor = params.get("space_factor") if params.get("space_factor") is not None else DEFAULT_SPACE_FACTOR
+    estimate = int(info["size"] * factor)
+    what = "the dump of database %s (pg_database_size %d bytes x space_factor %s)" % (params["db"], info["size"], factor)
     started = utcnow()
     if check_mode:
         name = backup_basename(params["db"], fmt, started, params.get("label"))
         path = os.path.join(dest, name)
         if os.path.isdir(dest) and estimate:
-            check_space(dest, estimate, "dest", "a dump of database %s (%d bytes)" % (params["db"], info["size"]))
+            check_space(dest, estimate, "dest", what)
         new = [dict(path=os.path.join(d, name), finished=started.timestamp(), verified=True) for d in directories]
         deleted, more = apply_retention(directories, params["db"], params.get("keep"), params.get("keep_days"),
                                         params.get("release_state_dir"), True, new)
@@ -700,7 +703,7 @@ def make_backup(params, check_mode=False, cli=None):
 
     ensure_dir(dest, "dest")
     if estimate:
-        check_space(dest, estimate, "dest", "a dump of database %s (%d bytes)" % (params["db"], info["size"]))
+        check_space(dest, estimate, "dest", what)
     try:
         pg_dump_version = cli.version("pg_dump")
     except PgCliError as exc:

@@ -1,0 +1,320 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Unit tests of the backup logic that needs no server: retention, manifests, checksums, names,
+option validation, TOC parsing and the argv/env the client tools get."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import hashlib
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+
+from ansible_collections.vpsops.deploy.plugins.module_utils import _backup as backup
+from ansible_collections.vpsops.deploy.plugins.module_utils._pgcli import PgCli
+
+DAY = 86400.0
+NOW = 1_800_000_000.0
+
+# `pg_restore --list` of a custom archive, recorded from the lab's PostgreSQL 15.
+TOC_RECORDED = """;
+; Archive created at 2026-11-23 16:33:16 UTC
+;     dbname: bkdb
+;     TOC Entries: 10
+;     Compression: -1
+;     Dump Version: 1.14-0
+;     Format: CUSTOM
+;     Integer: 4 bytes
+;     Offset: 8 bytes
+;     Dumped from database version: 15.18 (Debian 15.18-0+deb12u1)
+;     Dumped by pg_dump version: 15.18 (Debian 15.18-0+deb12u1)
+;
+;
+; Selected TOC Entries:
+;
+6; 2615 16396 SCHEMA - app bk
+216; 1259 16397 TABLE app Odd Name bk
+215; 1259 16389 TABLE public items bk
+3346; 0 16397 TABLE DATA app Odd Name bk
+3345; 0 16389 TABLE DATA public items bk
+3199; 2606 16393 CONSTRAINT public items items_pkey bk
+"""
+
+
+def entry(name, age_days, verified=True):
+    return dict(path="/b/%s" % name, finished=NOW - age_days * DAY, verified=verified)
+
+
+def names(pairs):
+    return sorted(os.path.basename(path) for path, _reason in pairs)
+
+
+# ------------------------------------------------------------------------------------------------
+# retention
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("entries, kwargs, expected_deleted", [
+    # no rule: nothing is ever deleted
+    ([entry("a", 1), entry("b", 50)], dict(), []),
+    # keep N: the newest N stay
+    ([entry("a", 1), entry("b", 2), entry("c", 3), entry("d", 4)], dict(keep=2), ["c", "d"]),
+    # keep_days: younger ones stay
+    ([entry("a", 1), entry("b", 5), entry("c", 10)], dict(keep_days=7), ["c"]),
+    # both: kept when any rule keeps it
+    ([entry("a", 1), entry("b", 2), entry("c", 3), entry("d", 20)], dict(keep=1, keep_days=2.5), ["c", "d"]),
+    # the newest verified backup survives even when every rule would drop it
+    ([entry("a", 1, False), entry("b", 2, False), entry("c", 30, True), entry("d", 40, True)],
+     dict(keep=1, keep_days=0), ["b", "d"]),
+    # nothing verified: only the rules count
+    ([entry("a", 1, False), entry("b", 2, False)], dict(keep=1), ["b"]),
+    # keep_days 0 with keep 1: only the newest and the newest verified remain
+    ([entry("a", 1, False), entry("b", 2), entry("c", 3)], dict(keep=1, keep_days=0), ["c"]),
+])
+def test_plan_retention(entries, kwargs, expected_deleted):
+    kept, deleted = backup.plan_retention(entries, now=NOW, **kwargs)
+    assert names(deleted) == expected_deleted
+    assert len(kept) + len(deleted) == len(entries)
+
+
+def test_plan_retention_never_deletes_what_a_release_references():
+    entries = [entry("a", 1), entry("b", 2), entry("c", 3)]
+    kept, deleted = backup.plan_retention(entries, keep=1, now=NOW, protected={os.path.realpath("/b/c")})
+    assert names(deleted) == ["b"]
+    assert dict(kept)["/b/c"] == "referenced by a release"
+    assert "newest verified backup" in dict(kept)["/b/a"]
+
+
+def make_backup_files(directory, db, name, age_days, verified=True, fmt="custom", tool=backup.TOOL):
+    """A fake backup plus a sidecar as pg_backup writes them."""
+    path = os.path.join(directory, name)
+    if fmt == "directory":
+        os.mkdir(path)
+        with open(os.path.join(path, "toc.dat"), "wb") as handle:
+            handle.write(b"toc")
+    else:
+        with open(path, "wb") as handle:
+            handle.write(b"PGDMP" + name.encode())
+    finished = datetime.datetime.fromtimestamp(NOW - age_days * DAY, datetime.timezone.utc)
+    sidecar = dict(tool=tool, format_version=backup.SIDECAR_VERSION, database=db, format=fmt,
+                   finished=backup.isoformat(finished),
+                   verification=dict(level="toc" if verified else "none", ok=True))
+    with open(path + ".json", "w") as handle:
+        json.dump(sidecar, handle)
+    return path
+
+
+def test_list_backups_only_takes_valid_sidecars_of_the_same_database(tmp_path):
+    d = str(tmp_path)
+    good = make_backup_files(d, "ar", "ar_1.dump", 1)
+    make_backup_files(d, "payments", "payments_1.dump", 1)
+    make_backup_files(d, "ar", "ar_foreign.dump", 1, tool="someone-else")
+    orphan = make_backup_files(d, "ar", "ar_orphan.dump", 1)
+    os.unlink(orphan)
+    with open(os.path.join(d, "ar_broken.dump"), "wb") as handle:
+        handle.write(b"x")
+    with open(os.path.join(d, "ar_broken.dump.json"), "w") as handle:
+        handle.write("{not json")
+    found = backup.list_backups(d, "ar")
+    assert [f["path"] for f in found] == [good]
+    assert found[0]["verified"] is True
+
+
+def test_apply_retention_deletes_files_and_dirs_with_sidecars_and_leaves_the_rest(tmp_path):
+    d = str(tmp_path)
+    new = make_backup_files(d, "ar", "ar_new.dump", 0)
+    old_file = make_backup_files(d, "ar", "ar_old.dump", 10)
+    old_dir = make_backup_files(d, "ar", "ar_old.dir", 11, fmt="directory")
+    other_db = make_backup_files(d, "payments", "payments_old.dump", 30)
+    unmanaged = os.path.join(d, "ar_manual.dump")
+    with open(unmanaged, "wb") as handle:
+        handle.write(b"PGDMP")
+    deleted, warnings = backup.apply_retention([d], "ar", keep=1, keep_days=None, state_dir=None, check_mode=False)
+    assert sorted(deleted) == sorted([old_file, old_dir])
+    assert warnings == []
+    for path in (old_file, old_dir):
+        assert not os.path.lexists(path) and not os.path.lexists(path + ".json")
+    for path in (new, other_db, unmanaged):
+        assert os.path.exists(path)
+
+
+def test_apply_retention_in_check_mode_lists_but_keeps(tmp_path):
+    d = str(tmp_path)
+    old = make_backup_files(d, "ar", "ar_old.dump", 10)
+    planned = dict(path=os.path.join(d, "ar_planned.dump"), finished=NOW + DAY, verified=True)
+    deleted, _warnings = backup.apply_retention([d], "ar", keep=1, keep_days=None, state_dir=None, check_mode=True,
+                                                new_entries=[planned])
+    assert deleted == [old]
+    assert os.path.exists(old) and os.path.exists(old + ".json")
+
+
+def write_release(state_dir, release_id, backup_paths):
+    """A release manifest in the release store's fixed format."""
+    release = os.path.join(state_dir, "releases", release_id)
+    os.makedirs(release)
+    with open(os.path.join(release, "manifest.json"), "w") as handle:
+        json.dump({"id": release_id, "backups": [{"path": p, "sha256": "0" * 64, "size": 1, "verified": True}
+                                                 for p in backup_paths]}, handle)
+    return release
+
+
+def test_retention_keeps_backups_a_release_references(tmp_path):
+    d = str(tmp_path / "backups")
+    os.mkdir(d)
+    state = str(tmp_path / "state")
+    make_backup_files(d, "ar", "ar_new.dump", 0)
+    pinned = make_backup_files(d, "ar", "ar_pinned.dump", 20)
+    old = make_backup_files(d, "ar", "ar_old.dump", 30)
+    write_release(state, "20260101T000000Z-r1", [pinned])
+    assert backup.referenced_backups(state) == {os.path.realpath(pinned)}
+    deleted, warnings = backup.apply_retention([d], "ar", keep=1, keep_days=None, state_dir=state, check_mode=False)
+    assert deleted == [old] and warnings == []
+    assert os.path.exists(pinned)
+
+
+def test_unreadable_release_store_means_nothing_is_deleted(tmp_path):
+    d = str(tmp_path / "backups")
+    os.mkdir(d)
+    state = str(tmp_path / "state")
+    make_backup_files(d, "ar", "ar_new.dump", 0)
+    old = make_backup_files(d, "ar", "ar_old.dump", 30)
+    release = write_release(state, "r1", [])
+    with open(os.path.join(release, "manifest.json"), "w") as handle:
+        handle.write("{truncated")
+    deleted, warnings = backup.apply_retention([d], "ar", keep=1, keep_days=None, state_dir=state, check_mode=False)
+    assert deleted == []
+    assert "retention skipped" in warnings[0] and state in warnings[0]
+    assert os.path.exists(old)
+
+
+# ------------------------------------------------------------------------------------------------
+# files
+# ------------------------------------------------------------------------------------------------
+def test_directory_checksum_is_sha256sum_of_the_files_in_byte_order(tmp_path):
+    d = tmp_path / "x.dir"
+    d.mkdir()
+    contents = {"toc.dat": b"toc", "3345.dat.gz": b"data" * 1000, "B.dat": b"", "a.dat": b"a"}
+    for name, data in contents.items():
+        (d / name).write_bytes(data)
+    digest, size = backup.sha256_tree(str(d))
+    lines = "".join("%s  %s\n" % (hashlib.sha256(contents[n]).hexdigest(), n) for n in sorted(contents))
+    assert digest == hashlib.sha256(lines.encode()).hexdigest()
+    assert size == sum(len(v) for v in contents.values())
+    shell = subprocess.run("cd %s && sha256sum $(LC_ALL=C ls) | sha256sum" % d, shell=True, capture_output=True,
+                           text=True, check=True)
+    assert shell.stdout.split()[0] == digest
+
+
+def test_directory_checksum_refuses_anything_but_files(tmp_path):
+    d = tmp_path / "x.dir"
+    d.mkdir()
+    (d / "sub").mkdir()
+    with pytest.raises(backup.BackupError, match="not a regular file"):
+        backup.sha256_tree(str(d))
+
+
+def test_manifest_is_written_atomically_with_mode_0600(tmp_path):
+    path = str(tmp_path / "b.dump.json")
+    backup.write_json_atomic(path, {"a": 1})
+    backup.write_json_atomic(path, {"a": 2})
+    assert json.loads(open(path).read()) == {"a": 2}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert os.listdir(str(tmp_path)) == ["b.dump.json"]
+
+
+@pytest.mark.parametrize("db, label, fmt, expected", [
+    ("ar_db", None, "custom", "ar_db_20260212T101500Z.dump"),
+    ("ar_db", "r42", "directory", "ar_db_20260212T101500Z_r42.dir"),
+    ("my db/x", "release 7: hotfix", "custom", "my_db_x_20260212T101500Z_release_7__hotfix.dump"),
+    ("..", "..", "custom", "__20260212T101500Z__.dump"),
+])
+def test_backup_names(db, label, fmt, expected):
+    when = datetime.datetime(2026, 2, 12, 10, 15, 0, tzinfo=datetime.timezone.utc)
+    assert backup.backup_basename(db, fmt, when, label) == expected
+
+
+def test_unique_name_after_a_same_second_backup(tmp_path):
+    when = datetime.datetime(2026, 2, 12, 10, 15, 0, tzinfo=datetime.timezone.utc)
+    d = str(tmp_path)
+    first = backup.unique_final([d], "ar", "custom", when, None)
+    open(os.path.join(d, first), "w").close()
+    assert backup.unique_final([d], "ar", "custom", when, None) == "ar_20260212T101500Z-2.dump"
+
+
+# ------------------------------------------------------------------------------------------------
+# options, TOC, argv
+# ------------------------------------------------------------------------------------------------
+BASE = dict(db="ar", dest="/var/backups/ar", format="custom", jobs=1, verify="toc", space_factor=1.0, timeout=60)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(compress=10), "compress must be between 0 and 9"),
+    (dict(jobs=0), "jobs must be between 1 and 64"),
+    (dict(jobs=4), "jobs > 1 needs format: directory"),
+    (dict(keep=0), "keep must be 1 or more"),
+    (dict(keep_days=-1), "keep_days must be 0 or more"),
+    (dict(space_factor=-0.5), "space_factor must be 0"),
+    (dict(timeout=-1), "timeout must be 0"),
+    (dict(verify_tables=["items"]), "verify_tables needs verify: restore"),
+    (dict(dest="relative/dir"), "dest must be an absolute path"),
+    (dict(copy_to="/var/backups/ar/"), "copy_to must be another directory than dest"),
+])
+def test_bad_options_are_named(change, message):
+    with pytest.raises(backup.BackupError, match=message):
+        backup.validate_backup_params(dict(BASE, **change))
+
+
+def test_good_options_pass():
+    backup.validate_backup_params(dict(BASE, format="directory", jobs=4, compress=0, keep=1, keep_days=0,
+                                       verify="restore", verify_tables=["items"], copy_to="/mnt/offsite"))
+
+
+def test_parse_toc_of_a_recorded_listing():
+    toc = backup.parse_toc(TOC_RECORDED)
+    assert toc == dict(toc_entries=6, dbname="bkdb", format="CUSTOM",
+                       dumped_from="15.18 (Debian 15.18-0+deb12u1)", pg_dump_version="15.18 (Debian 15.18-0+deb12u1)")
+
+
+@pytest.mark.parametrize("text", ["", "pg_restore: error: input file is too short (read 0, expected 5)\n",
+                                  "; Selected TOC Entries:\n"])
+def test_parse_toc_refuses_output_without_an_archive_header(text):
+    with pytest.raises(backup.BackupError, match="table of contents is unreadable"):
+        backup.parse_toc(text)
+
+
+def test_pg_dump_args():
+    args = backup.pg_dump_args(dict(BASE, format="directory", jobs=2, compress=3, schema_only=True,
+                                    tables=["public.a*"], exclude_tables=["audit"]), "directory", target="/t/x")
+    assert args == ["-w", "-F", "d", "-Z", "3", "-j", "2", "--schema-only", "-t", "public.a*", "-T", "audit",
+                    "-f", "/t/x", "-d", "ar"]
+
+
+@pytest.mark.parametrize("container", [None, "platform-ar-postgres-1"])
+def test_the_password_is_only_in_the_environment(container):
+    secret = "s3cr3t-pa55word"
+    cli = PgCli(dict(db="ar", login_user="ar_user", login_password=secret, container=container, port=5434))
+    for tool, args in (("pg_dump", backup.pg_dump_args(dict(BASE), "custom")),
+                       ("pg_restore", ["--list"]), ("psql", ["-d", "ar"])):
+        argv = cli.argv(tool, args, stdin=True)
+        assert not any(secret in part for part in argv), argv
+    assert cli.env()["PGPASSWORD"] == secret
+    if container:
+        argv = cli.argv("pg_dump", [])
+        assert argv[:2] == ["docker", "exec"] and argv[argv.index("PGPASSWORD") - 1] == "-e"
+
+
+def test_restore_refuses_a_backup_without_checksum_or_with_a_wrong_one(tmp_path):
+    d = str(tmp_path)
+    path = make_backup_files(d, "ar", "ar_1.dump", 1)
+    with pytest.raises(backup.BackupError, match="refusing to restore an unchecked backup"):
+        backup.check_backup(path)
+    with pytest.raises(backup.BackupError, match="the backup is damaged or was changed"):
+        backup.check_backup(path, expected="0" * 64)
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert backup.check_backup(path, expected=digest)[1:] == (digest, "custom")
