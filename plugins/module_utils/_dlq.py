@@ -351,7 +351,7 @@ def replay(cli, t, client, filters, limit=None, batch_size=500, on_success="dele
             raise DlqError("table %s in %s has no column %s to mark replayed rows (option 'mark_column')"
                            % (t.table_name, cli.describe(), mark_column))
     where = t.where(**filters)
-    result = dict(selected=0, replayed=0, skipped=0, failed=0, removed=0, marked=0, failures=[], stopped=None,
+    result = dict(selected=0, replayed=0, duplicates=0, errors=0, removed=0, marked=0, failures=[], stopped=None,
                   event_ids=[])
     pacer = Pacer(rate)
     after = 0
@@ -396,7 +396,7 @@ def replay(cli, t, client, filters, limit=None, batch_size=500, on_success="dele
             if not res.ok:
                 fail(result, row, res.error, max_failures)
                 continue
-            result["skipped" if res.duplicate else "replayed"] += 1
+            result["duplicates" if res.duplicate else "replayed"] += 1
             if len(result["event_ids"]) < 1000:
                 result["event_ids"].append(row["event_id"])
             done.append(row["id"])
@@ -412,7 +412,7 @@ def replay(cli, t, client, filters, limit=None, batch_size=500, on_success="dele
 
 
 def fail(result, row, error, max_failures):
-    result["failed"] += 1
+    result["errors"] += 1
     if len(result["failures"]) < max_failures:
         result["failures"].append({"id": row["id"], "event_id": row.get("event_id"), "subject": row.get("subject"),
                                    "error": error})

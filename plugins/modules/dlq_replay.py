@@ -17,8 +17,8 @@ description:
     and publishes each envelope to its subject with the C(Nats-Msg-Id) header set to the event id.
   - Each publish waits for its JetStream PubAck; only acknowledged rows are then deleted (or
     marked with O(mark_column)), batch by batch. A PubAck saying C(duplicate) (the stream already
-    holds the event, for example from a replay that was killed) counts as skipped and the row is
-    removed too.
+    holds the event, for example from a replay that was killed) counts in RV(duplicates) and the
+    row is removed too.
   - Killed half way and run again, no row is lost and, within the stream's duplicate window, no
     event is published twice. If the connection to NATS is lost the module stops, fails, and the
     rows not acknowledged stay in the table.
@@ -142,13 +142,17 @@ replayed:
   returned: always
   type: int
   sample: 11
-skipped:
-  description: Events the stream already held (PubAck C(duplicate)); their rows are removed too.
+duplicates:
+  description:
+    - Events the stream already held (PubAck C(duplicate)), skipped by JetStream; their rows are
+      removed too.
   returned: always
   type: int
   sample: 0
-failed:
-  description: Rows not published (malformed envelope, no stream for the subject, refused); they stay.
+errors:
+  description:
+    - Rows not published (malformed envelope, no stream for the subject, refused); they stay.
+      (Named so because Ansible reserves C(failed) and C(skipped).)
   returned: always
   type: int
   sample: 1
@@ -163,13 +167,13 @@ marked:
   type: int
   sample: 0
 failures:
-  description: The first 100 failed rows with C(id), C(event_id), C(subject) and C(error).
+  description: The first 100 rows not published, with C(id), C(event_id), C(subject) and C(error).
   returned: always
   type: list
   elements: dict
   sample: [{id: 7, event_id: ev-7, subject: ar.events.x, error: "malformed envelope_json: envelope is JSON but not an object"}]
 event_ids:
-  description: Event ids published or skipped (at most 1000).
+  description: Event ids published or found duplicate (at most 1000).
   returned: always
   type: list
   elements: str
@@ -232,14 +236,14 @@ def main():
     except (DlqError, NatsError) as exc:
         module.fail_json(msg=str(exc))
     result["changed"] = bool(result["removed"] or result["marked"] or (module.check_mode and result["replayed"]))
-    if result["failed"]:
+    if result["errors"]:
         module.warn("%d failed event(s) could not be replayed and stay in %s; see 'failures'"
-                    % (result["failed"], p["table"]))
+                    % (result["errors"], p["table"]))
     if result["stopped"]:
-        module.fail_json(msg="replay stopped after %d published and %d skipped events; the %d rows not acknowledged "
-                             "stay in %s: %s" % (result["replayed"], result["skipped"],
-                                                 result["selected"] - result["replayed"] - result["skipped"] - result["failed"],
-                                                 p["table"], result["stopped"]), **result)
+        left = result["selected"] - result["replayed"] - result["duplicates"] - result["errors"]
+        module.fail_json(msg="replay stopped after %d published and %d duplicate events; the %d rows not acknowledged "
+                             "stay in %s: %s" % (result["replayed"], result["duplicates"], left, p["table"],
+                                                 result["stopped"]), **result)
     module.exit_json(**result)
 
 

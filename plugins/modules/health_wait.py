@@ -96,7 +96,7 @@ options:
         default: 127.0.0.1
       port:
         description:
-          - Port for V(tcp) (required), V(redis) (default 6379) and V(postgres) (default 5432) checks.
+          - Port for V(tcp) (required), V(redis) (default 6379), V(postgres) and V(dlq) (default 5432) checks.
         type: int
         aliases: [login_port]
       db:
@@ -104,13 +104,13 @@ options:
         type: str
         aliases: [login_db]
       login_host:
-        description: Server for V(postgres) checks.
+        description: Server for V(postgres) and V(dlq) checks.
         type: str
       login_user:
-        description: Role for V(postgres) checks.
+        description: Role for V(postgres) and V(dlq) checks.
         type: str
       login_password:
-        description: Password for V(postgres) checks; never in argv or output.
+        description: Password for V(postgres) and V(dlq) checks; never in argv or output.
         type: str
       ssl_mode:
         description: libpq C(sslmode) for V(postgres) checks.
