@@ -166,10 +166,12 @@ class Compose:
     def services(self):
         return sorted(l.strip() for l in self.run(["config", "--services"]).splitlines() if l.strip())
 
-    def up(self, services=(), wait_timeout=120, remove_orphans=False, pull="never", build=False):
+    def up(self, services=(), wait_timeout=120, remove_orphans=False, pull="never", build=False, no_deps=False):
         args = ["up", "-d", "--wait", "--wait-timeout", str(int(wait_timeout)), "--pull", pull]
         if not build:
             args.append("--no-build")
+        if no_deps:
+            args.append("--no-deps")
         if remove_orphans:
             args.append("--remove-orphans")
         return self.run(args + list(services), timeout=wait_timeout + 120, what="docker compose up")

@@ -77,6 +77,15 @@ def check_stack(stack):
     return stack
 
 
+def store_argument_spec(docker=True):
+    """stack and state_dir (doc fragment vpsops.deploy.release_store), and docker_cli
+    (vpsops.deploy.docker) for the modules that run Docker."""
+    spec = dict(stack=dict(type="str", required=True), state_dir=dict(type="path"))
+    if docker:
+        spec["docker_cli"] = dict(type="path", default="docker")
+    return spec
+
+
 def default_state_dir(stack):
     return os.path.join("/var/lib/vpsops", stack)
 
@@ -653,3 +662,320 @@ def new_release_id(now=None):
     """A sortable, unique-enough id: UTC time plus 4 random hex digits."""
     now = time.time() if now is None else now
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + os.urandom(2).hex()
+
+
+# operations that need Docker -------------------------------------------------------------------
+
+def repo_of(ref):
+    """The repository of an image reference (no tag, no digest)."""
+    name = ref.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+    return name
+
+
+def resolve_images(docker, compose, stack, pull="missing"):
+    """{service: {"image": ref, "image_id": id, "digest": repo@sha256 or None}} for every service of
+    the resolved model. Missing images are pulled when pull='missing'; still missing is an error
+    naming the services."""
+    from ansible_collections.vpsops.deploy.plugins.module_utils._compose import service_image
+
+    model = compose.config()
+    services = model.get("services") or {}
+    if not services:
+        raise ReleaseError("the compose files define no services")
+    refs = dict((name, service_image(stack, name, svc)) for name, svc in services.items())
+    found = docker.images(refs.values())
+    missing = sorted(set(ref for ref in refs.values() if ref not in found))
+    if missing and pull == "missing":
+        for ref in missing:
+            try:
+                docker.pull(ref)
+            except Exception:  # reported below with the services that need it
+                pass
+        found.update(docker.images(missing))
+    absent = sorted("%s (%s)" % (name, ref) for name, ref in refs.items() if ref not in found)
+    if absent:
+        raise ReleaseError("no image on this host for service(s) %s: build or pull them first%s"
+                           % (", ".join(absent), "" if pull == "missing" else " (pull=never)"))
+    result = {}
+    for name, ref in sorted(refs.items()):
+        info = found[ref]
+        repo = repo_of(ref)
+        digest = next((d for d in info["repo_digests"] if repo_of(d) == repo), None)
+        result[name] = {"image": ref, "image_id": info["id"], "digest": digest}
+    return result
+
+
+def same_content(manifest, file_digests, env_digest, images):
+    if [f.get("sha256") for f in manifest.get("files", [])] != file_digests:
+        return False
+    if ((manifest.get("env_file") or {}).get("sha256")) != env_digest:
+        return False
+    svc = manifest.get("services", {})
+    return sorted(svc) == sorted(images) and all(svc[n].get("image_id") == images[n]["image_id"] for n in images)
+
+
+def sha256_or_none(path):
+    return sha256_file(path) if path else None
+
+
+def snapshot(store, docker, compose, release_id, files, project_dir, env_file=None, phases=None, pull="missing",
+             user=None, git_sha=None, check_mode=False):
+    """Record a pending release of what the compose files resolve to now.
+
+    Returns (manifest, changed). When the newest live or pending release has the same files and
+    image IDs it is returned unchanged: deploying the same thing twice records nothing new.
+    """
+    images = resolve_images(docker, compose, store.stack, pull=pull)
+    file_digests = [sha256_file(p) for p in files]
+    env_digest = sha256_or_none(env_file)
+    manifests, _bad = store.releases()
+    live = store.live_id()
+    for m in manifests:
+        if m["status"] == "pending" or m["id"] == live:
+            if same_content(m, file_digests, env_digest, images):
+                return m, False
+            break
+    release_id = release_id or new_release_id()
+    pins, services = {}, {}
+    for name, info in images.items():
+        tag = pin_ref(store.stack, name, release_id)
+        pins[name] = info["digest"] or tag
+        services[name] = dict(info, ref=pins[name], pin_tag=tag)
+    phase_entries = []
+    for phase in phases or []:
+        phase_entries.append({
+            "name": phase["name"],
+            "files": list(phase.get("files") or []),
+            "services": list(phase.get("services") or []),
+            "checks": list(phase.get("checks") or []),
+        })
+    if check_mode:
+        manifest = {"id": release_id, "status": "pending", "services": services, "phases": phase_entries,
+                    "files": [{"name": os.path.basename(p), "sha256": d} for p, d in zip(files, file_digests)],
+                    "seq": None}
+        return manifest, True
+    store.ensure()
+    with store.guard():
+        # Tag first: the pinned tag keeps the image through `docker image prune` even when the
+        # original tag moves. A tag on an image is harmless if the release is never written.
+        for name, svc in services.items():
+            docker.tag(svc["image_id"], svc["pin_tag"])
+        manifest = store.create(release_id, files, pins, services, phase_entries, project_dir, env_file=env_file,
+                                user=user, git_sha=git_sha)
+        store.record("release_created", release=release_id, user=user, git_sha=git_sha,
+                     services=dict((n, s["image_id"]) for n, s in services.items()))
+    return manifest, True
+
+
+def running_images(docker, stack):
+    """{service: [image id of each container]} of the project as it runs now."""
+    result = {}
+    for c in docker.project_containers(stack):
+        result.setdefault(c["service"], []).append(c["image_id"])
+    return result
+
+
+def rollback_plan(store, target, scope_services, running):
+    """Per service in scope: running image IDs -> target image ID."""
+    plan = {}
+    for name in scope_services:
+        svc = target["services"][name]
+        now = sorted(set(running.get(name, [])))
+        plan[name] = {
+            "before": now[0] if len(now) == 1 else (now or None),
+            "after": svc["image_id"],
+            "ref": svc["ref"],
+            "changes": now != [svc["image_id"]],
+        }
+    return plan
+
+
+def scope_of(target, phases=None, services=None):
+    """The services a rollback touches: all, those of named phases, or named services."""
+    all_services = sorted(target["services"])
+    if not phases and not services:
+        return all_services, True
+    chosen = set()
+    known_phases = dict((p["name"], p) for p in target.get("phases") or [])
+    for name in phases or []:
+        if name not in known_phases:
+            raise ReleaseError("phases: %r is not a phase of release %s; its phases are %s"
+                               % (name, target["id"], ", ".join(sorted(known_phases)) or "none recorded"))
+        chosen.update(known_phases[name].get("services") or [])
+    for name in services or []:
+        if name not in target["services"]:
+            raise ReleaseError("services: %r is not a service of release %s; its services are %s"
+                               % (name, target["id"], ", ".join(all_services)))
+        chosen.add(name)
+    return sorted(chosen), chosen == set(all_services)
+
+
+def missing_images(docker, target, scope):
+    """Services of the scope whose pinned image is not on the host: [(service, ref, image id)]."""
+    refs = [target["services"][n]["ref"] for n in scope]
+    found = docker.images(refs + [target["services"][n]["image_id"] for n in scope])
+    missing = []
+    for name in scope:
+        svc = target["services"][name]
+        if svc["ref"] not in found and svc["image_id"] not in found:
+            missing.append((name, svc["ref"], svc["image_id"]))
+        elif svc["ref"] not in found:
+            # The pin tag was removed but the image is still here: put the tag back.
+            missing.append((name, svc["ref"], svc["image_id"], "retag"))
+    return missing
+
+
+def checks_for(target, scope):
+    """The health checks recorded with the phases of a release that hold a service of the scope."""
+    checks = []
+    for phase in target.get("phases") or []:
+        if set(phase.get("services") or []) & set(scope):
+            checks.extend(phase.get("checks") or [])
+    return checks
+
+
+def restore_images(docker, target, scope, pull_digests):
+    """Make sure every pinned image of the scope is on the host (re-tag when only the tag is gone,
+    pull a digest when allowed); raise naming the service, image and how to get it back."""
+    problems = []
+    for entry in missing_images(docker, target, scope):
+        name, ref, image_id = entry[:3]
+        if len(entry) == 4:
+            docker.tag(image_id, ref)
+            continue
+        if "@sha256:" in ref and pull_digests:
+            try:
+                docker.pull(ref)
+                continue
+            except Exception as exc:  # reported with the others
+                problems.append("service %s: image %s (id %s) is not on this host and pulling it failed: %s"
+                                % (name, ref, image_id, exc))
+                continue
+        original = target["services"][name].get("image")
+        problems.append("service %s: image %s (id %s) is not on this host any more; get it back with "
+                        "`docker pull %s` (if that tag still holds this image) or `docker load` from a saved "
+                        "copy, then `docker tag %s %s`%s"
+                        % (name, ref, image_id, original, image_id, ref,
+                           "" if "@sha256:" not in ref else ", or allow pulling by digest (pull: true)"))
+    if problems:
+        raise ReleaseError("rollback to %s refused before any change: %s" % (target["id"], "; ".join(problems)))
+
+
+def prove(docker, stack, target, scope):
+    """Every container of every service in scope runs the recorded image ID; returns {service: ids}."""
+    after = running_images(docker, stack)
+    wrong = []
+    for name in scope:
+        want = target["services"][name]["image_id"]
+        ids = after.get(name) or []
+        if not ids:
+            wrong.append("service %s has no container" % name)
+        elif any(i != want for i in ids):
+            wrong.append("service %s runs %s, not the recorded %s" % (name, ", ".join(sorted(set(ids))), want))
+    if wrong:
+        raise ReleaseError("after the rollback to %s, what runs is not what was recorded: %s"
+                           % (target["id"], "; ".join(wrong)))
+    return after
+
+
+def partial_release(store, docker, live, target, scope, user=None):
+    """A new release: the live release with the services of `scope` pinned to the target's images.
+    Every image gets the new release's own pin tag, so retiring either older release keeps it."""
+    release_id = new_release_id()
+    services, pins = {}, {}
+    for name, svc in live["services"].items():
+        chosen = dict(target["services"][name] if name in scope and name in target["services"] else svc)
+        chosen["pin_tag"] = pin_ref(store.stack, name, release_id)
+        docker.tag(chosen["image_id"], chosen["pin_tag"])
+        chosen["ref"] = chosen.get("digest") or chosen["pin_tag"]
+        services[name] = chosen
+        pins[name] = chosen["ref"]
+    base = store.release_dir(live["id"])
+    files = [os.path.join(base, f["name"]) for f in live["files"]]
+    env = store.env_path(live)
+    manifest = store.create(release_id, files, pins, services, live.get("phases"), live.get("project_dir"),
+                            env_file=env, user=user, git_sha=live.get("git_sha"),
+                            backups=live.get("backups"),
+                            meta={"partial_rollback_of": live["id"], "from_release": target["id"],
+                                  "services": sorted(scope)})
+    for entry in manifest["files"]:
+        entry["source"] = None
+    if manifest.get("env_file"):
+        manifest["env_file"]["source"] = live["env_file"].get("source")
+    manifest["project_dir"] = live.get("project_dir")
+    store.save(manifest)
+    return manifest
+
+
+def rollback(store, docker, to="previous", phases=None, services=None, checks=None, timeout=120,
+             pull_digests=False, check_mode=False, user=None, gate=None):
+    """Roll the stack, some phases or some services back to a release and prove what runs.
+
+    gate(checks, containers, timeout) -> (ok, message, details) runs the health gate (health_wait's
+    engine). Returns a result dict; raises ReleaseError (nothing changed when raised before `up`).
+    """
+    from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose
+
+    target_id = store.resolve(to)
+    target = store.load(target_id)
+    problem = verify_files(store, target)
+    if problem:
+        raise CorruptRelease("release %s is refused, nothing was changed: %s" % (target_id, problem))
+    scope, whole = scope_of(target, phases, services)
+    live_id = store.live_id()
+    running = running_images(docker, store.stack)
+    plan = rollback_plan(store, target, scope, running)
+    moves_pointer = whole and live_id != target_id
+    partial = not whole and live_id and live_id != target_id
+    changed = any(p["changes"] for p in plan.values()) or moves_pointer or bool(partial)
+    result = {
+        "changed": changed,
+        "from": live_id,
+        "to": target_id,
+        "release": None,
+        "scope": "stack" if whole else ("phases" if phases and not services else "services"),
+        "services": plan,
+        "diff": {"before": dict((n, p["before"]) for n, p in plan.items()),
+                 "after": dict((n, p["after"]) for n, p in plan.items())},
+    }
+    if check_mode or not changed:
+        return result
+    store.ensure()
+    restore_images(docker, target, scope, pull_digests)
+    live = store.load(live_id) if partial else None
+    store.record("rollback_started", release=target_id, live=live_id, services=scope, user=user)
+    try:
+        if partial:
+            new = partial_release(store, docker, live, target, scope, user=user)
+            deployed = new
+        else:
+            deployed = target
+        compose = Compose(docker, store.stack, store.compose_files(deployed), project_dir=deployed.get("project_dir"),
+                          env_file=store.env_path(deployed))
+        compose.up(scope, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole)
+        after = prove(docker, store.stack, deployed, scope)
+        gate_checks = checks if checks is not None else checks_for(target, scope)
+        if gate is not None:
+            containers = [c["name"] for c in docker.project_containers(store.stack) if c["service"] in scope]
+            ok, message, details = gate(gate_checks, containers, timeout)
+            result["health"] = details
+            if not ok:
+                raise ReleaseError("rollback to %s ran, but the health gate failed: %s" % (target_id, message))
+    except Exception as exc:
+        store.record("rollback_failed", release=target_id, live=live_id, services=scope, user=user, error=str(exc)[:2000])
+        raise
+    store.make_live(deployed, replaced_status="rolled_back", by="rollback")
+    if partial:
+        result["release"] = deployed["id"]
+    # A deploy that never finished (pending) is over once its stack is rolled back.
+    for m in store.releases()[0]:
+        if m["status"] == "pending" and m["seq"] > deployed["seq"]:
+            store.set_status(m, "failed", by="rollback", reason="rolled back to %s" % target_id)
+    for name in scope:
+        result["services"][name]["after_running"] = sorted(set(after.get(name) or []))
+    store.record("rolled_back", release=target_id, new_release=result["release"], live_before=live_id,
+                 services=dict((n, {"before": p["before"], "after": p["after"]}) for n, p in plan.items()), user=user)
+    return result

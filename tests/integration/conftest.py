@@ -57,6 +57,28 @@ def ansible_env():
     return env
 
 
+def ansible_module(module, args, *options, host="lab1", inventory=None):
+    """Run one module of the collection ad hoc on a lab host over SSH, as Ansible runs it.
+    Returns (rc, the host's result dict, the raw process)."""
+    env = ansible_env()
+    env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
+    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    proc = run([os.path.join(VENV_BIN, "ansible"), "-i", inventory or os.path.join(ROOT, "inventories", "lab"),
+                host, "-m", module if "." in module else "vpsops.deploy." + module, "-a", json.dumps(args)]
+               + list(options), check=False, env=env)
+    # With -v the connection log comes first on stdout; the JSON document starts at a line "{".
+    text = proc.stdout
+    start = text.find("\n{\n")
+    if not text.startswith("{") and start >= 0:
+        text = text[start + 1:]
+    try:
+        data = json.loads(text)
+        return proc.returncode, data["plays"][0]["tasks"][0]["hosts"][host], proc
+    except (ValueError, KeyError, IndexError):
+        raise AssertionError("no JSON result from %s (rc=%d): %s %s" % (module, proc.returncode, proc.stdout[-2000:],
+                                                                       proc.stderr[-2000:]))
+
+
 class Stack:
     """The lab platform under its own compose project and port block."""
 
