@@ -67,7 +67,8 @@ def test_redact_url_drops_credentials(url, shown):
     ([], "non-empty list"),
     ("http://x", "non-empty list"),
     (["http://x"], "checks[0] must be a dict"),
-    ([{"type": "smtp"}], "'type' must be one of command, container, http, log, nats, postgres, redis, tcp, got 'smtp'"),
+    ([{"type": "smtp"}], "'type' must be one of command, container, dlq, http, log, nats, nats_consumer, postgres, redis, tcp, "
+                          "got 'smtp'"),
     ([{"type": "http"}], "checks[0] (type http) needs 'url'"),
     ([{"type": "http", "name": "api", "url": "ftp://x/"}], "check 'api': 'url' must be an http:// or https:// URL"),
     ([{"type": "http", "url": "http:///nohost"}], "'url' must be an http:// or https:// URL with a host"),
@@ -93,6 +94,20 @@ def test_redact_url_drops_credentials(url, shown):
     ([{"type": "command", "argv": "curl -f http://x"}], "'argv' must be a non-empty list of strings (no shell)"),
     ([{"type": "command", "argv": []}], "'argv' must be a non-empty list of strings"),
     ([{"type": "command", "argv": ["true"], "stdout": "[a-"}], "'stdout' is not a valid regular expression"),
+    ([{"type": "nats_consumer", "consumer": "ar"}], "checks[0] (type nats_consumer) needs 'stream'"),
+    ([{"type": "nats_consumer", "stream": "AR_EVENTS"}], "checks[0] (type nats_consumer) needs 'consumer'"),
+    ([{"type": "nats_consumer", "stream": "S", "consumer": "c", "url": "nats://x:4222"}],
+     "'url' must be the http:// monitoring base URL of NATS"),
+    ([{"type": "nats_consumer", "stream": "S", "consumer": "c", "max_pending": -1}],
+     "'max_pending' must be a whole number 0 or more, got -1"),
+    ([{"type": "nats_consumer", "stream": "S", "consumer": "c", "max_redelivered_growth": "lots"}],
+     "'max_redelivered_growth' must be a whole number 0 or more, got 'lots'"),
+    ([{"type": "dlq"}], "checks[0] (type dlq) needs 'db'"),
+    ([{"type": "dlq", "db": "ar_db", "name": "ar-dlq", "table": "failed_events;--"}],
+     "check 'ar-dlq': 'table' must be a table or column name"),
+    ([{"type": "dlq", "db": "ar_db", "columns": {"id": "row id"}}], "'columns.id' must be a table or column name"),
+    ([{"type": "dlq", "db": "ar_db", "max_new": -2}], "'max_new' must be a whole number 0 or more, got -2"),
+    ([{"type": "dlq", "db": "ar_db", "port": 0}], "'port' must be a TCP port 1-65535, got 0"),
 ])
 def test_bad_checks_are_named_in_the_error(checks, message):
     with pytest.raises(probes.CheckSpecError) as err:
@@ -363,4 +378,15 @@ def test_a_probe_cannot_outlive_the_deadline():
 
 
 def test_registry_lists_the_types():
-    assert set(["http", "tcp", "container"]) <= set(probes.probe_types())
+    assert set(["http", "tcp", "container", "nats_consumer", "dlq"]) <= set(probes.probe_types())
+
+
+def test_dlq_check_takes_its_baseline_from_a_dlq_report_result():
+    report = {"databases": {"ar_db": {"total": 7, "max_id": 41}, "payments_db": {"total": 1, "max_id": 3}}}
+    (probe,) = probes.build_probes([{"type": "dlq", "db": "ar_db", "container": "ar-pg", "baseline": report}])
+    assert probe.baseline == {"max_id": 41, "total": 7}
+    (probe,) = probes.build_probes([{"type": "dlq", "db": "ar_db", "baseline": {"total": 2, "max_id": 9}}])
+    assert probe.baseline == {"max_id": 9, "total": 2}
+    (probe,) = probes.build_probes([{"type": "dlq", "db": "ar_db"}])
+    assert probe.baseline is None and probe.name == "dlq ar_db"
+    assert probe.describe() == "dlq failed_events in postgres@127.0.0.1:5432/ar_db"
