@@ -1,0 +1,259 @@
+"""The release store without Docker: manifests, ordering, targets, retention, atomic writes, the lock."""
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ansible_collections.vpsops.deploy.plugins.module_utils import _releases as rel
+
+
+def make_store(tmp_path, stack="shop"):
+    return rel.Store(stack, str(tmp_path / "state"))
+
+
+def add_release(store, tmp_path, release_id, status=None, image="sha256:%s"):
+    """A release with one compose file and two services; optionally pushed to a status."""
+    compose = tmp_path / ("compose-%s.yml" % release_id)
+    compose.write_text("services: {web: {image: web}, api: {image: api}}\n# %s\n" % release_id)
+    services = dict((name, {"image": name + ":x", "image_id": image % (name + release_id), "ref": "r/%s" % name,
+                            "pin_tag": rel.pin_ref(store.stack, name, release_id)}) for name in ("web", "api"))
+    store.ensure()
+    manifest = store.create(release_id, [str(compose)], dict((n, s["ref"]) for n, s in services.items()), services,
+                            [{"name": "front", "services": ["web"], "files": [], "checks": []}], str(tmp_path))
+    if status == "live":
+        store.make_live(manifest)
+    elif status:
+        store.set_status(manifest, status)
+    return store.load(release_id)
+
+
+def test_create_writes_a_complete_release_with_private_modes(tmp_path):
+    store = make_store(tmp_path)
+    env = tmp_path / ".env"
+    env.write_text("TOKEN=secret\n")
+    compose = tmp_path / "a.yml"
+    compose.write_text("services: {}\n")
+    store.ensure()
+    manifest = store.create("r1", [str(compose)], {"web": "vpsops/shop/web:r1"},
+                            {"web": {"image": "web:1", "image_id": "sha256:1", "ref": "vpsops/shop/web:r1"}},
+                            [], str(tmp_path), env_file=str(env))
+    base = tmp_path / "state" / "releases" / "r1"
+    assert sorted(os.listdir(base)) == [".env", "a.yml", "images.lock.yml", "manifest.json"]
+    assert all(os.stat(base / n).st_mode & 0o777 == 0o600 for n in os.listdir(base))
+    assert os.stat(base).st_mode & 0o777 == 0o700
+    assert manifest["seq"] == 1 and manifest["status"] == "pending"
+    assert store.compose_files(manifest) == [str(base / "a.yml"), str(base / "images.lock.yml")]
+    assert (base / "images.lock.yml").read_text().splitlines()[1:] == [
+        "services:", '  "web":', '    image: "vpsops/shop/web:r1"']
+    assert rel.verify_files(store, manifest) is None
+    assert not [n for n in os.listdir(tmp_path / "state" / "releases") if n.startswith(".")]
+
+
+def test_a_failed_create_leaves_no_release_directory(tmp_path):
+    store = make_store(tmp_path)
+    store.ensure()
+    with pytest.raises(IOError):
+        store.create("r1", [str(tmp_path / "missing.yml")], {}, {}, [], str(tmp_path))
+    assert os.listdir(tmp_path / "state" / "releases") == []
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "m.json"
+    rel.write_json_atomic(str(path), {"a": 1})
+
+    def boom(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        rel.write_json_atomic(str(path), {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert os.listdir(tmp_path) == ["m.json"]
+
+
+def test_order_is_the_counter_not_the_file_time(tmp_path):
+    store = make_store(tmp_path)
+    add_release(store, tmp_path, "b-first", "live")
+    add_release(store, tmp_path, "a-second", "live")
+    # Make the older release look newer on disk: order must not change.
+    future = time.time() + 3600
+    os.utime(store.release_dir("b-first"), (future, future))
+    manifests, _ = store.releases()
+    assert [m["id"] for m in manifests] == ["a-second", "b-first"]
+    assert store.resolve("previous") == "b-first"
+
+
+def test_previous_live_and_minus_n(tmp_path):
+    store = make_store(tmp_path)
+    for release_id in ("r1", "r2", "r3"):
+        add_release(store, tmp_path, release_id, "live")
+    assert store.live_id() == "r3"
+    assert store.resolve("previous") == "r2" and store.resolve("-1") == "r2" and store.resolve("-2") == "r1"
+    with pytest.raises(rel.ReleaseError, match="only 2 earlier good release"):
+        store.resolve("-3")
+    # A deploy that did not finish: previous means the live release.
+    add_release(store, tmp_path, "r4")
+    assert store.resolve("previous") == "r3" and store.resolve("live") == "r3"
+    store.set_status(store.load("r4"), "failed")
+    assert store.resolve("previous") == "r3"
+
+
+def test_previous_never_goes_back_to_a_release_rolled_back_from(tmp_path):
+    store = make_store(tmp_path)
+    add_release(store, tmp_path, "r1", "live")
+    r2 = add_release(store, tmp_path, "r2", "live")
+    store.make_live(store.load("r1"), replaced_status="rolled_back")
+    assert store.load("r2")["status"] == "rolled_back" and r2["id"] == "r2"
+    with pytest.raises(rel.ReleaseError, match="no previous release"):
+        store.resolve("previous")
+
+
+def test_unknown_and_corrupt_releases_are_refused(tmp_path):
+    store = make_store(tmp_path)
+    add_release(store, tmp_path, "r1", "live")
+    with pytest.raises(rel.ReleaseError, match="nope does not exist .* known releases: r1"):
+        store.resolve("nope")
+    path = tmp_path / "state" / "releases" / "r1" / "manifest.json"
+    data = json.loads(path.read_text())
+    for broken in ('{"id": "r1"', json.dumps(dict(data, id="r9")), json.dumps(dict(data, stack="other")),
+                   json.dumps(dict(data, services={"web": {"image": "x"}}))):
+        path.write_text(broken)
+        with pytest.raises(rel.CorruptRelease, match="corrupt"):
+            store.load("r1")
+    assert store.releases() == ([], {"r1": store.releases()[1]["r1"]})
+
+
+def test_scope_of_phases_and_services(tmp_path):
+    store = make_store(tmp_path)
+    target = add_release(store, tmp_path, "r1", "live")
+    assert rel.scope_of(target) == (["api", "web"], True)
+    assert rel.scope_of(target, phases=["front"]) == (["web"], False)
+    assert rel.scope_of(target, services=["api"]) == (["api"], False)
+    with pytest.raises(rel.ReleaseError, match="'back' is not a phase of release r1; its phases are front"):
+        rel.scope_of(target, phases=["back"])
+    with pytest.raises(rel.ReleaseError, match="'db' is not a service of release r1; its services are api, web"):
+        rel.scope_of(target, services=["db"])
+
+
+def test_retention_never_removes_live_previous_or_pending(tmp_path):
+    store = make_store(tmp_path)
+    for index in range(1, 7):
+        add_release(store, tmp_path, "r%d" % index, "live")
+    store.set_status(store.load("r6"), "superseded")
+    store.make_live(store.load("r3"), replaced_status="rolled_back")  # r3 live again
+    add_release(store, tmp_path, "r7")  # a deploy in progress
+    doomed = store.retention_plan(2)
+    assert "r3" not in doomed and "r7" not in doomed
+    assert store.previous_of("r3", store.releases()[0]) == "r2"
+    assert "r2" not in doomed
+    assert set(doomed) == {"r1", "r4", "r5"}
+    with pytest.raises(rel.ReleaseError, match="live"):
+        store.retire("r3")
+    store.retire("r1")
+    assert "r1" not in store.ids()
+
+
+def test_referenced_backups_reads_every_release_and_refuses_to_guess(tmp_path):
+    store = make_store(tmp_path)
+    manifest = add_release(store, tmp_path, "r1", "live")
+    manifest["backups"] = [{"path": str(tmp_path / "b" / ".." / "ar.dump")}]
+    store.save(manifest)
+    assert rel.referenced_backups(store.state_dir) == {str(tmp_path / "ar.dump")}
+    (tmp_path / "state" / "releases" / "r1" / "manifest.json").write_text("{")
+    with pytest.raises(rel.CorruptRelease):
+        rel.referenced_backups(store.state_dir)
+
+
+def test_history_is_append_only_json_lines(tmp_path):
+    store = make_store(tmp_path)
+    store.ensure()
+    store.record("a", x=1)
+    store.record("b", x=2)
+    assert [e["event"] for e in store.history()] == ["a", "b"]
+    assert all(json.loads(line) for line in open(store.history_path))
+
+
+def test_bad_stack_and_release_names(tmp_path):
+    with pytest.raises(rel.ReleaseError, match="stack must be"):
+        rel.Store("Bad Name", str(tmp_path))
+    store = make_store(tmp_path)
+    store.ensure()
+    with pytest.raises(rel.ReleaseError, match="release must match"):
+        store.create("../x", [], {}, {}, [], str(tmp_path))
+
+
+# the lock ------------------------------------------------------------------------------------
+
+def _contend(state_dir, owner, barrier, results):
+    store = rel.Store("shop", state_dir)
+    barrier.wait()
+    try:
+        store.acquire(owner, 600)
+        results.put(owner)
+    except rel.LockHeld:
+        results.put(None)
+
+
+def test_concurrent_acquisitions_one_wins(tmp_path):
+    state_dir = str(tmp_path / "state")
+    rel.Store("shop", state_dir).ensure()
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(8), ctx.Queue()
+    procs = [ctx.Process(target=_contend, args=(state_dir, "owner-%d" % i, barrier, results)) for i in range(8)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    winners = [w for w in (results.get(timeout=5) for _ in procs) if w]
+    assert len(winners) == 1
+    assert rel.Store("shop", state_dir).read_lock()["owner"] == winners[0]
+
+
+def test_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path):
+    store = make_store(tmp_path)
+    lock, changed, took = store.acquire("a", ttl=60, controller="ctl", pid=1, now=1000)
+    assert changed and took is None
+    with pytest.raises(rel.LockHeld, match="locked by a .*controller ctl, pid 1"):
+        store.acquire("b", ttl=60, now=1059)
+    lock, changed, took = store.acquire("b", ttl=60, now=1061)
+    assert changed and took["owner"] == "a" and lock["owner"] == "b"
+    with pytest.raises(rel.LockHeld, match="no longer ours"):
+        store.heartbeat("a")
+    with pytest.raises(rel.LockHeld):
+        store.release_lock("a")
+    assert store.release_lock("b")[1] is True and store.release_lock("b") == (None, False)
+    events = [e["event"] for e in store.history()]
+    assert events == ["lock_acquired", "lock_taken_over", "lock_released"]
+
+
+def test_a_process_killed_while_holding_the_lock_blocks_until_its_ttl(tmp_path):
+    state_dir = str(tmp_path / "state")
+    code = ("import sys, time; sys.path[:0] = %r\n"
+            "from ansible_collections.vpsops.deploy.plugins.module_utils import _releases as r\n"
+            "r.Store('shop', %r).acquire('crashed', 2)\n"
+            "print('held', flush=True); time.sleep(60)\n" % (sys.path, state_dir))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(10)
+    store = rel.Store("shop", state_dir)
+    with pytest.raises(rel.LockHeld, match="crashed"):
+        store.acquire("next", 600)
+    lock, changed, took = store.acquire("next", 600, now=time.time() + 3)
+    assert took["owner"] == "crashed" and lock["owner"] == "next"
+
+
+def test_a_torn_lock_file_counts_as_stale(tmp_path):
+    store = make_store(tmp_path)
+    store.ensure()
+    with open(store.lock_path, "w") as handle:
+        handle.write('{"owner": "x"')
+    lock, changed, took = store.acquire("me", 60)
+    assert changed and took["owner"] == "<unreadable lock file>"
