@@ -179,6 +179,10 @@ services:
   returned: when O(state=present)
   type: dict
   sample: {"ar": {"image": "vpsops-demo/ar:v2", "image_id": "sha256:5e1f...", "ref": "vpsops/platform/ar:20261123T162900Z-4f1c"}}
+live:
+  description: The live release of the stack when the call was made (null when none is live).
+  returned: when O(state=present)
+  type: str
 replaced:
   description: The release that was live before, when O(state=live) moved the pointer.
   returned: when O(state=live)
@@ -275,7 +279,7 @@ def present(module, store, docker):
         store.save(manifest)
     result = dict(changed=changed, release=manifest["id"], status=manifest["status"],
                   release_dir=store.release_dir(manifest["id"]), project_dir=project_dir,
-                  services=public_services(manifest["services"]))
+                  services=public_services(manifest["services"]), live=store.live_id())
     if module.check_mode and changed:
         result.update(files=[], env_file=None)
     else:

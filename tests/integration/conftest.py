@@ -57,9 +57,9 @@ def ansible_env():
     return env
 
 
-def ansible_module(module, args, *options, host="lab1", inventory=None):
+def ansible_module(module, args, *options, host="lab1", inventory=None, raw=False):
     """Run one module of the collection ad hoc on a lab host over SSH, as Ansible runs it.
-    Returns (rc, the host's result dict, the raw process)."""
+    Returns (rc, the host's result dict), and the finished process too when raw is true."""
     env = ansible_env()
     env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
     env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
@@ -73,10 +73,11 @@ def ansible_module(module, args, *options, host="lab1", inventory=None):
         text = text[start + 1:]
     try:
         data = json.loads(text)
-        return proc.returncode, data["plays"][0]["tasks"][0]["hosts"][host], proc
+        result = data["plays"][0]["tasks"][0]["hosts"][host]
     except (ValueError, KeyError, IndexError):
-        raise AssertionError("no JSON result from %s (rc=%d): %s %s" % (module, proc.returncode, proc.stdout[-2000:],
-                                                                       proc.stderr[-2000:]))
+        raise AssertionError("no JSON result from %s (rc=%d): %s %s"
+                             % (module, proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:]))
+    return (proc.returncode, result, proc) if raw else (proc.returncode, result)
 
 
 class Stack:

@@ -81,22 +81,22 @@ class Lab:
         args.update(extra)
         return args
 
-    def release(self, *options, **extra):
+    def release(self, *options, raw=False, **extra):
         args = self.args(project_dir=self.project_dir, files=["front.yml", "back.yml"], phases=PHASES)
         args.update(extra)
-        return ansible_module("compose_release", args, *options)
+        return ansible_module("compose_release", args, *options, raw=raw)
 
     def deploy(self):
         """Record a release, bring it up as a user would (plain docker compose with the returned
         files), and make it live. Returns the release result."""
-        rc, rel, _ = self.release()
+        rc, rel = self.release()
         assert rc == 0, rel
         argv = ["docker", "compose", "-p", STACK, "--project-directory", rel["project_dir"],
                 "--env-file", rel["env_file"]]
         for path in rel["files"]:
             argv += ["-f", path]
         run(argv + ["up", "-d", "--wait", "--wait-timeout", "60", "--pull", "never", "--no-build"])
-        rc, live, _ = ansible_module("compose_release", self.args(release=rel["release"], state="live", keep=10))
+        rc, live = ansible_module("compose_release", self.args(release=rel["release"], state="live", keep=10))
         assert rc == 0, live
         return rel
 
@@ -160,14 +160,14 @@ def test_release_pins_every_service_and_keeps_secrets_off_the_output(rel, histor
         lock = handle.read()
     assert all('"vpsops/%s/%s:%s"' % (STACK, s, history["r2"]) in lock for s in SERVICES)
     # The same files and images again: nothing new is recorded.
-    rc, again, proc = rel.release("-vvv")
+    rc, again, proc = rel.release("-vvv", raw=True)
     assert rc == 0 and again["changed"] is False and again["release"] == history["r2"], again
     assert SECRET not in proc.stdout + proc.stderr
     assert [e["event"] for e in rel.history()].count("release_created") == 2
 
 
 def test_info_lists_releases_newest_first(rel, history):
-    rc, info, proc = ansible_module("compose_release_info", rel.args())
+    rc, info, proc = ansible_module("compose_release_info", rel.args(), raw=True)
     assert rc == 0, info
     ids = [r["id"] for r in info["releases"]]
     assert ids.index(history["r2"]) < ids.index(history["r1"])
@@ -179,7 +179,7 @@ def test_info_lists_releases_newest_first(rel, history):
 
 def test_rollback_check_mode_plans_and_changes_nothing(rel, history):
     before = running()
-    rc, plan, _ = rel.rollback("--check", "--diff")
+    rc, plan = rel.rollback("--check", "--diff")
     assert rc == 0 and plan["changed"] is True, plan
     assert plan["to"] == history["r1"] and plan["from"] == history["r2"]
     for service in SERVICES:
@@ -195,7 +195,7 @@ def test_rollback_after_moved_tag_and_prune_runs_the_exact_old_images(rel, histo
     for service in SERVICES:
         assert image_id("vpsops-relt/%s:cur" % service) == history["ids"][2][service]
         assert image_id(history["ids"][1][service]) == history["ids"][1][service]
-    rc, result, _ = rel.rollback()
+    rc, result = rel.rollback()
     assert rc == 0, result
     assert result["to"] == history["r1"] and result["changed"] is True
     now = running()
@@ -207,23 +207,23 @@ def test_rollback_after_moved_tag_and_prune_runs_the_exact_old_images(rel, histo
     events = [e["event"] for e in rel.history()]
     assert events[-2:] == ["rollback_started", "rolled_back"]
     # Rolling back to what already runs changes nothing.
-    rc, again, _ = rel.rollback(to=history["r1"])
+    rc, again = rel.rollback(to=history["r1"])
     assert rc == 0 and again["changed"] is False, again
     assert running() == now
 
 
 def test_previous_skips_the_release_that_was_rolled_back(rel, history):
-    rc, result, _ = rel.rollback()
+    rc, result = rel.rollback()
     assert rc != 0
     assert "no previous release" in result["msg"], result["msg"]
 
 
 def test_roll_back_one_service_leaves_the_others_untouched(rel, history):
     # Go forward again to release 2 by id, then take only api back to release 1.
-    rc, result, _ = rel.rollback(to=history["r2"])
+    rc, result = rel.rollback(to=history["r2"])
     assert rc == 0, result
     before = running()
-    rc, result, _ = rel.rollback(to=history["r1"], services=["api"])
+    rc, result = rel.rollback(to=history["r1"], services=["api"])
     assert rc == 0, result
     after = running()
     assert after["api"][1] == history["ids"][1]["api"] and after["api"][0] != before["api"][0]
@@ -238,7 +238,7 @@ def test_roll_back_one_service_leaves_the_others_untouched(rel, history):
 
 def test_roll_back_one_phase_touches_only_its_services(rel, history):
     before = running()
-    rc, result, _ = rel.rollback(to=history["r1"], phases=["front"])
+    rc, result = rel.rollback(to=history["r1"], phases=["front"])
     assert rc == 0, result
     assert sorted(result["services"]) == ["web"]
     after = running()
@@ -256,7 +256,7 @@ def test_roll_back_one_phase_touches_only_its_services(rel, history):
 def test_bad_input_is_refused_before_any_change(rel, history, args, expect):
     before, live = running(), rel.live()
     args.setdefault("to", history["r1"])
-    rc, result, _ = rel.rollback(**args)
+    rc, result = rel.rollback(**args)
     assert rc != 0 and expect in result["msg"], result
     assert running() == before and rel.live() == live
 
@@ -269,10 +269,10 @@ def test_corrupt_manifest_is_refused_and_nothing_is_half_applied(rel, history):
     try:
         with open(path, "w") as handle:
             handle.write(good[: len(good) // 2])
-        rc, result, _ = rel.rollback(to=history["r2"])
+        rc, result = rel.rollback(to=history["r2"])
         assert rc != 0 and "corrupt" in result["msg"] and history["r2"] in result["msg"], result
         assert running() == before and rel.live() == live
-        rc, info, _ = ansible_module("compose_release_info", rel.args())
+        rc, info = ansible_module("compose_release_info", rel.args())
         assert rc == 0 and history["r2"] in info["corrupt"]
         # A compose file changed behind the store's back is refused too.
         with open(path, "w") as handle:
@@ -280,7 +280,7 @@ def test_corrupt_manifest_is_refused_and_nothing_is_half_applied(rel, history):
         front = os.path.join(rel.state_dir, "releases", history["r2"], "front.yml")
         with open(front, "a") as handle:
             handle.write("# edited\n")
-        rc, result, _ = rel.rollback(to=history["r2"])
+        rc, result = rel.rollback(to=history["r2"])
         assert rc != 0 and "sha256 mismatch" in result["msg"], result
         assert running() == before
     finally:
@@ -293,18 +293,18 @@ def test_corrupt_manifest_is_refused_and_nothing_is_half_applied(rel, history):
 def test_missing_target_image_names_service_image_and_remedy(rel, history):
     # A release whose web image is then deleted from the host entirely.
     build("web", "gone")
-    rc, gone, _ = rel.release()
+    rc, gone = rel.release()
     assert rc == 0, gone
     gone_id = gone["services"]["web"]["image_id"]
     build("web", "b-web")  # the tag moves back; only the pin tag holds the doomed image
     run(["docker", "image", "rm", "-f", gone_id])
     before = running()
-    rc, result, _ = rel.rollback(to=gone["release"])
+    rc, result = rel.rollback(to=gone["release"])
     assert rc != 0, result
     assert "service web" in result["msg"] and gone_id in result["msg"] and "docker load" in result["msg"], result
     assert running() == before
     # A pending release is protected; once marked failed it can be retired.
-    rc, result, _ = ansible_module("compose_release", rel.args(release=gone["release"], state="absent"))
+    rc, result = ansible_module("compose_release", rel.args(release=gone["release"], state="absent"))
     assert rc != 0 and "pending" in result["msg"], result
     assert ansible_module("compose_release", rel.args(release=gone["release"], state="failed"))[0] == 0
     assert ansible_module("compose_release", rel.args(release=gone["release"], state="absent"))[0] == 0
@@ -315,7 +315,7 @@ def test_docker_daemon_down_is_a_clear_failure(rel, history, tmp_path):
     cli = tmp_path / "docker-down"
     cli.write_text("#!/bin/sh\nDOCKER_HOST=unix://%s/nothing.sock exec docker \"$@\"\n" % tmp_path)
     cli.chmod(0o755)
-    rc, result, _ = rel.rollback(to=history["r1"], docker_cli=str(cli))
+    rc, result = rel.rollback(to=history["r1"], docker_cli=str(cli))
     assert rc != 0 and "Docker daemon is not reachable" in result["msg"], result
 
 
@@ -327,11 +327,11 @@ def test_state_dir_not_writable(rel, history):
         run(["mount", "-o", "remount,bind,ro", os.path.join(ro, "state")])
         try:
             before = running()
-            rc, result, _ = ansible_module("compose_rollback", {"stack": STACK, "state_dir": os.path.join(ro, "state"),
+            rc, result = ansible_module("compose_rollback", {"stack": STACK, "state_dir": os.path.join(ro, "state"),
                                                                 "to": history["r2"]})
             assert rc != 0 and "not writable" in result["msg"], result
             assert running() == before
-            rc, result, _ = ansible_module("compose_release", {
+            rc, result = ansible_module("compose_release", {
                 "stack": STACK, "state_dir": os.path.join(ro, "state"), "project_dir": rel.project_dir,
                 "files": ["front.yml"], "release": "ro-test"})
             assert rc != 0 and "not writable" in result["msg"], result
@@ -344,7 +344,7 @@ def test_state_dir_not_writable(rel, history):
 def test_retention_keeps_live_and_previous_and_untags_the_rest(rel, history):
     releases = sorted(os.listdir(os.path.join(rel.state_dir, "releases")))
     live = rel.live()
-    rc, result, _ = ansible_module("compose_release", rel.args(release=live, state="live", keep=2))
+    rc, result = ansible_module("compose_release", rel.args(release=live, state="live", keep=2))
     assert rc == 0, result
     kept = sorted(os.listdir(os.path.join(rel.state_dir, "releases")))
     assert live in kept and len(kept) <= max(2, 3) and len(kept) < len(releases), (releases, kept)
@@ -354,7 +354,7 @@ def test_retention_keeps_live_and_previous_and_untags_the_rest(rel, history):
         manifest = rel.manifest(release_id)
         for service, svc in manifest["services"].items():
             assert image_id(svc["ref"]) == svc["image_id"], (release_id, service)
-    rc, result, _ = ansible_module("compose_release", rel.args(release=live, state="absent"))
+    rc, result = ansible_module("compose_release", rel.args(release=live, state="absent"))
     assert rc != 0 and "live" in result["msg"]
 
 
@@ -363,29 +363,29 @@ def test_retention_keeps_live_and_previous_and_untags_the_rest(rel, history):
 # --------------------------------------------------------------------------------------------
 def test_lock_second_owner_refused_with_holder_details_release_twice(rel):
     args = rel.args(owner="alice@ctl-1:run-1", controller="ctl-1", pid=4242, ttl=600)
-    rc, first, _ = ansible_module("deploy_lock", args)
+    rc, first = ansible_module("deploy_lock", args)
     assert rc == 0 and first["changed"] and first["lock"]["owner"] == "alice@ctl-1:run-1", first
     try:
-        rc, second, _ = ansible_module("deploy_lock", rel.args(owner="bob@ctl-2:run-9"))
+        rc, second = ansible_module("deploy_lock", rel.args(owner="bob@ctl-2:run-9"))
         assert rc != 0
         for part in ("alice@ctl-1:run-1", "ctl-1", "4242", "ttl 600"):
             assert part in second["msg"], second["msg"]
-        rc, beat, _ = ansible_module("deploy_lock", dict(args, state="heartbeat"))
+        rc, beat = ansible_module("deploy_lock", dict(args, state="heartbeat"))
         assert rc == 0 and beat["lock"]["heartbeat_epoch"] >= first["lock"]["heartbeat_epoch"]
     finally:
-        rc, freed, _ = ansible_module("deploy_lock", dict(args, state="released"))
+        rc, freed = ansible_module("deploy_lock", dict(args, state="released"))
     assert rc == 0 and freed["changed"] is True
-    rc, again, _ = ansible_module("deploy_lock", dict(args, state="released"))
+    rc, again = ansible_module("deploy_lock", dict(args, state="released"))
     assert rc == 0 and again["changed"] is False
     assert not os.path.exists(os.path.join(rel.state_dir, "lock.json"))
 
 
 def test_lock_stale_after_ttl_is_taken_over_with_a_warning(rel):
-    rc, first, _ = ansible_module("deploy_lock", rel.args(owner="crashed@ctl:1", ttl=1))
+    rc, first = ansible_module("deploy_lock", rel.args(owner="crashed@ctl:1", ttl=1))
     assert rc == 0, first
 
     def taken():
-        rc, result, _ = ansible_module("deploy_lock", rel.args(owner="next@ctl:2", ttl=600))
+        rc, result = ansible_module("deploy_lock", rel.args(owner="next@ctl:2", ttl=600))
         return result if rc == 0 else None
     result = wait_until("the stale lock is taken over", taken, timeout=30, interval=0.5)
     assert result["took_over"]["owner"] == "crashed@ctl:1"

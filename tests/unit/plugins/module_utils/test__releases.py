@@ -83,7 +83,7 @@ def test_order_is_the_counter_not_the_file_time(tmp_path):
     # Make the older release look newer on disk: order must not change.
     future = time.time() + 3600
     os.utime(store.release_dir("b-first"), (future, future))
-    manifests, _ = store.releases()
+    manifests = store.releases()[0]
     assert [m["id"] for m in manifests] == ["a-second", "b-first"]
     assert store.resolve("previous") == "b-first"
 
@@ -209,7 +209,7 @@ def test_concurrent_acquisitions_one_wins(tmp_path):
         proc.start()
     for proc in procs:
         proc.join(30)
-    winners = [w for w in (results.get(timeout=5) for _ in procs) if w]
+    winners = [w for w in (results.get(timeout=5) for proc in procs) if w]
     assert len(winners) == 1
     assert rel.Store("shop", state_dir).read_lock()["owner"] == winners[0]
 
