@@ -189,54 +189,60 @@ def query(cli, sql, timeout=None):
 # report
 # --------------------------------------------------------------------------------------------
 def normalized(expr):
-    """Errors grouped by their shape: UUIDs and numbers replaced, blanks folded, 200 characters."""
-    uuid = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    return ("left(regexp_replace(regexp_replace(regexp_replace(%s, '%s', '<uuid>', 'g'), '[0-9]+', '<n>', 'g'), "
-            "'[[:space:]]+', ' ', 'g'), 200)" % (expr, uuid))
+    """Errors grouped by their shape: numbers (and UUIDs) replaced by <n>, cut at 200 characters.
+    Applied to the distinct errors after grouping: translate() folds every digit to '#' (cheap),
+    the regexp then runs only on the few shapes left."""
+    uuid = "[#a-fA-F]{8}-[#a-fA-F]{4}-[#a-fA-F]{4}-[#a-fA-F]{4}-[#a-fA-F]{12}"
+    return ("left(regexp_replace(translate(%s, '0123456789', '##########'), '%s|#+', '<n>', 'g'), 200)"
+            % (expr, uuid))
 
 
 def report_sql(t, baseline_max_id=None, top=DEFAULT_TOP, outbox=False):
-    """One statement, one scan (GROUPING SETS) of the table -> the summary as one JSON value."""
+    """One statement -> the summary as one JSON value, from two plain aggregates over the table
+    that PostgreSQL runs with parallel workers (GROUPING SETS cannot be): counts by (subject,
+    tenant, retry count, age bucket) with min/max, rolled up every way; counts by error,
+    normalized per distinct error."""
     c = t.col
-    bucket = "CASE " + " ".join("WHEN fa >= now() - interval '%s' THEN '%s'" % (span, name)
-                                for name, span in AGE_BUCKETS) + " ELSE 'gt_30d' END"
-    new = "count(*) FILTER (WHERE i > %d)" % int(baseline_max_id) if baseline_max_id is not None else "NULL::bigint"
     top = int(top)
+    new = "count(*) FILTER (WHERE %s > %d)" % (c["id"], int(baseline_max_id)) if baseline_max_id is not None \
+        else "NULL::bigint"
+    cuts = ", ".join("now() - interval '%s' AS t%d" % (span, i) for i, (_name, span) in enumerate(AGE_BUCKETS))
+    bucket = "CASE %s ELSE %d END" % (" ".join("WHEN %s >= cut.t%d THEN %d" % (c["failed_at"], i, i)
+                                               for i in range(len(AGE_BUCKETS))), len(AGE_BUCKETS))
+    names = [name for name, _span in AGE_BUCKETS] + ["gt_30d"]
+    buckets = ", ".join("'%s', coalesce(sum(n) FILTER (WHERE b = %d), 0)::bigint" % (name, i)
+                        for i, name in enumerate(names))
 
-    def grouped(gid, key, order="n DESC, k", limit=True):
-        inner = "n DESC, %s" % key if limit else key
-        return ("(SELECT coalesce(json_object_agg(k, n ORDER BY %s), '{}') FROM (SELECT coalesce(%s::text, '') AS k, "
-                "n FROM g WHERE gid = %d ORDER BY %s%s) s)" % (order, key, gid, inner, " LIMIT %d" % top if limit else ""))
+    def rollup(key, limit=True, order="n DESC, k"):
+        return ("(SELECT coalesce(json_object_agg(k, n ORDER BY {order}), '{{}}') FROM (SELECT coalesce({key}::text, '') "
+                "AS k, sum(n)::bigint AS n FROM g GROUP BY {key} ORDER BY {inner}{limit}) s)").format(
+            order=order, key=key, inner="sum(n) DESC, %s" % key if limit else key,
+            limit=" LIMIT %d" % top if limit else "")
 
-    by_error = ("(SELECT coalesce(json_object_agg(k, n ORDER BY n DESC, k), '{}') FROM (SELECT k, sum(n)::bigint AS n "
-                "FROM (SELECT %s AS k, n FROM g WHERE gid = 23) e GROUP BY k ORDER BY n DESC, k LIMIT %d) s)"
-                % (normalized("e"), top))
     outbox_sql = ("(SELECT count(*) FROM %s WHERE %s IS NULL)" % (t.outbox, t.published)) if outbox else "NULL"
-    return """WITH g AS MATERIALIZED (
-  SELECT s, e, tn, rc, b, GROUPING(s, e, tn, rc, b) AS gid, count(*) AS n, min(fa) AS oldest, max(fa) AS newest,
-         max(i) AS max_id, {new} AS new
-  FROM (SELECT y.*, {bucket} AS b
-        FROM (SELECT {id} AS i, {subject} AS s, {error} AS e, {tenant} AS tn, {retry} AS rc, {failed_at} AS fa
-              FROM {table}) y) x
-  GROUP BY GROUPING SETS ((s), (e), (tn), (rc), (b), ())
-)
+    # Hash aggregates of a large table spill to disk at the default work_mem of 4 MB.
+    return """SET work_mem = '64MB';
+WITH g AS MATERIALIZED (
+  SELECT {subject} AS s, {tenant} AS tn, {retry} AS rc, {bucket} AS b, count(*) AS n, {new} AS new,
+         max({id}) AS max_id, min({failed_at}) AS oldest, max({failed_at}) AS newest
+  FROM {table}, (SELECT {cuts}) cut GROUP BY 1, 2, 3, 4),
+e AS (SELECT {norm} AS k, sum(n)::bigint AS n
+      FROM (SELECT translate(e, '0123456789', '##########') AS e, sum(n) AS n
+            FROM (SELECT {error} AS e, count(*) AS n FROM {table} GROUP BY 1) x GROUP BY 1) y
+      GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {top})
 SELECT json_build_object(
-  'total', (SELECT n FROM g WHERE gid = 31),
-  'new', (SELECT new FROM g WHERE gid = 31),
-  'max_id', (SELECT max_id FROM g WHERE gid = 31),
-  'oldest', (SELECT oldest FROM g WHERE gid = 31),
-  'newest', (SELECT newest FROM g WHERE gid = 31),
+  'total', coalesce(sum(n), 0)::bigint, 'new', sum(new)::bigint, 'max_id', max(max_id), 'oldest', min(oldest),
+  'newest', max(newest), 'age_buckets', json_build_object({buckets}),
   'by_subject', {by_subject},
-  'by_error', {by_error},
+  'by_error', (SELECT coalesce(json_object_agg(k, n ORDER BY n DESC, k), '{{}}') FROM e),
   'by_tenant', {by_tenant},
-  'age_buckets', {buckets},
   'retry_counts', {retries},
-  'outbox_unpublished', {outbox})""".format(
-        new=new, id=c["id"], subject=c["subject"], error=c["error"], tenant=c["tenant_id"],
-        retry=c["retry_count"], failed_at=c["failed_at"], bucket=bucket, table=t.table,
-        by_subject=grouped(15, "s"), by_error=by_error, by_tenant=grouped(27, "tn"),
-        buckets=grouped(30, "b", order="k", limit=False), retries=grouped(29, "rc", order="k::int", limit=False),
-        outbox=outbox_sql)
+  'outbox_unpublished', {outbox})
+FROM g""".format(
+        cuts=cuts, bucket=bucket, new=new, id=c["id"], failed_at=c["failed_at"], buckets=buckets, table=t.table,
+        subject=c["subject"], tenant=c["tenant_id"], retry=c["retry_count"], error=c["error"], top=top,
+        norm=normalized("e").replace("translate(e, '0123456789', '##########')", "e"), by_subject=rollup("s"),
+        by_tenant=rollup("tn"), retries=rollup("rc", limit=False, order="k::int"), outbox=outbox_sql)
 
 
 def counts_sql(t, baseline_max_id=None):

@@ -13,11 +13,11 @@ module: dlq_report
 short_description: Summarize the failed events of one or many databases, with growth and thresholds
 version_added: 0.1.0
 description:
-  - Per database, the total of failed events, counts by subject, by normalized error (UUIDs and
-    numbers folded) and by tenant, the oldest and newest, age buckets, the retry count
+  - Per database, the total of failed events, counts by subject, by normalized error (numbers and
+    UUIDs folded to V(<n>)) and by tenant, the oldest and newest, age buckets, the retry count
     distribution and the number of unpublished rows of the outbox.
-  - The summary is computed on the server in one statement with one scan of the table; rows are
-    never pulled to the managed host.
+  - The summary is computed on the server in one statement (two parallel scans of the table); rows
+    are never pulled to the managed host.
   - With O(baseline) (an earlier result, for example kept in the release manifest) it returns the
     failed events added since; O(max_total) and O(max_new) give RV(exceeded) and, with
     O(fail_on_exceeded), a failure.
@@ -145,7 +145,7 @@ databases:
       description: Counts by subject, largest first, at most O(top).
       type: dict
     by_error:
-      description: Counts by error with UUIDs (V(<uuid>)) and numbers (V(<n>)) folded, at most O(top).
+      description: Counts by error with numbers and UUIDs folded to V(<n>), at most O(top).
       type: dict
     by_tenant:
       description: Counts by tenant, at most O(top).
@@ -157,7 +157,7 @@ databases:
       description: Newest C(failed_at), or null.
       type: str
     age_buckets:
-      description: Counts by age, C(lt_1h), C(1h_24h), C(1d_7d), C(7d_30d), C(gt_30d) (empty buckets left out).
+      description: Counts by age, C(lt_1h), C(1h_24h), C(1d_7d), C(7d_30d) and C(gt_30d) (all five, 0 when empty).
       type: dict
     retry_counts:
       description: Counts by retry count.
@@ -175,7 +175,7 @@ databases:
       by_tenant: {t1: 2, t2: 1}
       oldest: "2026-03-01T10:00:00+00:00"
       newest: "2026-03-01T10:05:00+00:00"
-      age_buckets: {lt_1h: 1, 1d_7d: 2}
+      age_buckets: {lt_1h: 1, 1h_24h: 0, 1d_7d: 2, 7d_30d: 0, gt_30d: 0}
       retry_counts: {"3": 3}
       outbox_unpublished: 0
 total:

@@ -147,10 +147,21 @@ def test_envelope_payload_refuses(text, error):
         _dlq.envelope_payload(text)
 
 
-def test_report_sql_scans_the_table_once_with_quoted_names():
+def test_report_sql_scans_the_table_twice_with_quoted_names():
     t = _dlq.Table({"table": "dead", "columns": {"subject": "subj"}})
     sql = _dlq.report_sql(t, baseline_max_id=41, top=5, outbox=True)
-    assert sql.count('FROM "dead"') == 1
-    assert "GROUPING SETS" in sql and '"subj" AS s' in sql and "FILTER (WHERE i > 41)" in sql
+    assert sql.count('FROM "dead"') == 2
+    assert '"subj" AS s' in sql and "FILTER (WHERE \"id\" > 41)" in sql and "LIMIT 5" in sql
     assert 'FROM "events_outbox" WHERE "published_at" IS NULL' in sql
-    assert "FILTER" not in _dlq.report_sql(t)
+    assert "FILTER (WHERE \"id\"" not in _dlq.report_sql(t)
+
+
+@pytest.mark.parametrize("error, shape", [
+    ("timeout after 30s calling payments 3f2b8c1e-9d4a-4f6b-8a2e-1c5d7e9f0a1b", "timeout after <n>s calling payments <n>"),
+    ("invoice 991 not found", "invoice <n> not found"),
+])
+def test_normalized_error_shapes(error, shape):
+    # the same folding in Python: digits to '#', then the SQL regexp (POSIX and Python agree here)
+    expr = _dlq.normalized("e")
+    regex = re.search(r"'(\[#a-fA-F\]\{8\}.*?\|#\+)'", expr).group(1)
+    assert re.sub(regex, "<n>", error.translate(str.maketrans("0123456789", "#" * 10))) == shape
