@@ -27,10 +27,15 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._pgcli import PgCli, PgCliError, pgcli_argument_spec
-from ansible_collections.vpsops.deploy.plugins.module_utils._releases import referenced_backups as store_references
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
+    fsync_dir,
+    referenced_backups as store_references,
+    write_json_atomic,
+)
 
 FORMATS = {"custom": ("c", ".dump"), "directory": ("d", ".dir")}
 VERIFY_LEVELS = ["none", "toc", "full", "restore"]
@@ -53,6 +58,16 @@ SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}'::json) FROM (
   WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
 ) t
 """
+
+# The statistics' live-tuple estimates of the same tables (no table is read; null without stats).
+ROW_ESTIMATES_SQL = r"""
+SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}'::json) FROM (
+  SELECT format('%I.%I', n.nspname, c.relname) AS name, s.n_live_tup AS n
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+  WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+) t
+"""
+ROW_COUNT_MODES = ["exact", "estimate", "none"]
 
 SERVER_INFO_SQL = """
 SELECT json_build_object('database', current_database(), 'server_version', current_setting('server_version'),
@@ -100,6 +115,7 @@ def restore_argument_spec():
         safety_backup=dict(type="bool", default=True),
         safety_dest=dict(type="path"),
         terminate_sessions=dict(type="bool", default=True),
+        row_counts=dict(type="str", default="exact", choices=ROW_COUNT_MODES),
         jobs=dict(type="int", default=1),
         space_factor=dict(type="float", default=DEFAULT_SPACE_FACTOR),
         container_tmpdir=dict(type="path", default="/tmp"),
@@ -192,40 +208,17 @@ def checksum(path):
     return sha256_tree(path) if os.path.isdir(path) else sha256_file(path)
 
 
-def fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_tree(path):
+    """fsync every file of a directory backup, then the directory (fsync_dir takes files too)."""
     if os.path.isdir(path):
         for name in os.listdir(path):
-            fsync_path(os.path.join(path, name))
-    fsync_path(path)
+            fsync_dir(os.path.join(path, name))
+    fsync_dir(path)
 
 
 def create_private(path):
     """Open a new file 0600 for writing; never an existing one."""
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
-
-
-def write_json_atomic(path, data):
-    """Write JSON 0600 under a temporary name in the same directory, fsync, rename, fsync dir."""
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, ".%s.tmp-%s" % (os.path.basename(path), secrets.token_hex(4)))
-    try:
-        with create_private(tmp) as handle:
-            handle.write(json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        remove_path(tmp)
-        raise
-    fsync_path(directory)
 
 
 def remove_path(path):
@@ -363,7 +356,7 @@ def apply_retention(directories, db, keep, keep_days, state_dir, check_mode, new
                 remove_path(sidecar_path(path))
             deleted.append(path)
         if doomed and not check_mode:
-            fsync_path(directory)
+            fsync_dir(directory)
     return deleted, []
 
 
@@ -377,9 +370,13 @@ def server_info(cli, timeout=None):
     return info
 
 
-def row_counts(cli, db=None, timeout=None):
-    """{schema.table: exact row count} for every table in the user schemas, one query."""
-    return cli.query_json(ROW_COUNTS_SQL, db=db, timeout=timeout) or {}
+def row_counts(cli, db=None, timeout=None, mode="exact"):
+    """{schema.table: row count} for every table in the user schemas, one query: exact count(*)
+    (reads every table), the statistics' n_live_tup estimate, or nothing."""
+    if mode == "none":
+        return {}
+    sql = ROW_ESTIMATES_SQL if mode == "estimate" else ROW_COUNTS_SQL
+    return cli.query_json(sql, db=db, timeout=timeout) or {}
 
 
 def quote_ident(name):
@@ -427,10 +424,10 @@ def container_remove(cli, path):
 def copy_out_of_container(cli, src, dest, timeout=None):
     """Stream directory `src` of the container into new host directory `dest` (0700, files 0600,
     fsynced) through `docker cp CONTAINER:SRC -`, a tar stream, never through memory."""
+    os.mkdir(dest, 0o700)
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen([cli.docker_cli, "cp", "%s:%s" % (cli.container, src), "-"],
                                 stdout=subprocess.PIPE, stderr=errors)
-        os.mkdir(dest, 0o700)
         problem = None
         try:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
@@ -460,7 +457,7 @@ def copy_out_of_container(cli, src, dest, timeout=None):
     if rc != 0 or problem:
         raise BackupError("docker cp of %s out of container %s failed (rc=%s): %s"
                           % (src, cli.container, rc, stderr or problem or "no output"))
-    fsync_path(dest)
+    fsync_dir(dest)
 
 
 def copy_into_container(cli, src, dest, timeout=None):
@@ -627,6 +624,25 @@ def listing(directories, db, extra=(), removed=()):
     return "".join(line + "\n" for line in lines)
 
 
+def diff(dest, before, after):
+    return dict(before_header="%s (before)" % dest, before=before, after_header="%s (after)" % dest, after=after)
+
+
+def run_module(module, action):
+    """Run `action` (make_backup or restore) for an AnsibleModule and exit with its result: a
+    BackupError becomes fail_json, warnings become module warnings, the diff shows with --diff."""
+    try:
+        result = action(module.params, check_mode=module.check_mode)
+    except BackupError as exc:
+        module.fail_json(msg=str(exc))
+    changes = result.pop("diff", None)
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    if module._diff and changes:
+        result["diff"] = changes
+    module.exit_json(**result)
+
+
 def dump_to(cli, params, fmt, tmp, timeout):
     """pg_dump into host path `tmp` (new file or directory); for a directory backup in a container
     the dump goes to a temporary directory inside it, is verified there and streamed out.
@@ -698,8 +714,8 @@ def make_backup(params, check_mode=False, cli=None):
         return dict(changed=True, path=path, manifest=sidecar_path(path), deleted=deleted, database=params["db"],
                     format=fmt, server_version=info["server_version"], database_size=info["size"],
                     estimate=estimate, warnings=warnings + more,
-                    diff=dict(before=listing(directories, params["db"]),
-                              after=listing(directories, params["db"], [e["path"] for e in new], deleted)))
+                    diff=diff(dest, listing(directories, params["db"]),
+                              listing(directories, params["db"], [e["path"] for e in new], deleted)))
 
     ensure_dir(dest, "dest")
     if estimate:
@@ -738,7 +754,7 @@ def make_backup(params, check_mode=False, cli=None):
         remove_path(tmp)
         raise
     try:
-        fsync_path(dest)
+        fsync_dir(dest)
         write_json_atomic(sidecar_path(final), sidecar)
     except OSError as exc:
         remove_path(final)
@@ -759,7 +775,7 @@ def make_backup(params, check_mode=False, cli=None):
                                     params.get("release_state_dir"), False)
     result["deleted"] = deleted
     result["warnings"] += more
-    result["diff"] = dict(before=before, after=listing(directories, params["db"]))
+    result["diff"] = diff(dest, before, listing(directories, params["db"]))
     return result
 
 
@@ -777,7 +793,7 @@ def copy_backup(final, sidecar, copy_to):
                 _copy_file(os.path.join(final, entry), os.path.join(tmp, entry))
         else:
             _copy_file(final, tmp)
-        fsync_path(tmp)
+        fsync_dir(tmp)
         digest, size = checksum(tmp)
         if digest != sidecar["sha256"] or size != sidecar["size"]:
             raise BackupError("copy_to: the copy %s does not match the backup (sha256 %s, expected %s)"
@@ -791,7 +807,7 @@ def copy_backup(final, sidecar, copy_to):
     except BaseException:
         remove_path(tmp)
         raise
-    fsync_path(copy_to)
+    fsync_dir(copy_to)
     write_json_atomic(sidecar_path(target), dict(sidecar, copy_of=final))
     return dict(path=target, manifest=sidecar_path(target), sha256=digest, size=size)
 
@@ -835,20 +851,34 @@ def restore(params, check_mode=False, cli=None):
     cli = cli or PgCli(params)
     timeout = _timeout(params)
     src = params["src"].rstrip("/")
-    sidecar, digest, fmt = check_backup(src, params.get("sha256"))
     db = params["db"]
+    counting = params.get("row_counts") or "exact"
+    # The counts before (reading every table for exact counts) run while the checksum is computed;
+    # they only read, and nothing else happens unless the checksum matches.
+    found = {}
+
+    def count_before():
+        try:
+            found["before"] = row_counts(cli, timeout=timeout, mode=counting)
+            found["sessions"] = other_sessions(cli, db, timeout=timeout)
+        except PgCliError as exc:
+            found["error"] = exc
+
+    counter = threading.Thread(target=count_before)
+    counter.start()
     try:
-        before = row_counts(cli, timeout=timeout)
-        sessions = other_sessions(cli, db, timeout=timeout)
-    except PgCliError as exc:
-        raise BackupError("cannot read database %s before the restore: %s" % (db, exc))
+        sidecar, digest, fmt = check_backup(src, params.get("sha256"))
+    finally:
+        counter.join()
+    if "error" in found:
+        raise BackupError("cannot read database %s before the restore: %s" % (db, found["error"]))
+    before, sessions = found["before"], found["sessions"]
     safety_dest = params.get("safety_dest") or os.path.dirname(src)
     single = params.get("jobs", 1) <= 1
+    method = "pg_restore --clean --if-exists " + ("--single-transaction" if single else "-j %d" % params["jobs"])
     result = dict(changed=True, restored=src, db=db, sha256=digest, format=fmt,
                   backup_database=sidecar.get("database"), backup_finished=sidecar.get("finished"),
-                  method="pg_restore --clean --if-exists" + (" --single-transaction" if single else " -j %d"
-                                                                 % params["jobs"]),
-                  safety_backup=None, terminated_sessions=0, warnings=[])
+                  method=method, safety_backup=None, terminated_sessions=0, warnings=[])
     if check_mode:
         result.update(safety_backup=dict(dest=safety_dest) if params.get("safety_backup", True) else None,
                       sessions_to_terminate=sessions if params.get("terminate_sessions", True) else 0,
@@ -895,7 +925,7 @@ def restore(params, check_mode=False, cli=None):
             if problem:
                 result["warnings"].append(problem)
     try:
-        after = row_counts(cli, timeout=timeout)
+        after = row_counts(cli, timeout=timeout, mode=counting)
     except PgCliError as exc:
         raise BackupError("restore of %s into %s done, but counting rows afterwards failed: %s" % (src, db, exc))
     names = sorted(set(before) | set(after))

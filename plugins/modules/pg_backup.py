@@ -257,25 +257,14 @@ finished:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._backup import (
-    BackupError,
     backup_argument_spec,
     make_backup,
+    run_module,
 )
 
 
 def main():
-    module = AnsibleModule(argument_spec=backup_argument_spec(), supports_check_mode=True)
-    try:
-        result = make_backup(module.params, check_mode=module.check_mode)
-    except BackupError as exc:
-        module.fail_json(msg=str(exc))
-    diff = result.pop("diff", None)
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    if module._diff and diff:
-        result["diff"] = dict(before_header="%s (before)" % module.params["dest"], before=diff["before"],
-                              after_header="%s (after)" % module.params["dest"], after=diff["after"])
-    module.exit_json(**result)
+    run_module(AnsibleModule(argument_spec=backup_argument_spec(), supports_check_mode=True), make_backup)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ description:
   - Restores with C(pg_restore --clean --if-exists --exit-on-error --single-transaction); the objects of
     the backup are dropped and recreated in one transaction, so a failed restore leaves the database as it
     was. With O(jobs) > 1 the restore runs in parallel and is not one transaction.
-  - Returns the exact row count of every table in the user schemas before and after.
+  - Returns the exact row count of every table in the user schemas before and after (O(row_counts)).
   - Every run restores, so the module always reports a change.
 author:
   - vpsops.deploy contributors (@vpsops)
@@ -62,6 +62,16 @@ options:
         by clients. Clients that reconnect at once may still block it until O(timeout).
     type: bool
     default: true
+  row_counts:
+    description:
+      - V(exact) counts the rows of every table in the user schemas before and after with C(count(*)),
+        computed on the server in one query; it reads every table twice, which costs time on a large
+        database (see C(bench/README.md)).
+      - V(estimate) returns the statistics' C(n_live_tup) instead and reads no table.
+      - V(none) returns no tables.
+    type: str
+    default: exact
+    choices: [exact, estimate, none]
   jobs:
     description:
       - Parallel C(pg_restore) jobs (C(-j)). More than 1 gives up the single transaction, and needs a
@@ -145,7 +155,9 @@ sessions_to_terminate:
   returned: check mode
   type: int
 tables:
-  description: Per table (C(schema.table)), exact row counts C(before) and C(after) (null when absent).
+  description:
+    - Per table (C(schema.table)), row counts C(before) and C(after) (null when absent), exact unless
+      O(row_counts=estimate).
   returned: always
   type: dict
   sample: {public.invoices: {before: 1200, after: 1180}}
@@ -154,21 +166,14 @@ tables:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._backup import (
-    BackupError,
     restore,
     restore_argument_spec,
+    run_module,
 )
 
 
 def main():
-    module = AnsibleModule(argument_spec=restore_argument_spec(), supports_check_mode=True)
-    try:
-        result = restore(module.params, check_mode=module.check_mode)
-    except BackupError as exc:
-        module.fail_json(msg=str(exc))
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    module.exit_json(**result)
+    run_module(AnsibleModule(argument_spec=restore_argument_spec(), supports_check_mode=True), restore)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import secrets
 import shutil
 import subprocess
 import threading
-import time
 
 import pytest
 
@@ -38,11 +37,11 @@ class Pg:
         run(["docker", "rm", "-f", self.name], check=False)
         run(["docker", "run", "-d", "--name", self.name, "-e", "POSTGRES_USER=" + USER, "-e", "POSTGRES_DB=" + DB,
              "-e", "POSTGRES_PASSWORD=" + self.password, "-p", "127.0.0.1:%d:5432" % self.port,
-             "--health-cmd", "pg_isready -U %s -d %s" % (USER, DB), "--health-interval", "1s", PG_IMAGE])
+             # over TCP: the init's temporary server listens only on the socket
+             "--health-cmd", "pg_isready -h 127.0.0.1 -U %s -d %s" % (USER, DB), "--health-interval", "1s",
+             PG_IMAGE])
         wait_until("%s healthy" % self.name, lambda: run(
             ["docker", "inspect", "-f", "{{.State.Health.Status}}", self.name]).stdout.strip() == "healthy", 60)
-        # pg_isready answers during the init's temporary start; wait for the real server.
-        wait_until("%s accepting queries" % self.name, lambda: self.sql("SELECT 1", check=False).returncode == 0, 30)
 
     def remove(self):
         run(["docker", "rm", "-f", self.name], check=False)
@@ -259,6 +258,21 @@ def test_restore_puts_the_data_back_after_a_safety_backup_and_terminates_session
     assert sha256_of(safety["path"]) == safety["sha256"]
     assert "TABLE DATA public items" in run(["pg_restore", "--list", safety["path"]]).stdout
     assert container_tmp_leftovers(pg) == []
+
+
+@pytest.mark.parametrize("counting", ["estimate", "none"])
+def test_restore_with_estimated_or_no_row_counts(pg, workdir, counting):
+    good = backup.make_backup(pg.container_params(dest=workdir))
+    pg.sql("ANALYZE")
+    result = backup.restore(pg.container_params(src=good["path"], safety_backup=False, row_counts=counting))
+    assert result["safety_backup"] is None and final_names(workdir) == sorted(
+        [os.path.basename(good["path"]), os.path.basename(good["manifest"])])
+    if counting == "none":
+        assert result["tables"] == {}
+    else:
+        assert sorted(result["tables"]) == sorted(SEEDED)
+        assert all(isinstance(v["before"], int) and isinstance(v["after"], int) for v in result["tables"].values())
+    assert counts(pg) == SEEDED
 
 
 def test_restore_refuses_a_damaged_backup_and_changes_nothing(pg, workdir):

@@ -164,33 +164,35 @@ def write_release(state_dir, release_id, backup_paths):
     return release
 
 
-def test_retention_keeps_backups_a_release_references(tmp_path):
+@pytest.fixture
+def store(tmp_path):
+    """A backup directory with a new, a pinned and an old backup of `ar`, and a release store."""
     d = str(tmp_path / "backups")
     os.mkdir(d)
-    state = str(tmp_path / "state")
-    make_backup_files(d, "ar", "ar_new.dump", 0)
-    pinned = make_backup_files(d, "ar", "ar_pinned.dump", 20)
-    old = make_backup_files(d, "ar", "ar_old.dump", 30)
-    write_release(state, "20260101T000000Z-r1", [pinned])
-    assert backup.referenced_backups(state) == {os.path.realpath(pinned)}
-    deleted, warnings = backup.apply_retention([d], "ar", keep=1, keep_days=None, state_dir=state, check_mode=False)
-    assert deleted == [old] and warnings == []
-    assert os.path.exists(pinned)
+    return dict(dir=d, state=str(tmp_path / "state"), new=make_backup_files(d, "ar", "ar_new.dump", 0),
+                pinned=make_backup_files(d, "ar", "ar_pinned.dump", 20), old=make_backup_files(d, "ar", "ar_old.dump", 30))
 
 
-def test_unreadable_release_store_means_nothing_is_deleted(tmp_path):
-    d = str(tmp_path / "backups")
-    os.mkdir(d)
-    state = str(tmp_path / "state")
-    make_backup_files(d, "ar", "ar_new.dump", 0)
-    old = make_backup_files(d, "ar", "ar_old.dump", 30)
-    release = write_release(state, "r1", [])
+def retention(store):
+    return backup.apply_retention([store["dir"]], "ar", keep=1, keep_days=None, state_dir=store["state"],
+                                  check_mode=False)
+
+
+def test_retention_keeps_backups_a_release_references(store):
+    write_release(store["state"], "20260101T000000Z-r1", [store["pinned"]])
+    assert backup.referenced_backups(store["state"]) == {os.path.realpath(store["pinned"])}
+    assert retention(store) == ([store["old"]], [])
+    assert os.path.exists(store["pinned"]) and os.path.exists(store["new"])
+
+
+def test_unreadable_release_store_means_nothing_is_deleted(store):
+    release = write_release(store["state"], "r1", [])
     with open(os.path.join(release, "manifest.json"), "w") as handle:
         handle.write("{truncated")
-    deleted, warnings = backup.apply_retention([d], "ar", keep=1, keep_days=None, state_dir=state, check_mode=False)
+    deleted, warnings = retention(store)
     assert deleted == []
-    assert "retention skipped" in warnings[0] and state in warnings[0]
-    assert os.path.exists(old)
+    assert "retention skipped" in warnings[0] and store["state"] in warnings[0]
+    assert os.path.exists(store["old"]) and os.path.exists(store["pinned"])
 
 
 # ------------------------------------------------------------------------------------------------
