@@ -317,13 +317,17 @@ def select_batch_sql(t, where, after_id, size, mark_column=None):
                                                   table=t.table, where=where, size=int(size))
 
 
-def done_sql(t, ids, on_success, mark_column):
-    id_list = ", ".join(str(int(i)) for i in ids)
+def done_sql(t, ids, on_success, mark_column, next_batch=None):
+    """Delete (or mark) the acknowledged rows and, in the same round trip, read the next batch:
+    -> {"done": count, "rows": [...]}. The next batch has higher ids, so it never holds a row
+    this statement removes."""
+    id_list = ", ".join(str(int(i)) for i in ids) or "NULL"
     if on_success == "mark":
-        return "WITH d AS (UPDATE %s SET %s = now() WHERE %s IN (%s) RETURNING 1) SELECT count(*) FROM d" % (
-            t.table, mark_column, t.col["id"], id_list)
-    return "WITH d AS (DELETE FROM %s WHERE %s IN (%s) RETURNING 1) SELECT count(*) FROM d" % (
-        t.table, t.col["id"], id_list)
+        change = "UPDATE %s SET %s = now() WHERE %s IN (%s) RETURNING 1" % (t.table, mark_column, t.col["id"], id_list)
+    else:
+        change = "DELETE FROM %s WHERE %s IN (%s) RETURNING 1" % (t.table, t.col["id"], id_list)
+    return "WITH d AS (%s) SELECT json_build_object('done', (SELECT count(*) FROM d), 'rows', (%s))" % (
+        change, next_batch or "SELECT '[]'::json")
 
 
 def envelope_payload(text):
@@ -340,13 +344,13 @@ def envelope_payload(text):
     return text.encode("utf-8")
 
 
-def replay(cli, t, client, filters, limit=None, batch_size=500, on_success="delete", mark_column=None,
+def replay(cli, t, client, filters, limit=None, batch_size=1000, on_success="delete", mark_column=None,
            rate=0, window=256, check_mode=False, max_failures=100):
     """Publish the selected rows to JetStream (Nats-Msg-Id = event id), then delete or mark the
-    acknowledged ones batch by batch. Returns the result dict; a lost connection stops the replay
-    cleanly (`stopped` says why): rows without a PubAck stay in the table."""
-    need = ["id", "event_id", "subject", "envelope"]
-    t.preflight(cli, need=need)
+    acknowledged ones batch by batch (one psql round trip per batch: this batch's removal and the
+    next batch's rows). Returns the result dict; a lost connection stops the replay cleanly
+    (`stopped` says why): rows without a PubAck stay in the table."""
+    t.preflight(cli, need=["id", "event_id", "subject", "envelope"])
     mark = None
     if on_success == "mark":
         mark = ident(mark_column, "mark_column")
@@ -360,14 +364,11 @@ def replay(cli, t, client, filters, limit=None, batch_size=500, on_success="dele
     result = dict(selected=0, replayed=0, duplicates=0, errors=0, removed=0, marked=0, failures=[], stopped=None,
                   event_ids=[])
     pacer = Pacer(rate)
-    after = 0
     remaining = limit
+    size = batch_size if remaining is None else min(batch_size, remaining)
+    rows = query(cli, select_batch_sql(t, where, 0, size, mark))
     connected = False
-    while remaining is None or remaining > 0:
-        size = batch_size if remaining is None else min(batch_size, remaining)
-        rows = query(cli, select_batch_sql(t, where, after, size, mark))
-        if not rows:
-            break
+    while rows:
         after = rows[-1]["id"]
         result["selected"] += len(rows)
         if remaining is not None:
@@ -383,35 +384,38 @@ def replay(cli, t, client, filters, limit=None, batch_size=500, on_success="dele
                 fail(result, row, "no event id to use as Nats-Msg-Id", max_failures)
                 continue
             messages.append((row, row["subject"], {"Nats-Msg-Id": row["event_id"]}, payload))
+        done = []
         if check_mode:
             result["replayed"] += len(messages)
             result["event_ids"] += [m[0]["event_id"] for m in messages][:1000 - len(result["event_ids"])]
-            continue
-        acked = []
-        stopped = None
-        try:
-            if not connected:
-                client.connect()
-                connected = True
-            client.publish_many(messages, window=window, pacer=pacer, on_result=acked.append)
-        except NatsConnectionError as exc:
-            stopped = str(exc)
-        done = []
-        for res in acked:
-            row = res.key
-            if not res.ok:
-                fail(result, row, res.error, max_failures)
-                continue
-            result["duplicates" if res.duplicate else "replayed"] += 1
-            if len(result["event_ids"]) < 1000:
-                result["event_ids"].append(row["event_id"])
-            done.append(row["id"])
+        else:
+            acked = []
+            try:
+                if not connected:
+                    client.connect()
+                    connected = True
+                client.publish_many(messages, window=window, pacer=pacer, on_result=acked.append)
+            except NatsConnectionError as exc:
+                result["stopped"] = str(exc)
+            for res in acked:
+                row = res.key
+                if not res.ok:
+                    fail(result, row, res.error, max_failures)
+                    continue
+                result["duplicates" if res.duplicate else "replayed"] += 1
+                if len(result["event_ids"]) < 1000:
+                    result["event_ids"].append(row["event_id"])
+                done.append(row["id"])
+        more = not result["stopped"] and len(rows) == size and (remaining is None or remaining > 0)
+        if more:
+            size = batch_size if remaining is None else min(batch_size, remaining)
+        next_batch = select_batch_sql(t, where, after, size, mark) if more else None
         if done:
-            count = query(cli, done_sql(t, done, on_success, mark))
-            result["marked" if on_success == "mark" else "removed"] += int(count or 0)
-        if stopped:
-            result["stopped"] = stopped
-            break
+            answer = query(cli, done_sql(t, done, on_success, mark, next_batch))
+            result["marked" if on_success == "mark" else "removed"] += int(answer["done"])
+            rows = answer["rows"]
+        else:
+            rows = query(cli, next_batch) if next_batch else []
     if connected:
         client.close()
     return result

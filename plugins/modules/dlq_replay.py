@@ -93,9 +93,11 @@ options:
     type: float
     default: 0
   batch_size:
-    description: Rows read, published and removed per round; a killed replay repeats at most one batch.
+    description:
+      - Rows read, published and removed per round (one C(psql) call per round). A killed replay
+        publishes at most one batch again, which JetStream drops as duplicates.
     type: int
-    default: 500
+    default: 1000
 extends_documentation_fragment:
   - vpsops.deploy.postgres
   - vpsops.deploy.pgcli
@@ -211,7 +213,7 @@ def main():
         on_success=dict(type="str", default="delete", choices=["delete", "mark"]),
         mark_column=dict(type="str", default="replayed_at"),
         rate=dict(type="float", default=0),
-        batch_size=dict(type="int", default=500),
+        batch_size=dict(type="int", default=1000),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
