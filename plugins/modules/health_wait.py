@@ -47,7 +47,7 @@ options:
           - V(nats) asks the monitoring endpoint O(checks[].url) for C(/healthz) (JetStream
             enabled) and, with O(checks[].streams), that those JetStream streams exist.
           - V(nats_consumer) reads consumer O(checks[].consumer) of stream O(checks[].stream) from
-            the monitoring endpoint O(checks[].url): ready when its pending and ack-pending counts
+            the monitoring endpoint O(checks[].url). It is ready when its pending and ack-pending counts
             are at most O(checks[].max_pending) and O(checks[].max_ack_pending); redeliveries
             growing by more than O(checks[].max_redelivered_growth) during the wait fail fast.
           - V(dlq) counts the failed events in O(checks[].table) of O(checks[].db) (in
