@@ -123,6 +123,15 @@ class Stack:
 
     def down(self):
         self.compose("down", "-v", "--remove-orphans", "-t", "3", check=False)
+        remove_pin_tags(self.project)
+
+
+def remove_pin_tags(stack):
+    """Untag the images releases of a stack pinned (vpsops/<stack>/<service>:<release>)."""
+    refs = run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
+                "--filter", "reference=vpsops/%s/*" % stack], check=False).stdout.split()
+    if refs:
+        run(["docker", "image", "rm"] + refs, check=False)
 
 
 @pytest.fixture(scope="session")
