@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from conftest import ROOT, Stack, ansible_env, container_names, http_json, run
+from conftest import ROOT, Stack, ansible_env, ansible_module, container_names, http_json, run
 
 PLAYBOOK = os.path.join(ROOT, "playbooks", "deploy.yml")
+ROLLBACK_PLAYBOOK = os.path.join(ROOT, "playbooks", "rollback.yml")
 INVENTORY = os.path.join(ROOT, "inventories", "lab")
 ANSIBLE = os.path.join(ROOT, ".venv", "bin")
 
@@ -46,11 +47,24 @@ def stack_vars(st, tag="v1", phases=None):
     }
 
 
-def playbook(tmp_path, extra_vars, *args, check=False):
-    path = tmp_path / ("vars-%d.json" % len(list(tmp_path.iterdir())))
-    path.write_text(json.dumps(extra_vars))
-    return run([os.path.join(ANSIBLE, "ansible-playbook"), "-i", INVENTORY, PLAYBOOK, "-e", "@%s" % path]
+def playbook(tmp_path, extra_vars, *args, check=False, path=PLAYBOOK):
+    vars_file = tmp_path / ("vars-%d.json" % len(list(tmp_path.iterdir())))
+    vars_file.write_text(json.dumps(extra_vars))
+    return run([os.path.join(ANSIBLE, "ansible-playbook"), "-i", INVENTORY, path, "-e", "@%s" % vars_file]
                + list(args), check=check, env=ansible_env())
+
+
+def releases(st):
+    rc, info = ansible_module("compose_release_info", {"stack": st.project})
+    assert rc == 0, info
+    return info
+
+
+def images(project):
+    """{container name: image id} of a compose project."""
+    names = container_names(project)
+    out = run(["docker", "inspect", "--format", "{{.Name}} {{.Image}}"] + names).stdout if names else ""
+    return dict(line.lstrip("/").split() for line in out.splitlines())
 
 
 def recap(output):
@@ -96,14 +110,36 @@ def test_deploy_brings_up_every_phase_idempotently_without_leaking_secrets(deplo
     # the infrastructure did not move: NATS and the databases were not recreated by the upgrade
     assert set(container_names(deployed.project)) >= {"vpsops-itd-nats-1", "vpsops-itd-ar-postgres-1"}
 
+    # Each deploy recorded a release on the host; the second v1 run recorded nothing new.
+    info = releases(deployed)
+    assert [r["status"] for r in info["releases"]] == ["live", "superseded"], info["releases"]
+    v1_release, v2_release = info["releases"][1]["id"], info["releases"][0]["id"]
+    assert info["live"] == v2_release and info["lock"] is None
 
-def test_a_release_that_never_becomes_healthy_fails_the_deploy(deployed, tmp_path):
+    # rollback.yml, reading only the state on the host, goes back to v1.
+    back = playbook(tmp_path, {"vpsops_stack": {"name": deployed.project}}, path=ROLLBACK_PLAYBOOK)
+    assert back.returncode == 0, back.stdout[-4000:]
+    for port_key in ("AUTH_PORT", "AR_PORT", "PAYMENTS_PORT"):
+        assert http_json(deployed.url(port_key))[1]["release"] == "v1"
+    info = releases(deployed)
+    assert info["live"] == v1_release and info["lock"] is None
+
+
+def test_a_release_that_never_becomes_healthy_is_rolled_back_to_the_live_one(deployed, tmp_path):
     ok = playbook(tmp_path, stack_vars(deployed))
     assert ok.returncode == 0, ok.stdout[-4000:]
+    good = images(deployed.project)
+    live = releases(deployed)["live"]
     bad = playbook(tmp_path, stack_vars(deployed, tag="v3-unhealthy"))
     assert bad.returncode != 0
     assert "unhealthy" in bad.stdout
     assert "Bring up the services of the phase" in bad.stdout
+    assert "Rolled back to the live release %s" % live in bad.stdout, bad.stdout[-3000:]
+    # Every container runs its image of the live release again; the new release is failed.
+    assert images(deployed.project) == good
+    info = releases(deployed)
+    assert info["live"] == live and info["lock"] is None
+    assert info["releases"][0]["status"] == "failed" and info["releases"][0]["id"] != live
 
 
 @pytest.mark.parametrize("phases, message", [
