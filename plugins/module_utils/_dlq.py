@@ -144,14 +144,14 @@ class Table:
         missing = ["columns.%s=%s" % (k, self.names[k]) for k in (need or sorted(COLUMNS)) if self.names[k] not in have]
         if missing:
             raise SchemaError("table %s in %s has no column %s (its columns: %s)"
-                           % (self.table_name, cli.describe(), ", ".join(missing), ", ".join(sorted(have))))
+                              % (self.table_name, cli.describe(), ", ".join(missing), ", ".join(sorted(have))))
         if not self.outbox:
             return False
         if not found.get("outbox"):
             return False
         if self.published_name not in (found.get("outbox_columns") or []):
             raise SchemaError("table %s in %s has no column %s (option 'outbox_published_column')"
-                           % (self.outbox_name, cli.describe(), self.published_name))
+                              % (self.outbox_name, cli.describe(), self.published_name))
         return True
 
     def where(self, ids=None, event_ids=None, subject=None, error_pattern=None, older_than_days=None,
@@ -314,7 +314,7 @@ def select_batch_sql(t, where, after_id, size, mark_column=None):
     return ("SELECT coalesce(json_agg(json_build_object('id', i, 'event_id', ev, 'subject', s, 'envelope', env) "
             "ORDER BY i), '[]') FROM (SELECT {id} AS i, {ev} AS ev, {s} AS s, {env}::text AS env FROM {table}{where} "
             "ORDER BY {id} LIMIT {size}) r").format(id=c["id"], ev=c["event_id"], s=c["subject"], env=c["envelope"],
-                                                  table=t.table, where=where, size=int(size))
+                                                    table=t.table, where=where, size=int(size))
 
 
 def done_sql(t, ids, on_success, mark_column, next_batch=None):

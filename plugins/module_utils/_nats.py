@@ -151,8 +151,18 @@ def summarize(jsz, streams=None, consumers=None, account=None):
 # --------------------------------------------------------------------------------------------
 # client protocol
 # --------------------------------------------------------------------------------------------
+def url_secrets(url):
+    """The user info of a URL (user, password or token), to be masked wherever the URL shows."""
+    try:
+        parts = urlsplit(url or "")
+    except ValueError:
+        return []
+    return [unquote(x) for x in (parts.username, parts.password) if x]
+
+
 def parse_nats_url(url, user=None, password=None, token=None):
-    """nats://[user:password@|token@]host[:port] -> (host, port, user, password, token)."""
+    """nats://host[:port] -> (host, port, user, password, token). Credentials in the URL are refused:
+    Ansible logs option values, so they belong in the options marked no_log."""
     url = url or DEFAULT_NATS_URL
     if "://" not in url:
         url = "nats://" + url
@@ -164,10 +174,9 @@ def parse_nats_url(url, user=None, password=None, token=None):
     if parts.scheme not in ("nats", "tcp") or not parts.hostname:
         raise NatsError("'nats_url' must look like nats://host:4222 (TLS is not supported), got %r"
                         % redact_url(url))
-    if parts.username is not None and parts.password is None and not token and not user:
-        token = unquote(parts.username)
-    elif parts.username is not None and not user:
-        user, password = unquote(parts.username), unquote(parts.password or "")
+    if parts.username is not None or parts.password is not None:
+        raise NatsError("'nats_url' must not carry credentials (option values are logged): give them in "
+                        "nats_user/nats_password or nats_token, got %r" % redact_url(url))
     return parts.hostname, port, user, password, token
 
 
@@ -330,9 +339,7 @@ class NatsClient:
             elif op in (b"PONG", b"+OK", b"INFO"):
                 continue
             elif op == b"-ERR":
-                message = self.scrub(line[5:].decode("utf-8", "replace").strip().strip("'"))
-                self.close()
-                raise NatsConnectionError("NATS at %s refused: %s" % (self.describe(), message))
+                self.refused(line, "refused")
             elif op == b"MSG":
                 args = line.split()
                 size = int(args[-1])
@@ -346,6 +353,12 @@ class NatsClient:
             elif line:
                 raise NatsConnectionError("unexpected protocol line from %s: %r" % (self.describe(), line[:80]))
 
+    def refused(self, line, what):
+        """The server's -ERR line (without any secret) as a NatsConnectionError; the connection closes."""
+        message = self.scrub(line[5:].decode("utf-8", "replace").strip().strip("'"))
+        self.close()
+        raise NatsConnectionError("NATS at %s %s: %s" % (self.describe(), what, message))
+
     def expect_pong(self):
         while True:
             line = self.readline()
@@ -353,9 +366,7 @@ class NatsClient:
             if op == b"PONG":
                 return
             if op == b"-ERR":
-                message = self.scrub(line[5:].decode("utf-8", "replace").strip().strip("'"))
-                self.close()
-                raise NatsConnectionError("NATS at %s refused the connection: %s" % (self.describe(), message))
+                self.refused(line, "refused the connection")
 
     # -- JetStream publish -----------------------------------------------------------------------
     def hpub(self, subject, reply, headers, payload):

@@ -37,8 +37,9 @@ attributes:
 options:
   nats_url:
     description:
-      - Client URL of the NATS server, V(nats://host:4222). V(nats://user:password@host:4222) or
-        V(nats://token@host:4222) carry credentials; they are never shown. TLS is not supported.
+      - Client URL of the NATS server, V(nats://host:4222). TLS is not supported.
+      - Credentials in the URL are refused (option values are logged); use O(nats_user) and
+        O(nats_password), or O(nats_token).
     type: str
     default: nats://127.0.0.1:4222
   nats_user:
@@ -190,7 +191,7 @@ stopped:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._dlq import DlqError, Table, dlq_argument_spec, replay
-from ansible_collections.vpsops.deploy.plugins.module_utils._nats import NatsClient, NatsError
+from ansible_collections.vpsops.deploy.plugins.module_utils._nats import NatsClient, NatsError, url_secrets
 from ansible_collections.vpsops.deploy.plugins.module_utils._pgcli import PgCli, pgcli_argument_spec
 
 
@@ -217,6 +218,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
+    module.no_log_values.update(url_secrets(p["nats_url"]))
     if not p["db"]:
         module.fail_json(msg="db is required: the database holding the failed events")
     for key, low in (("limit", 1), ("batch_size", 1)):
@@ -227,8 +229,8 @@ def main():
             module.fail_json(msg="%s must be 0 or more, got %s" % (key, p[key]))
     if p["nats_timeout"] <= 0:
         module.fail_json(msg="nats_timeout must be a positive number of seconds, got %s" % p["nats_timeout"])
-    filters = dict((k, p[k]) for k in ("ids", "event_ids", "subject", "error_pattern", "older_than_days",
-                                         "newer_than_days"))
+    keys = ("ids", "event_ids", "subject", "error_pattern", "older_than_days", "newer_than_days")
+    filters = dict((k, p[k]) for k in keys)
     try:
         client = NatsClient(p["nats_url"], p["nats_user"], p["nats_password"], p["nats_token"], p["nats_timeout"])
         table = Table(p)

@@ -31,6 +31,7 @@ PG_PORT = 27432
 NATS_PORT, MONITOR_PORT = 27422, 27822
 NOJS_PORT, NOJS_MONITOR_PORT = 27423, 27823
 FAULT_PORT, FAULT_MONITOR_PORT = 27424, 27824
+AUTH_PORT, AUTH_MONITOR_PORT = 27425, 27825
 DB_USER = "ev_user"
 INVENTORY = os.path.join(ROOT, "inventories", "lab")
 COLLECTIONS = os.path.join(ROOT, ".lab", "collections")
@@ -113,8 +114,9 @@ def pg(lab):
 
 
 class NatsServer:
-    def __init__(self, workdir, port, monitor, jetstream=True):
+    def __init__(self, workdir, port, monitor, jetstream=True, user=None, password=None):
         self.workdir, self.port, self.monitor, self.jetstream = workdir, port, monitor, jetstream
+        self.user, self.password = user, password
         self.proc = None
 
     @property
@@ -130,8 +132,11 @@ class NatsServer:
                 "-m", str(self.monitor), "-n", "%s-%d" % (PREFIX, self.port)]
         if self.jetstream:
             argv += ["-js", "-sd", str(self.workdir)]
+        if self.user:
+            argv += ["--user", self.user, "--pass", self.password]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         path = "/healthz?js-enabled-only=true" if self.jetstream else "/healthz"
+
         def up():
             assert self.proc.poll() is None, "nats-server on port %d exited (port in use?)" % self.port
             return urllib.request.urlopen(self.monitor_url + path, timeout=1).status == 200
@@ -156,7 +161,7 @@ class NatsServer:
         import nats
 
         async def main():
-            nc = await nats.connect(self.url)
+            nc = await nats.connect(self.url, user=self.user, password=self.password)
             try:
                 return await coro_fn(nc.jetstream())
             finally:
@@ -549,6 +554,31 @@ def test_replay_stops_cleanly_when_nats_goes_down(pg, evtmp):
         result = _dlq.replay(_pgcli.PgCli(pg.params()), _dlq.Table({}), _nats.NatsClient(server.url), {})
         assert result["replayed"] + result["duplicates"] == left and result["stopped"] is None
         assert pg.count() == 0 and server.stream("FAULT_EVENTS")["messages"] == total
+    finally:
+        server.kill()
+
+
+def test_replay_with_nats_credentials_and_a_wrong_password(pg, evtmp):
+    secret = "nats-" + secrets.token_hex(8)
+    server = NatsServer(str(evtmp / "js"), AUTH_PORT, AUTH_MONITOR_PORT, user="replayer", password=secret).start()
+    try:
+        server.add_stream("AUTH_EVENTS", ["ar.events.>"])
+        pg.table(event_rows(3))
+        wrong = "wrong-" + secret
+        args = dict(pg.params(), nats_url=server.url, nats_user="replayer", nats_password=wrong)
+        rc, out = module_raw("dlq_replay", args, "-vvv")
+        assert rc != 0
+        assert "NATS at nats://127.0.0.1:%d refused the connection: Authorization Violation" % AUTH_PORT in out
+        assert secret not in out and pg.password not in out
+        assert pg.count() == 3
+        rc, out = module_raw("dlq_replay", dict(pg.params(), nats_url="nats://replayer:%s@%s" % (
+            secret, server.url[len("nats://"):])), "-vvv")
+        assert rc != 0 and "'nats_url' must not carry credentials" in out
+        assert secret not in out and pg.count() == 3
+        rc, r = module("dlq_replay", dict(pg.params(), nats_url=server.url, nats_user="replayer", nats_password=secret))
+        assert rc == 0, r
+        assert r["replayed"] == 3 and pg.count() == 0 and server.stream("AUTH_EVENTS")["messages"] == 3
+        assert secret not in json.dumps(r)
     finally:
         server.kill()
 

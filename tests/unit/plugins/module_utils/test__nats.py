@@ -75,8 +75,6 @@ def test_monitor_url_credentials_are_not_shown():
     (None, ("127.0.0.1", 4222, None, None, None)),
     ("nats://10.0.0.5", ("10.0.0.5", 4222, None, None, None)),
     ("127.0.0.1:4333", ("127.0.0.1", 4333, None, None, None)),
-    ("nats://app:p%40ss@bus:4222", ("bus", 4222, "app", "p@ss", None)),
-    ("nats://s3cr3ttoken@bus:4222", ("bus", 4222, None, None, "s3cr3ttoken")),
 ])
 def test_parse_nats_url(url, expect):
     assert _nats.parse_nats_url(url) == expect
@@ -88,10 +86,13 @@ def test_parse_nats_url_refuses(url):
         _nats.parse_nats_url(url)
 
 
-def test_parse_nats_url_hides_the_password():
+@pytest.mark.parametrize("url", ["https://app:hunter2@bus:4222", "nats://app:hunter2@bus:4222",
+                                 "nats://hunter2@bus:4222"])
+def test_parse_nats_url_refuses_credentials_without_showing_them(url):
     with pytest.raises(_nats.NatsError) as err:
-        _nats.parse_nats_url("https://app:hunter2@bus:4222")
+        _nats.parse_nats_url(url)
     assert "hunter2" not in str(err.value)
+    assert _nats.url_secrets(url)[-1] == "hunter2"
 
 
 # PubAck replies as nats-server 2.15 sends them (status line of the header block, JSON body).
@@ -134,7 +135,7 @@ def test_pacer_spaces_messages_by_the_rate():
     now = [100.0]
     pacer = _nats.Pacer(4, clock=lambda: now[0])
     delays = []
-    for _ in range(3):
+    for _round in range(3):
         delays.append(pacer.delay())
         pacer.took()
     assert delays == [0.0, 0.25, 0.5]
