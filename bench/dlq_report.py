@@ -7,7 +7,8 @@ runbook's hand-written SQL (seeds/000: check-dlq.sh's count and per-subject quer
       oldest/newest, age buckets, retry counts, outbox) in one statement, via docker exec psql;
   (a') the same with the host's psql over TCP;
   (b) the runbook: docker exec psql for SELECT COUNT(*), then subject counts with MAX(failed_at),
-      then error counts (3 docker exec, far less information).
+      then error counts (3 docker exec, far less information);
+  and the floor of this machine: SELECT COUNT(*) alone through docker exec.
 Medians of ROUNDS runs after one warm-up. Run: .venv/bin/python bench/dlq_report.py [ROWS] [ROUNDS]
 """
 
@@ -73,9 +74,11 @@ def main():
         a = timed(lambda: _dlq.report_one(in_container, table, baseline), rounds)
         a_host = timed(lambda: _dlq.report_one(from_host, table, baseline), rounds)
         b = timed(lambda: [pg.exec_psql(sql) for sql in RUNBOOK], rounds)
+        floor = timed(lambda: pg.exec_psql(RUNBOOK[0]), rounds)
         print("dlq_report summary, docker exec psql  (a):  %.3f s" % a)
         print("dlq_report summary, host psql        (a'): %.3f s" % a_host)
         print("runbook SQL, 3 x docker exec psql    (b):  %.3f s" % b)
+        print("floor: SELECT COUNT(*) alone, docker exec:  %.3f s" % floor)
         print("a / b = %.2fx (a gives %d subjects, %d error shapes, %d tenants (top 20), %d age buckets, "
               "%d retry counts, outbox %s)" % (a / b, len(summary["by_subject"]), len(summary["by_error"]),
                                                len(summary["by_tenant"]), len(summary["age_buckets"]),
