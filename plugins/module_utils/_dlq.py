@@ -200,18 +200,21 @@ def normalized(expr):
 def report_sql(t, baseline_max_id=None, top=DEFAULT_TOP, outbox=False):
     """One statement -> the summary as one JSON value, from two plain aggregates over the table
     that PostgreSQL runs with parallel workers (GROUPING SETS cannot be): counts by (subject,
-    tenant, retry count, age bucket) with min/max, rolled up every way; counts by error,
+    tenant, retry count) with age-bucket counts and min/max, rolled up every way; counts by error,
     normalized per distinct error."""
     c = t.col
     top = int(top)
     new = "count(*) FILTER (WHERE %s > %d)" % (c["id"], int(baseline_max_id)) if baseline_max_id is not None \
         else "NULL::bigint"
-    cuts = ", ".join("now() - interval '%s' AS t%d" % (span, i) for i, (_name, span) in enumerate(AGE_BUCKETS))
-    bucket = "CASE %s ELSE %d END" % (" ".join("WHEN %s >= cut.t%d THEN %d" % (c["failed_at"], i, i)
-                                               for i in range(len(AGE_BUCKETS))), len(AGE_BUCKETS))
+    cond = []
+    for i, (_name, span) in enumerate(AGE_BUCKETS):
+        cond.append("%s >= now() - interval '%s'" % (c["failed_at"], span))
+        if i:
+            cond[-1] += " AND %s < now() - interval '%s'" % (c["failed_at"], AGE_BUCKETS[i - 1][1])
+    cond.append("%s < now() - interval '%s'" % (c["failed_at"], AGE_BUCKETS[-1][1]))
     names = [name for name, _span in AGE_BUCKETS] + ["gt_30d"]
-    buckets = ", ".join("'%s', coalesce(sum(n) FILTER (WHERE b = %d), 0)::bigint" % (name, i)
-                        for i, name in enumerate(names))
+    per_bucket = ", ".join("count(*) FILTER (WHERE %s) AS b%d" % (x, i) for i, x in enumerate(cond))
+    buckets = ", ".join("'%s', coalesce(sum(b%d), 0)::bigint" % (name, i) for i, name in enumerate(names))
 
     def rollup(key, limit=True, order="n DESC, k"):
         return ("(SELECT coalesce(json_object_agg(k, n ORDER BY {order}), '{{}}') FROM (SELECT coalesce({key}::text, '') "
@@ -223,9 +226,9 @@ def report_sql(t, baseline_max_id=None, top=DEFAULT_TOP, outbox=False):
     # Hash aggregates of a large table spill to disk at the default work_mem of 4 MB.
     return """SET work_mem = '64MB';
 WITH g AS MATERIALIZED (
-  SELECT {subject} AS s, {tenant} AS tn, {retry} AS rc, {bucket} AS b, count(*) AS n, {new} AS new,
+  SELECT {subject} AS s, {tenant} AS tn, {retry} AS rc, count(*) AS n, {new} AS new, {per_bucket},
          max({id}) AS max_id, min({failed_at}) AS oldest, max({failed_at}) AS newest
-  FROM {table}, (SELECT {cuts}) cut GROUP BY 1, 2, 3, 4),
+  FROM {table} GROUP BY 1, 2, 3),
 e AS (SELECT {norm} AS k, sum(n)::bigint AS n
       FROM (SELECT translate(e, '0123456789', '##########') AS e, sum(n) AS n
             FROM (SELECT {error} AS e, count(*) AS n FROM {table} GROUP BY 1) x GROUP BY 1) y
@@ -239,7 +242,7 @@ SELECT json_build_object(
   'retry_counts', {retries},
   'outbox_unpublished', {outbox})
 FROM g""".format(
-        cuts=cuts, bucket=bucket, new=new, id=c["id"], failed_at=c["failed_at"], buckets=buckets, table=t.table,
+        per_bucket=per_bucket, new=new, id=c["id"], failed_at=c["failed_at"], buckets=buckets, table=t.table,
         subject=c["subject"], tenant=c["tenant_id"], retry=c["retry_count"], error=c["error"], top=top,
         norm=normalized("e").replace("translate(e, '0123456789', '##########')", "e"), by_subject=rollup("s"),
         by_tenant=rollup("tn"), retries=rollup("rc", limit=False, order="k::int"), outbox=outbox_sql)
