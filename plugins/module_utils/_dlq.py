@@ -371,56 +371,58 @@ def replay(cli, t, client, filters, limit=None, batch_size=1000, on_success="del
     size = batch_size if remaining is None else min(batch_size, remaining)
     rows = query(cli, select_batch_sql(t, where, 0, size, mark))
     connected = False
-    while rows:
-        after = rows[-1]["id"]
-        result["selected"] += len(rows)
-        if remaining is not None:
-            remaining -= len(rows)
-        messages = []
-        for row in rows:
-            try:
-                payload = envelope_payload(row["envelope"])
-            except ValueError as exc:
-                fail(result, row, "malformed envelope_json: %s" % exc, max_failures)
-                continue
-            if not row.get("event_id"):
-                fail(result, row, "no event id to use as Nats-Msg-Id", max_failures)
-                continue
-            messages.append((row, row["subject"], {"Nats-Msg-Id": row["event_id"]}, payload))
-        done = []
-        if check_mode:
-            result["replayed"] += len(messages)
-            result["event_ids"] += [m[0]["event_id"] for m in messages][:1000 - len(result["event_ids"])]
-        else:
-            acked = []
-            try:
-                if not connected:
-                    client.connect()
-                    connected = True
-                client.publish_many(messages, window=window, pacer=pacer, on_result=acked.append)
-            except NatsConnectionError as exc:
-                result["stopped"] = str(exc)
-            for res in acked:
-                row = res.key
-                if not res.ok:
-                    fail(result, row, res.error, max_failures)
+    try:
+        while rows:
+            after = rows[-1]["id"]
+            result["selected"] += len(rows)
+            if remaining is not None:
+                remaining -= len(rows)
+            messages = []
+            for row in rows:
+                try:
+                    payload = envelope_payload(row["envelope"])
+                except ValueError as exc:
+                    fail(result, row, "malformed envelope_json: %s" % exc, max_failures)
                     continue
-                result["duplicates" if res.duplicate else "replayed"] += 1
-                if len(result["event_ids"]) < 1000:
-                    result["event_ids"].append(row["event_id"])
-                done.append(row["id"])
-        more = not result["stopped"] and len(rows) == size and (remaining is None or remaining > 0)
-        if more:
-            size = batch_size if remaining is None else min(batch_size, remaining)
-        next_batch = select_batch_sql(t, where, after, size, mark) if more else None
-        if done:
-            answer = query(cli, done_sql(t, done, on_success, mark, next_batch))
-            result["marked" if on_success == "mark" else "removed"] += int(answer["done"])
-            rows = answer["rows"]
-        else:
-            rows = query(cli, next_batch) if next_batch else []
-    if connected:
-        client.close()
+                if not row.get("event_id"):
+                    fail(result, row, "no event id to use as Nats-Msg-Id", max_failures)
+                    continue
+                messages.append((row, row["subject"], {"Nats-Msg-Id": row["event_id"]}, payload))
+            done = []
+            if check_mode:
+                result["replayed"] += len(messages)
+                result["event_ids"] += [m[0]["event_id"] for m in messages][:1000 - len(result["event_ids"])]
+            else:
+                acked = []
+                try:
+                    if not connected:
+                        client.connect()
+                        connected = True
+                    client.publish_many(messages, window=window, pacer=pacer, on_result=acked.append)
+                except NatsConnectionError as exc:
+                    result["stopped"] = str(exc)
+                for res in acked:
+                    row = res.key
+                    if not res.ok:
+                        fail(result, row, res.error, max_failures)
+                        continue
+                    result["duplicates" if res.duplicate else "replayed"] += 1
+                    if len(result["event_ids"]) < 1000:
+                        result["event_ids"].append(row["event_id"])
+                    done.append(row["id"])
+            more = not result["stopped"] and len(rows) == size and (remaining is None or remaining > 0)
+            if more:
+                size = batch_size if remaining is None else min(batch_size, remaining)
+            next_batch = select_batch_sql(t, where, after, size, mark) if more else None
+            if done:
+                answer = query(cli, done_sql(t, done, on_success, mark, next_batch))
+                result["marked" if on_success == "mark" else "removed"] += int(answer["done"])
+                rows = answer["rows"]
+            else:
+                rows = query(cli, next_batch) if next_batch else []
+    finally:
+        if connected:
+            client.close()
     return result
 
 
