@@ -686,6 +686,57 @@ def check_container_state(name, state, restart_count, running_for, tracker, now=
     return "running" + (" (%s)" % health if health else "")
 
 
+def check_argument_spec():
+    """The keys a check may have (documented by the doc fragment vpsops.deploy.checks). Defaults that
+    differ per type are applied by the probes."""
+    options = dict(
+        type=dict(type="str", required=True, choices=probe_types()),
+        name=dict(type="str"),
+        url=dict(type="str"),
+        method=dict(type="str", default="GET"),
+        status=dict(type="list", elements="int", default=[200]),
+        body=dict(type="str"),
+        json=dict(type="dict"),
+        headers=dict(type="dict", no_log=True),
+        validate_certs=dict(type="bool", default=True),
+        host=dict(type="str", default="127.0.0.1"),
+        username=dict(type="str"),
+        password=dict(type="str", no_log=True),
+        streams=dict(type="list", elements="str"),
+        jetstream=dict(type="bool", default=True),
+        stream=dict(type="str"),
+        consumer=dict(type="str"),
+        account=dict(type="str"),
+        max_pending=dict(type="int"),
+        max_ack_pending=dict(type="int"),
+        max_redelivered_growth=dict(type="int"),
+        table=dict(type="str"),
+        columns=dict(type="dict"),
+        baseline=dict(type="dict"),
+        max_new=dict(type="int", default=0),
+        container=dict(type="str"),
+        running_for=dict(type="float", default=0),
+        pattern=dict(type="str"),
+        fail_pattern=dict(type="str"),
+        argv=dict(type="list", elements="str"),
+        rc=dict(type="int", default=0),
+        stdout=dict(type="str"),
+        request_timeout=dict(type="float"),
+        interval=dict(type="float"),
+        consecutive=dict(type="int"),
+    )
+    # The PostgreSQL connection keys are the collection's shared ones (port serves tcp and redis too).
+    from ansible_collections.vpsops.deploy.plugins.module_utils._postgres import postgres_argument_spec
+
+    for key, spec in postgres_argument_spec().items():
+        if key == "connect_timeout":
+            continue
+        spec = dict(spec)
+        spec.pop("default", None)
+        options[key] = spec
+    return options
+
+
 def build_probes(checks, runner=None):
     """Checks (list of dicts) -> probes; raise CheckSpecError naming the first bad one."""
     if not isinstance(checks, list) or not checks:

@@ -420,8 +420,8 @@ class Store:
     def resolve(self, to):
         """A rollback target: 'previous', 'live', a release id, or '-N'. Returns the release id.
 
-        'previous' is the live release when a newer release is pending or failed (a deploy that
-        did not finish: go back to what was live), otherwise the release that was live before it.
+        'previous' is the live release when a newer release is pending (a deploy that did not
+        finish: go back to what was live), otherwise the release that was live before it.
         """
         manifests, _bad = self.releases()
         live = self.live_id()
@@ -432,8 +432,7 @@ class Store:
             return live
         if to == "previous":
             if live:
-                newer = [m for m in manifests if m["status"] in ("pending", "failed")
-                         and m["seq"] > self._seq(live, manifests)]
+                newer = [m for m in manifests if m["status"] == "pending" and m["seq"] > self._seq(live, manifests)]
                 if newer:
                     return live
             prev = self.previous_of(live, manifests)
@@ -708,8 +707,10 @@ def resolve_images(docker, compose, stack, pull="missing"):
     return result
 
 
-def same_content(manifest, file_digests, env_digest, images):
+def same_content(manifest, file_digests, env_digest, images, phases=None):
     if [f.get("sha256") for f in manifest.get("files", [])] != file_digests:
+        return False
+    if phases is not None and (manifest.get("phases") or []) != phases:
         return False
     if ((manifest.get("env_file") or {}).get("sha256")) != env_digest:
         return False
@@ -731,19 +732,6 @@ def snapshot(store, docker, compose, release_id, files, project_dir, env_file=No
     images = resolve_images(docker, compose, store.stack, pull=pull)
     file_digests = [sha256_file(p) for p in files]
     env_digest = sha256_or_none(env_file)
-    manifests, _bad = store.releases()
-    live = store.live_id()
-    for m in manifests:
-        if m["status"] == "pending" or m["id"] == live:
-            if same_content(m, file_digests, env_digest, images):
-                return m, False
-            break
-    release_id = release_id or new_release_id()
-    pins, services = {}, {}
-    for name, info in images.items():
-        tag = pin_ref(store.stack, name, release_id)
-        pins[name] = info["digest"] or tag
-        services[name] = dict(info, ref=pins[name], pin_tag=tag)
     phase_entries = []
     for phase in phases or []:
         phase_entries.append({
@@ -752,6 +740,19 @@ def snapshot(store, docker, compose, release_id, files, project_dir, env_file=No
             "services": list(phase.get("services") or []),
             "checks": list(phase.get("checks") or []),
         })
+    manifests, _bad = store.releases()
+    live = store.live_id()
+    for m in manifests:
+        if m["status"] == "pending" or m["id"] == live:
+            if same_content(m, file_digests, env_digest, images, phase_entries):
+                return m, False
+            break
+    release_id = release_id or new_release_id()
+    pins, services = {}, {}
+    for name, info in images.items():
+        tag = pin_ref(store.stack, name, release_id)
+        pins[name] = info["digest"] or tag
+        services[name] = dict(info, ref=pins[name], pin_tag=tag)
     if check_mode:
         manifest = {"id": release_id, "status": "pending", "services": services, "phases": phase_entries,
                     "files": [{"name": os.path.basename(p), "sha256": d} for p, d in zip(files, file_digests)],
@@ -911,7 +912,7 @@ def partial_release(store, docker, live, target, scope, user=None):
 
 
 def rollback(store, docker, to="previous", phases=None, services=None, checks=None, timeout=120,
-             pull_digests=False, check_mode=False, user=None, gate=None):
+             pull_digests=False, check_mode=False, user=None, gate=None, recorded_checks=True):
     """Roll the stack, some phases or some services back to a release and prove what runs.
 
     gate(checks, containers, timeout) -> (ok, message, details) runs the health gate (health_wait's
@@ -943,10 +944,13 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
     }
     if check_mode or not changed:
         return result
+    started = time.monotonic()
+    timings = result["seconds"] = {}
     store.ensure()
     restore_images(docker, target, scope, pull_digests)
     live = store.load(live_id) if partial else None
     store.record("rollback_started", release=target_id, live=live_id, services=scope, user=user)
+    new = None
     try:
         if partial:
             new = partial_release(store, docker, live, target, scope, user=user)
@@ -955,17 +959,27 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
             deployed = target
         compose = Compose(docker, store.stack, store.compose_files(deployed), project_dir=deployed.get("project_dir"),
                           env_file=store.env_path(deployed))
+        timings["prepare"] = round(time.monotonic() - started, 3)
+        mark = time.monotonic()
         compose.up(scope, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole)
+        timings["up"] = round(time.monotonic() - mark, 3)
+        mark = time.monotonic()
         after = prove(docker, store.stack, deployed, scope)
-        gate_checks = checks if checks is not None else checks_for(target, scope)
+        timings["prove"] = round(time.monotonic() - mark, 3)
+        mark = time.monotonic()
+        gate_checks = list(checks or []) + (checks_for(target, scope) if recorded_checks else [])
         if gate is not None:
             containers = [c["name"] for c in docker.project_containers(store.stack) if c["service"] in scope]
             ok, message, details = gate(gate_checks, containers, timeout)
             result["health"] = details
+            timings["health"] = round(time.monotonic() - mark, 3)
             if not ok:
                 raise ReleaseError("rollback to %s ran, but the health gate failed: %s" % (target_id, message))
     except Exception as exc:
-        store.record("rollback_failed", release=target_id, live=live_id, services=scope, user=user, error=str(exc)[:2000])
+        if new is not None:
+            store.set_status(new, "failed", by="rollback", reason="the rollback did not pass")
+        store.record("rollback_failed", release=target_id, new_release=new and new["id"], live=live_id,
+                     services=scope, user=user, error=str(exc)[:2000])
         raise
     store.make_live(deployed, replaced_status="rolled_back", by="rollback")
     if partial:
@@ -976,6 +990,7 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
             store.set_status(m, "failed", by="rollback", reason="rolled back to %s" % target_id)
     for name in scope:
         result["services"][name]["after_running"] = sorted(set(after.get(name) or []))
+    timings["total"] = round(time.monotonic() - started, 3)
     store.record("rolled_back", release=target_id, new_release=result["release"], live_before=live_id,
                  services=dict((n, {"before": p["before"], "after": p["after"]}) for n, p in plan.items()), user=user)
     return result

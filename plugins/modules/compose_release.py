@@ -31,6 +31,7 @@ author:
   - vpsops.deploy contributors (@vpsops)
 extends_documentation_fragment:
   - vpsops.deploy.release_store
+  - vpsops.deploy.checks.phases
   - vpsops.deploy.docker
 attributes:
   check_mode:
@@ -73,23 +74,6 @@ options:
       - The env file compose reads. Defaults to C(<project_dir>/.env) when it exists. Its copy in the
         release has mode 0600 and is never returned.
     type: path
-  phases:
-    description:
-      - The deploy phases of the stack, recorded so that M(vpsops.deploy.compose_rollback) can roll
-        back one phase. The services of a phase are those its compose files define.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      name:
-        description: The phase name.
-        type: str
-        required: true
-      compose_files:
-        description: The compose files of the phase (a subset of O(files)).
-        type: list
-        elements: str
-        required: true
   pull:
     description:
       - V(missing) pulls images that are not on the host before pinning; V(never) fails instead.
@@ -199,6 +183,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker, DockerError
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import check_argument_spec
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     ReleaseError, Store, snapshot, store_argument_spec,
 )
@@ -207,6 +192,11 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
 def public_services(services):
     return dict((name, {"image": s.get("image"), "image_id": s.get("image_id"), "ref": s.get("ref")})
                 for name, s in services.items())
+
+
+def stored_checks(checks):
+    """Checks as the manifest keeps them: only the keys that were given or have a default."""
+    return [dict((k, v) for k, v in check.items() if v is not None) for check in checks or []]
 
 
 def resolve_files(module, project_dir):
@@ -231,7 +221,7 @@ def phase_services(module, docker, stack, project_dir, env_file, files):
         services = Compose(docker, stack, paths, project_dir=project_dir, env_file=env_file).run(
             ["config", "--services", "--no-consistency"], what="docker compose config --services").split()
         phases.append(dict(name=phase["name"], files=[os.path.basename(p) for p in paths],
-                           services=sorted(services)))
+                           services=sorted(services), checks=stored_checks(phase["checks"])))
     return phases
 
 
@@ -358,6 +348,7 @@ def main():
         phases=dict(type="list", elements="dict", default=[], options=dict(
             name=dict(type="str", required=True),
             compose_files=dict(type="list", elements="str", required=True),
+            checks=dict(type="list", elements="dict", default=[], options=check_argument_spec()),
         )),
         pull=dict(type="str", default="missing", choices=["missing", "never"]),
         keep=dict(type="int", default=5),

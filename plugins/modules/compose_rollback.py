@@ -33,6 +33,7 @@ author:
   - vpsops.deploy contributors (@vpsops)
 extends_documentation_fragment:
   - vpsops.deploy.release_store
+  - vpsops.deploy.checks
   - vpsops.deploy.docker
 attributes:
   check_mode:
@@ -46,7 +47,7 @@ attributes:
 options:
   to:
     description:
-      - The target. V(previous) is the live release when a newer release is pending or failed (a
+      - The target. V(previous) is the live release when a newer release is still pending (a
         deploy that did not finish), otherwise the release that was live before the live one.
       - V(live) is the live release (undo a deploy that died half way). C(-N) goes N good releases
         back from the live one. Anything else is a release id.
@@ -64,11 +65,13 @@ options:
     default: []
   checks:
     description:
-      - Checks of M(vpsops.deploy.health_wait) to gate on after the rollback. Default, the checks
-        recorded with the target release for the phases in scope. The containers in scope are
-        always checked.
-    type: list
-    elements: dict
+      - More checks of M(vpsops.deploy.health_wait) to gate on after the rollback, besides the
+        containers in scope (always checked) and, with O(recorded_checks), the checks recorded
+        with the target release for the phases in scope.
+  recorded_checks:
+    description: Gate on the checks recorded with the target release for the phases in scope.
+    type: bool
+    default: true
   timeout:
     description: Seconds for C(up --wait) and, again, for the health gate.
     type: int
@@ -127,6 +130,11 @@ services:
   returned: always
   type: dict
   sample: {"payments": {"before": "sha256:9a...", "after": "sha256:5e...", "ref": "vpsops/platform/payments:20261123T162900Z-4f1c", "changes": true}}
+seconds:
+  description: Seconds spent preparing (checks, images, release), in C(up), proving the image IDs, in the health gate, and in total.
+  returned: when the rollback ran
+  type: dict
+  sample: {"prepare": 0.21, "up": 6.4, "prove": 0.08, "health": 0.12, "total": 6.9}
 health:
   description: The health gate's outcome (elapsed seconds and per check whether it became ready).
   returned: when the rollback ran
@@ -137,7 +145,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Docker, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
-    CheckSpecError, build_probes, failure_message, wait_for,
+    CheckSpecError, build_probes, check_argument_spec, failure_message, wait_for,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     ReleaseError, Store, rollback, store_argument_spec,
@@ -171,7 +179,8 @@ def main():
         to=dict(type="str", default="previous"),
         phases=dict(type="list", elements="str", default=[]),
         services=dict(type="list", elements="str", default=[]),
-        checks=dict(type="list", elements="dict"),
+        checks=dict(type="list", elements="dict", default=[], options=check_argument_spec()),
+        recorded_checks=dict(type="bool", default=True),
         timeout=dict(type="int", default=120),
         pull=dict(type="bool", default=False),
         user=dict(type="str"),
@@ -188,7 +197,8 @@ def main():
         docker = Docker(params["docker_cli"])
         docker.ping()
         result = rollback(store, docker, to=params["to"], phases=params["phases"], services=params["services"],
-                          checks=params["checks"], timeout=params["timeout"], pull_digests=params["pull"],
+                          checks=params["checks"], recorded_checks=params["recorded_checks"],
+                          timeout=params["timeout"], pull_digests=params["pull"],
                           check_mode=module.check_mode, user=params["user"], gate=health_gate(params["docker_cli"]))
     except (ReleaseError, DockerError) as exc:
         module.fail_json(msg=str(exc))

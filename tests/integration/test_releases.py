@@ -37,7 +37,13 @@ BACK = """services:
     environment: {SERVICE_NAME: worker, SERVICE_ROLE: auth}
 """
 SERVICES = ("web", "api", "worker")
-PHASES = [{"name": "front", "compose_files": ["front.yml"]}, {"name": "back", "compose_files": ["back.yml"]}]
+CHECK_SECRET = "check-header-secret-93af"
+PHASES = [
+    {"name": "front", "compose_files": ["front.yml"],
+     "checks": [{"name": "web", "type": "http", "url": "http://127.0.0.1:%d/api/health" % WEB_PORT,
+                 "json": {"status": "ok"}, "headers": {"X-Token": CHECK_SECRET}}]},
+    {"name": "back", "compose_files": ["back.yml"]},
+]
 
 
 def build(service, variant, tag="cur"):
@@ -163,6 +169,10 @@ def test_release_pins_every_service_and_keeps_secrets_off_the_output(rel, histor
     rc, again, proc = rel.release("-vvv", raw=True)
     assert rc == 0 and again["changed"] is False and again["release"] == history["r2"], again
     assert SECRET not in proc.stdout + proc.stderr
+    assert CHECK_SECRET not in proc.stdout + proc.stderr
+    # The phases' checks are recorded (for rollbacks to gate on), secrets included, in the 0600 manifest.
+    front = [p for p in manifest["phases"] if p["name"] == "front"][0]
+    assert front["services"] == ["web"] and front["checks"][0]["headers"] == {"X-Token": CHECK_SECRET}
     assert [e["event"] for e in rel.history()].count("release_created") == 2
 
 
@@ -172,6 +182,7 @@ def test_info_lists_releases_newest_first(rel, history):
     ids = [r["id"] for r in info["releases"]]
     assert ids.index(history["r2"]) < ids.index(history["r1"])
     assert info["live"] == history["r2"] and info["previous"] == history["r1"]
+    assert CHECK_SECRET not in proc.stdout
     first = [r for r in info["releases"] if r["id"] == history["r1"]][0]
     assert first["services"]["api"]["image_id"] == history["ids"][1]["api"]
     assert SECRET not in proc.stdout
@@ -210,6 +221,18 @@ def test_rollback_after_moved_tag_and_prune_runs_the_exact_old_images(rel, histo
     rc, again = rel.rollback(to=history["r1"])
     assert rc == 0 and again["changed"] is False, again
     assert running() == now
+
+
+def test_rollback_gates_on_the_checks_recorded_with_the_target(rel, history):
+    bad_phases = [dict(PHASES[0], checks=[{"name": "nothing-listens", "type": "tcp", "port": 1}]), PHASES[1]]
+    rc, target = rel.release(phases=bad_phases)
+    assert rc == 0 and target["changed"] is True, target
+    live = rel.live()
+    rc, result = rel.rollback(to=target["release"], phases=["front"], timeout=5)
+    assert rc != 0 and "health gate failed" in result["msg"] and "nothing-listens" in result["msg"], result
+    assert rel.live() == live
+    assert rel.history()[-1]["event"] == "rollback_failed"
+    assert ansible_module("compose_release", rel.args(release=target["release"], state="failed"))[0] == 0
 
 
 def test_previous_skips_the_release_that_was_rolled_back(rel, history):

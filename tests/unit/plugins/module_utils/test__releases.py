@@ -99,8 +99,9 @@ def test_previous_live_and_minus_n(tmp_path):
     # A deploy that did not finish: previous means the live release.
     add_release(store, tmp_path, "r4")
     assert store.resolve("previous") == "r3" and store.resolve("live") == "r3"
+    # Once failed (its deploy rolled back), previous is again the release before the live one.
     store.set_status(store.load("r4"), "failed")
-    assert store.resolve("previous") == "r3"
+    assert store.resolve("previous") == "r2"
 
 
 def test_previous_never_goes_back_to_a_release_rolled_back_from(tmp_path):
