@@ -7,193 +7,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-# The keys of one health check (plugins/module_utils/_probes.py check_argument_spec), written once
-# and placed where each fragment needs them.
-_CHECK_KEYS = r"""
-type:
-  description:
-    - V(http) requests O(checks[].url) and compares status, body and JSON.
-    - V(tcp) opens a TCP connection to O(checks[].host):O(checks[].port).
-    - V(postgres) connects with the connection keys and runs C(SELECT 1).
-    - V(redis) sends C(PING) (after C(AUTH) when O(checks[].password) is set) and expects C(PONG).
-    - V(nats) asks the monitoring endpoint O(checks[].url) for C(/healthz) (JetStream
-      enabled) and, with O(checks[].streams), that those JetStream streams exist.
-    - V(nats_consumer) reads consumer O(checks[].consumer) of stream O(checks[].stream) from
-      the monitoring endpoint O(checks[].url). It is ready when its pending and ack-pending counts
-      are at most O(checks[].max_pending) and O(checks[].max_ack_pending); redeliveries
-      growing by more than O(checks[].max_redelivered_growth) during the wait fail fast.
-    - V(dlq) counts the failed events in O(checks[].table) of O(checks[].db) (in
-      O(checks[].container) or at O(checks[].login_host)) added since O(checks[].baseline)
-      (or since the first probe); more than O(checks[].max_new) fails fast.
-    - V(container) inspects O(checks[].container) with the Docker CLI.
-    - V(log) reads the log of O(checks[].container) since it last started.
-    - V(command) runs O(checks[].argv) (never through a shell).
-  type: str
-  required: true
-  choices: [command, container, dlq, http, log, nats, nats_consumer, postgres, redis, tcp]
-name:
-  description: Name of the check in the result and in messages. Must be unique.
-  type: str
-url:
-  description:
-    - For V(http) checks, the URL. Credentials in the URL are never shown.
-    - For V(nats) and V(nats_consumer) checks, the monitoring base URL (default V(http://127.0.0.1:8222)).
-  type: str
-method:
-  description: HTTP method for V(http) checks.
-  type: str
-  default: GET
-status:
-  description: Accepted HTTP status codes for V(http) checks.
-  type: list
-  elements: int
-  default: [200]
-body:
-  description: Regular expression the V(http) response body must match.
-  type: str
-json:
-  description:
-    - "For V(http) checks, a subset the JSON body must contain, for example V({status: ok})."
-  type: dict
-headers:
-  description: Request headers for V(http) checks. Never shown in results or logs.
-  type: dict
-validate_certs:
-  description: Verify TLS certificates for V(https) URLs.
-  type: bool
-  default: true
-host:
-  description: Host for V(tcp) and V(redis) checks.
-  type: str
-  default: 127.0.0.1
-port:
-  description:
-    - Port for V(tcp) (required), V(redis) (default 6379), V(postgres) and V(dlq) (default 5432) checks.
-  type: int
-  aliases: [login_port]
-db:
-  description: Database for V(postgres) and V(dlq) checks.
-  type: str
-  aliases: [login_db]
-login_host:
-  description: Server for V(postgres) and V(dlq) checks.
-  type: str
-login_user:
-  description: Role for V(postgres) and V(dlq) checks.
-  type: str
-login_password:
-  description: Password for V(postgres) and V(dlq) checks; never in argv or output.
-  type: str
-ssl_mode:
-  description: libpq C(sslmode) for V(postgres) checks.
-  type: str
-  choices: [allow, disable, prefer, require, verify-ca, verify-full]
-username:
-  description: ACL user for V(redis) checks (Redis 6+), with O(checks[].password).
-  type: str
-password:
-  description: Password for V(redis) checks; never shown.
-  type: str
-streams:
-  description: For V(nats) checks, JetStream streams that must exist.
-  type: list
-  elements: str
-jetstream:
-  description: For V(nats) checks, require JetStream to be enabled and healthy.
-  type: bool
-  default: true
-stream:
-  description: For V(nats_consumer) checks, the JetStream stream.
-  type: str
-consumer:
-  description: For V(nats_consumer) checks, the consumer of O(checks[].stream).
-  type: str
-account:
-  description: For V(nats_consumer) checks, the account of the stream (all accounts when unset).
-  type: str
-max_pending:
-  description: For V(nats_consumer) checks, most messages not yet delivered (C(num_pending)).
-  type: int
-max_ack_pending:
-  description: For V(nats_consumer) checks, most messages delivered and not acknowledged.
-  type: int
-max_redelivered_growth:
-  description:
-    - For V(nats_consumer) checks, most redeliveries added during the wait; more fails fast
-      (a handler that keeps failing).
-  type: int
-table:
-  description: For V(dlq) checks, the dead-letter table (default V(failed_events)).
-  type: str
-columns:
-  description:
-    - For V(dlq) checks, column names that differ from the defaults, as for
-      M(vpsops.deploy.dlq_report) (only C(id) is used).
-  type: dict
-baseline:
-  description:
-    - For V(dlq) checks, an earlier M(vpsops.deploy.dlq_report) result (its entry for
-      O(checks[].db)) or one entry of its C(databases). Without it the first probe takes
-      the baseline.
-  type: dict
-max_new:
-  description: For V(dlq) checks, most failed events allowed since the baseline.
-  type: int
-  default: 0
-container:
-  description:
-    - Container name or ID for V(container) and V(log) checks.
-    - For V(dlq) checks, the database container to run C(psql) in (C(docker exec));
-      without it the host's C(psql) connects to O(checks[].login_host):O(checks[].port).
-  type: str
-running_for:
-  description:
-    - For V(container) checks, seconds the container must have been running.
-  type: float
-  default: 0
-pattern:
-  description: For V(log) checks, a regular expression a log line must match, for example V(Subscribed to).
-  type: str
-fail_pattern:
-  description:
-    - For V(log) checks, a regular expression that fails the call at once when the log
-      matches it (with O(fail_fast)), for example V(panic|FATAL).
-  type: str
-argv:
-  description: For V(command) checks, the program and its arguments.
-  type: list
-  elements: str
-rc:
-  description: For V(command) checks, the expected exit code.
-  type: int
-  default: 0
-stdout:
-  description: For V(command) checks, a regular expression the output must match.
-  type: str
-request_timeout:
-  description:
-    - Seconds one probe attempt may take (bounded by the remaining time to the deadline).
-    - Defaults to 5, or 3 for V(tcp) and V(redis).
-  type: float
-interval:
-  description: Overrides O(interval) for this check.
-  type: float
-consecutive:
-  description: Overrides O(consecutive) for this check.
-  type: int
-"""
-
-
-def _indent(text, spaces, path="checks[]"):
-    """The check keys indented for their place, with option references (O(checks[].key)) pointing
-    at `path`."""
-    pad = " " * spaces
-    text = text.replace("O(checks[].", "O(%s." % path)
-    return "".join(pad + line if line.strip() else line for line in text.lstrip("\n").splitlines(True))
-
 
 class ModuleDocFragment(object):
-    """Health checks as vpsops.deploy.health_wait runs them; modules may override the description."""
+    """Health checks as vpsops.deploy.health_wait runs them (plugins/module_utils/_probes.py
+    check_argument_spec); modules may override the description of O(checks).
+
+    The keys of a check appear twice: under O(checks) and, for the phases a release records, under
+    O(phases[].checks). Documentation fragments must be literal strings, so both are written out;
+    tests/unit/plugins/doc_fragments/test_checks.py fails when the two differ.
+    """
 
     DOCUMENTATION = r"""
 options:
@@ -205,7 +27,178 @@ options:
     elements: dict
     default: []
     suboptions:
-""" + _indent(_CHECK_KEYS, 6)
+      type:
+        description:
+          - V(http) requests O(checks[].url) and compares status, body and JSON.
+          - V(tcp) opens a TCP connection to O(checks[].host):O(checks[].port).
+          - V(postgres) connects with the connection keys and runs C(SELECT 1).
+          - V(redis) sends C(PING) (after C(AUTH) when O(checks[].password) is set) and expects C(PONG).
+          - V(nats) asks the monitoring endpoint O(checks[].url) for C(/healthz) (JetStream
+            enabled) and, with O(checks[].streams), that those JetStream streams exist.
+          - V(nats_consumer) reads consumer O(checks[].consumer) of stream O(checks[].stream) from
+            the monitoring endpoint O(checks[].url). It is ready when its pending and ack-pending counts
+            are at most O(checks[].max_pending) and O(checks[].max_ack_pending); redeliveries
+            growing by more than O(checks[].max_redelivered_growth) during the wait fail fast.
+          - V(dlq) counts the failed events in O(checks[].table) of O(checks[].db) (in
+            O(checks[].container) or at O(checks[].login_host)) added since O(checks[].baseline)
+            (or since the first probe); more than O(checks[].max_new) fails fast.
+          - V(container) inspects O(checks[].container) with the Docker CLI.
+          - V(log) reads the log of O(checks[].container) since it last started.
+          - V(command) runs O(checks[].argv) (never through a shell).
+        type: str
+        required: true
+        choices: [command, container, dlq, http, log, nats, nats_consumer, postgres, redis, tcp]
+      name:
+        description: Name of the check in the result and in messages. Must be unique.
+        type: str
+      url:
+        description:
+          - For V(http) checks, the URL. Credentials in the URL are never shown.
+          - For V(nats) and V(nats_consumer) checks, the monitoring base URL (default V(http://127.0.0.1:8222)).
+        type: str
+      method:
+        description: HTTP method for V(http) checks.
+        type: str
+        default: GET
+      status:
+        description: Accepted HTTP status codes for V(http) checks.
+        type: list
+        elements: int
+        default: [200]
+      body:
+        description: Regular expression the V(http) response body must match.
+        type: str
+      json:
+        description:
+          - "For V(http) checks, a subset the JSON body must contain, for example V({status: ok})."
+        type: dict
+      headers:
+        description: Request headers for V(http) checks. Never shown in results or logs.
+        type: dict
+      validate_certs:
+        description: Verify TLS certificates for V(https) URLs.
+        type: bool
+        default: true
+      host:
+        description: Host for V(tcp) and V(redis) checks.
+        type: str
+        default: 127.0.0.1
+      port:
+        description:
+          - Port for V(tcp) (required), V(redis) (default 6379), V(postgres) and V(dlq) (default 5432) checks.
+        type: int
+        aliases: [login_port]
+      db:
+        description: Database for V(postgres) and V(dlq) checks.
+        type: str
+        aliases: [login_db]
+      login_host:
+        description: Server for V(postgres) and V(dlq) checks.
+        type: str
+      login_user:
+        description: Role for V(postgres) and V(dlq) checks.
+        type: str
+      login_password:
+        description: Password for V(postgres) and V(dlq) checks; never in argv or output.
+        type: str
+      ssl_mode:
+        description: libpq C(sslmode) for V(postgres) checks.
+        type: str
+        choices: [allow, disable, prefer, require, verify-ca, verify-full]
+      username:
+        description: ACL user for V(redis) checks (Redis 6+), with O(checks[].password).
+        type: str
+      password:
+        description: Password for V(redis) checks; never shown.
+        type: str
+      streams:
+        description: For V(nats) checks, JetStream streams that must exist.
+        type: list
+        elements: str
+      jetstream:
+        description: For V(nats) checks, require JetStream to be enabled and healthy.
+        type: bool
+        default: true
+      stream:
+        description: For V(nats_consumer) checks, the JetStream stream.
+        type: str
+      consumer:
+        description: For V(nats_consumer) checks, the consumer of O(checks[].stream).
+        type: str
+      account:
+        description: For V(nats_consumer) checks, the account of the stream (all accounts when unset).
+        type: str
+      max_pending:
+        description: For V(nats_consumer) checks, most messages not yet delivered (C(num_pending)).
+        type: int
+      max_ack_pending:
+        description: For V(nats_consumer) checks, most messages delivered and not acknowledged.
+        type: int
+      max_redelivered_growth:
+        description:
+          - For V(nats_consumer) checks, most redeliveries added during the wait; more fails fast
+            (a handler that keeps failing).
+        type: int
+      table:
+        description: For V(dlq) checks, the dead-letter table (default V(failed_events)).
+        type: str
+      columns:
+        description:
+          - For V(dlq) checks, column names that differ from the defaults, as for
+            M(vpsops.deploy.dlq_report) (only C(id) is used).
+        type: dict
+      baseline:
+        description:
+          - For V(dlq) checks, an earlier M(vpsops.deploy.dlq_report) result (its entry for
+            O(checks[].db)) or one entry of its C(databases). Without it the first probe takes
+            the baseline.
+        type: dict
+      max_new:
+        description: For V(dlq) checks, most failed events allowed since the baseline.
+        type: int
+        default: 0
+      container:
+        description:
+          - Container name or ID for V(container) and V(log) checks.
+          - For V(dlq) checks, the database container to run C(psql) in (C(docker exec));
+            without it the host's C(psql) connects to O(checks[].login_host):O(checks[].port).
+        type: str
+      running_for:
+        description:
+          - For V(container) checks, seconds the container must have been running.
+        type: float
+        default: 0
+      pattern:
+        description: For V(log) checks, a regular expression a log line must match, for example V(Subscribed to).
+        type: str
+      fail_pattern:
+        description:
+          - For V(log) checks, a regular expression that fails the call at once when the log
+            matches it (with C(fail_fast), the default), for example V(panic|FATAL).
+        type: str
+      argv:
+        description: For V(command) checks, the program and its arguments.
+        type: list
+        elements: str
+      rc:
+        description: For V(command) checks, the expected exit code.
+        type: int
+        default: 0
+      stdout:
+        description: For V(command) checks, a regular expression the output must match.
+        type: str
+      request_timeout:
+        description:
+          - Seconds one probe attempt may take (bounded by the remaining time to the deadline).
+          - Defaults to 5, or 3 for V(tcp) and V(redis).
+        type: float
+      interval:
+        description: Overrides the call's retry interval (C(interval)) for this check.
+        type: float
+      consecutive:
+        description: Overrides the call's C(consecutive) for this check.
+        type: int
+"""
 
     # The deploy phases of a stack with their checks, as vpsops.deploy.compose_release records them.
     PHASES = r"""
@@ -236,4 +229,175 @@ options:
         elements: dict
         default: []
         suboptions:
-""" + _indent(_CHECK_KEYS, 10, "phases[].checks[]")
+          type:
+            description:
+              - V(http) requests O(phases[].checks[].url) and compares status, body and JSON.
+              - V(tcp) opens a TCP connection to O(phases[].checks[].host):O(phases[].checks[].port).
+              - V(postgres) connects with the connection keys and runs C(SELECT 1).
+              - V(redis) sends C(PING) (after C(AUTH) when O(phases[].checks[].password) is set) and expects C(PONG).
+              - V(nats) asks the monitoring endpoint O(phases[].checks[].url) for C(/healthz) (JetStream
+                enabled) and, with O(phases[].checks[].streams), that those JetStream streams exist.
+              - V(nats_consumer) reads consumer O(phases[].checks[].consumer) of stream O(phases[].checks[].stream) from
+                the monitoring endpoint O(phases[].checks[].url). It is ready when its pending and ack-pending counts
+                are at most O(phases[].checks[].max_pending) and O(phases[].checks[].max_ack_pending); redeliveries
+                growing by more than O(phases[].checks[].max_redelivered_growth) during the wait fail fast.
+              - V(dlq) counts the failed events in O(phases[].checks[].table) of O(phases[].checks[].db) (in
+                O(phases[].checks[].container) or at O(phases[].checks[].login_host)) added since O(phases[].checks[].baseline)
+                (or since the first probe); more than O(phases[].checks[].max_new) fails fast.
+              - V(container) inspects O(phases[].checks[].container) with the Docker CLI.
+              - V(log) reads the log of O(phases[].checks[].container) since it last started.
+              - V(command) runs O(phases[].checks[].argv) (never through a shell).
+            type: str
+            required: true
+            choices: [command, container, dlq, http, log, nats, nats_consumer, postgres, redis, tcp]
+          name:
+            description: Name of the check in the result and in messages. Must be unique.
+            type: str
+          url:
+            description:
+              - For V(http) checks, the URL. Credentials in the URL are never shown.
+              - For V(nats) and V(nats_consumer) checks, the monitoring base URL (default V(http://127.0.0.1:8222)).
+            type: str
+          method:
+            description: HTTP method for V(http) checks.
+            type: str
+            default: GET
+          status:
+            description: Accepted HTTP status codes for V(http) checks.
+            type: list
+            elements: int
+            default: [200]
+          body:
+            description: Regular expression the V(http) response body must match.
+            type: str
+          json:
+            description:
+              - "For V(http) checks, a subset the JSON body must contain, for example V({status: ok})."
+            type: dict
+          headers:
+            description: Request headers for V(http) checks. Never shown in results or logs.
+            type: dict
+          validate_certs:
+            description: Verify TLS certificates for V(https) URLs.
+            type: bool
+            default: true
+          host:
+            description: Host for V(tcp) and V(redis) checks.
+            type: str
+            default: 127.0.0.1
+          port:
+            description:
+              - Port for V(tcp) (required), V(redis) (default 6379), V(postgres) and V(dlq) (default 5432) checks.
+            type: int
+            aliases: [login_port]
+          db:
+            description: Database for V(postgres) and V(dlq) checks.
+            type: str
+            aliases: [login_db]
+          login_host:
+            description: Server for V(postgres) and V(dlq) checks.
+            type: str
+          login_user:
+            description: Role for V(postgres) and V(dlq) checks.
+            type: str
+          login_password:
+            description: Password for V(postgres) and V(dlq) checks; never in argv or output.
+            type: str
+          ssl_mode:
+            description: libpq C(sslmode) for V(postgres) checks.
+            type: str
+            choices: [allow, disable, prefer, require, verify-ca, verify-full]
+          username:
+            description: ACL user for V(redis) checks (Redis 6+), with O(phases[].checks[].password).
+            type: str
+          password:
+            description: Password for V(redis) checks; never shown.
+            type: str
+          streams:
+            description: For V(nats) checks, JetStream streams that must exist.
+            type: list
+            elements: str
+          jetstream:
+            description: For V(nats) checks, require JetStream to be enabled and healthy.
+            type: bool
+            default: true
+          stream:
+            description: For V(nats_consumer) checks, the JetStream stream.
+            type: str
+          consumer:
+            description: For V(nats_consumer) checks, the consumer of O(phases[].checks[].stream).
+            type: str
+          account:
+            description: For V(nats_consumer) checks, the account of the stream (all accounts when unset).
+            type: str
+          max_pending:
+            description: For V(nats_consumer) checks, most messages not yet delivered (C(num_pending)).
+            type: int
+          max_ack_pending:
+            description: For V(nats_consumer) checks, most messages delivered and not acknowledged.
+            type: int
+          max_redelivered_growth:
+            description:
+              - For V(nats_consumer) checks, most redeliveries added during the wait; more fails fast
+                (a handler that keeps failing).
+            type: int
+          table:
+            description: For V(dlq) checks, the dead-letter table (default V(failed_events)).
+            type: str
+          columns:
+            description:
+              - For V(dlq) checks, column names that differ from the defaults, as for
+                M(vpsops.deploy.dlq_report) (only C(id) is used).
+            type: dict
+          baseline:
+            description:
+              - For V(dlq) checks, an earlier M(vpsops.deploy.dlq_report) result (its entry for
+                O(phases[].checks[].db)) or one entry of its C(databases). Without it the first probe takes
+                the baseline.
+            type: dict
+          max_new:
+            description: For V(dlq) checks, most failed events allowed since the baseline.
+            type: int
+            default: 0
+          container:
+            description:
+              - Container name or ID for V(container) and V(log) checks.
+              - For V(dlq) checks, the database container to run C(psql) in (C(docker exec));
+                without it the host's C(psql) connects to O(phases[].checks[].login_host):O(phases[].checks[].port).
+            type: str
+          running_for:
+            description:
+              - For V(container) checks, seconds the container must have been running.
+            type: float
+            default: 0
+          pattern:
+            description: For V(log) checks, a regular expression a log line must match, for example V(Subscribed to).
+            type: str
+          fail_pattern:
+            description:
+              - For V(log) checks, a regular expression that fails the call at once when the log
+                matches it (with C(fail_fast), the default), for example V(panic|FATAL).
+            type: str
+          argv:
+            description: For V(command) checks, the program and its arguments.
+            type: list
+            elements: str
+          rc:
+            description: For V(command) checks, the expected exit code.
+            type: int
+            default: 0
+          stdout:
+            description: For V(command) checks, a regular expression the output must match.
+            type: str
+          request_timeout:
+            description:
+              - Seconds one probe attempt may take (bounded by the remaining time to the deadline).
+              - Defaults to 5, or 3 for V(tcp) and V(redis).
+            type: float
+          interval:
+            description: Overrides the call's retry interval (C(interval)) for this check.
+            type: float
+          consecutive:
+            description: Overrides the call's C(consecutive) for this check.
+            type: int
+"""

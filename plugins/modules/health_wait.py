@@ -202,8 +202,6 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
 )
 
 
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(

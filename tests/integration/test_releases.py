@@ -350,8 +350,8 @@ def test_state_dir_not_writable(rel, history):
         run(["mount", "-o", "remount,bind,ro", os.path.join(ro, "state")])
         try:
             before = running()
-            rc, result = ansible_module("compose_rollback", {"stack": STACK, "state_dir": os.path.join(ro, "state"),
-                                                                "to": history["r2"]})
+            rc, result = ansible_module("compose_rollback", {
+                "stack": STACK, "state_dir": os.path.join(ro, "state"), "to": history["r2"]})
             assert rc != 0 and "not writable" in result["msg"], result
             assert running() == before
             rc, result = ansible_module("compose_release", {
