@@ -134,9 +134,12 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-def pin_ref(stack, service, release_id):
-    """The tag the collection puts on a service's image ID for a release."""
-    return "%s/%s/%s:%s" % (PIN_REPO, stack, service_repo_name(service), release_id)
+def pin_ref(stack, service, image_id):
+    """The tag the collection puts on a service's image: named after the image ID, so every release
+    that runs the same image pins the same reference and compose sees no change for that service
+    (a reference that changed with each release would recreate every container, databases too)."""
+    digest = (image_id or "").split(":", 1)[-1]
+    return "%s/%s/%s:id-%s" % (PIN_REPO, stack, service_repo_name(service), digest[:24])
 
 
 def service_repo_name(service):
@@ -496,9 +499,14 @@ class Store:
                 release_id, "live" if release_id == self.live_id() else "kept (the release before the live one, or pending)"))
         untagged = []
         if docker is not None:
+            # A pin tag names an image, and other releases may pin the same one: keep those.
+            still_pinned = set()
+            for other in self.releases()[0]:
+                if other["id"] != release_id:
+                    still_pinned.update(svc.get("pin_tag") for svc in other["services"].values())
             for name, svc in sorted(manifest.get("services", {}).items()):
                 ref = svc.get("pin_tag")
-                if ref and docker.untag(ref):
+                if ref and ref not in still_pinned and docker.untag(ref):
                     untagged.append(ref)
         doomed = os.path.join(self.releases_dir, ".retired-%s" % release_id)
         os.rename(self.release_dir(release_id), doomed)
@@ -750,7 +758,7 @@ def snapshot(store, docker, compose, release_id, files, project_dir, env_file=No
     release_id = release_id or new_release_id()
     pins, services = {}, {}
     for name, info in images.items():
-        tag = pin_ref(store.stack, name, release_id)
+        tag = pin_ref(store.stack, name, info["image_id"])
         pins[name] = info["digest"] or tag
         services[name] = dict(info, ref=pins[name], pin_tag=tag)
     if check_mode:
@@ -883,13 +891,12 @@ def prove(docker, stack, target, scope):
 
 
 def partial_release(store, docker, live, target, scope, user=None):
-    """A new release: the live release with the services of `scope` pinned to the target's images.
-    Every image gets the new release's own pin tag, so retiring either older release keeps it."""
+    """A new release: the live release with the services of `scope` pinned to the target's images."""
     release_id = new_release_id()
     services, pins = {}, {}
     for name, svc in live["services"].items():
         chosen = dict(target["services"][name] if name in scope and name in target["services"] else svc)
-        chosen["pin_tag"] = pin_ref(store.stack, name, release_id)
+        chosen["pin_tag"] = pin_ref(store.stack, name, chosen["image_id"])
         docker.tag(chosen["image_id"], chosen["pin_tag"])
         chosen["ref"] = chosen.get("digest") or chosen["pin_tag"]
         services[name] = chosen

@@ -30,18 +30,19 @@ description:
 author:
   - vpsops.deploy contributors (@vpsops)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - vpsops.deploy.release_store
   - vpsops.deploy.checks.phases
   - vpsops.deploy.docker
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Reads the compose model and images and returns the release it would record.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details: Shows the status change, or the services and images of a new release.
+  platform:
+    platforms: posix
 options:
   state:
     description:

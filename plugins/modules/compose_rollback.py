@@ -32,18 +32,19 @@ description:
 author:
   - vpsops.deploy contributors (@vpsops)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - vpsops.deploy.release_store
   - vpsops.deploy.checks
   - vpsops.deploy.docker
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Returns the plan, per service the running image ID and the target's.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details: Per service, the image ID before and after.
+  platform:
+    platforms: posix
 options:
   to:
     description:

@@ -22,15 +22,16 @@ description:
 author:
   - vpsops.deploy contributors (@vpsops)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - vpsops.deploy.release_store
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Reports whether the lock could be taken, without taking it.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
+  platform:
+    platforms: posix
 options:
   state:
     description: V(acquired) takes the lock, V(heartbeat) refreshes it, V(released) frees it.

@@ -26,13 +26,13 @@ author:
   - vpsops.deploy contributors (@vpsops)
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Counts the rows that would be deleted; writes and deletes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details: The number of matching rows before and after.
+  platform:
+    platforms: posix
 options:
   older_than_days:
     description: Delete rows that failed more than this many days ago.
@@ -55,6 +55,7 @@ options:
     type: int
     default: 1000
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - vpsops.deploy.postgres
   - vpsops.deploy.pgcli
   - vpsops.deploy.docker

@@ -28,12 +28,12 @@ author:
   - vpsops.deploy contributors (@vpsops)
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Selects the rows and counts what would be published; publishes nothing and changes no row.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
+  platform:
+    platforms: posix
 options:
   nats_url:
     description:
@@ -100,6 +100,7 @@ options:
     type: int
     default: 1000
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - vpsops.deploy.postgres
   - vpsops.deploy.pgcli
   - vpsops.deploy.docker

@@ -26,12 +26,12 @@ author:
   - vpsops.deploy contributors (@vpsops)
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: The module only reads.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
+  platform:
+    platforms: posix
 options:
   databases:
     description: The databases to summarize.
@@ -99,6 +99,7 @@ options:
     type: int
     default: 20
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - vpsops.deploy.dlq
   - vpsops.deploy.docker
 notes:

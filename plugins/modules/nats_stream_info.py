@@ -22,14 +22,16 @@ description:
     message saying so; unknown streams or consumers fail too unless O(missing_ok) is set.
 author:
   - vpsops.deploy contributors (@vpsops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: The module only reads.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
+  platform:
+    platforms: posix
 options:
   url:
     description:

@@ -29,15 +29,15 @@ author:
   - vpsops.deploy contributors (@vpsops)
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details:
       - Connects and reads the database size, checks free space and returns the path it would write
         and the backups retention would delete; nothing is written or deleted.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details: The list of backups of O(db) in O(dest) (and O(copy_to)) before and after.
+  platform:
+    platforms: posix
 options:
   db:
     description: Database to back up.
@@ -136,6 +136,7 @@ options:
     type: float
     default: 3600
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - vpsops.deploy.postgres
   - vpsops.deploy.pgcli
   - vpsops.deploy.docker

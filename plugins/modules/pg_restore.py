@@ -28,14 +28,14 @@ author:
   - vpsops.deploy contributors (@vpsops)
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details:
       - Checks the backup's sha256, counts rows and sessions and returns the plan; nothing is written,
         terminated or restored.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
+  platform:
+    platforms: posix
 options:
   db:
     description: Database to restore into. It must exist.
@@ -92,6 +92,7 @@ options:
     type: float
     default: 3600
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - vpsops.deploy.postgres
   - vpsops.deploy.pgcli
   - vpsops.deploy.docker

@@ -22,7 +22,8 @@ def add_release(store, tmp_path, release_id, status=None, image="sha256:%s"):
     compose = tmp_path / ("compose-%s.yml" % release_id)
     compose.write_text("services: {web: {image: web}, api: {image: api}}\n# %s\n" % release_id)
     services = dict((name, {"image": name + ":x", "image_id": image % (name + release_id), "ref": "r/%s" % name,
-                            "pin_tag": rel.pin_ref(store.stack, name, release_id)}) for name in ("web", "api"))
+                            "pin_tag": rel.pin_ref(store.stack, name, image % (name + release_id))})
+                    for name in ("web", "api"))
     store.ensure()
     manifest = store.create(release_id, [str(compose)], dict((n, s["ref"]) for n, s in services.items()), services,
                             [{"name": "front", "services": ["web"], "files": [], "checks": []}], str(tmp_path))
@@ -258,3 +259,35 @@ def test_a_torn_lock_file_counts_as_stale(tmp_path):
         handle.write('{"owner": "x"')
     lock, changed, took = store.acquire("me", 60)
     assert changed and took["owner"] == "<unreadable lock file>"
+
+
+def test_pin_tags_name_the_image_so_releases_of_one_image_share_them():
+    one = rel.pin_ref("shop", "Web_1", "sha256:" + "ab" * 32)
+    assert one == "vpsops/shop/web_1:id-" + "ab" * 12
+    assert rel.pin_ref("shop", "Web_1", "sha256:" + "ab" * 32) == one
+    assert rel.pin_ref("shop", "Web_1", "sha256:" + "cd" * 32) != one
+
+
+class FakeTags:
+    """Records untag calls (retire's only use of Docker)."""
+
+    def __init__(self):
+        self.removed = []
+
+    def untag(self, ref):
+        self.removed.append(ref)
+        return True
+
+
+def test_retire_keeps_a_pin_tag_another_release_still_uses(tmp_path):
+    store = make_store(tmp_path)
+    add_release(store, tmp_path, "r1", "live")
+    add_release(store, tmp_path, "r2", "live")
+    add_release(store, tmp_path, "r3", "live")
+    r1, r2 = store.load("r1"), store.load("r2")
+    # r2 runs r1's web image (only api moved): they share web's pin tag.
+    r2["services"]["web"] = dict(r1["services"]["web"])
+    store.save(r2)
+    tags = FakeTags()
+    store.retire("r1", tags)
+    assert tags.removed == [r1["services"]["api"]["pin_tag"]]
