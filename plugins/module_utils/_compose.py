@@ -25,6 +25,11 @@ class DaemonDown(DockerError):
     """The Docker daemon does not answer."""
 
 
+def raise_if_daemon_down(cli, text):
+    if any(mark in (text or "") for mark in DAEMON_DOWN):
+        raise DaemonDown("the Docker daemon is not reachable through %s: %s" % (cli, text.strip()))
+
+
 class Docker:
     """One Docker CLI on the managed host."""
 
@@ -39,8 +44,7 @@ class Docker:
         rc, out, err = self.runner(argv, timeout=timeout or self.timeout)
         if rc != 0:
             text = (err or out or "").strip()
-            if any(mark in text for mark in DAEMON_DOWN):
-                raise DaemonDown("the Docker daemon is not reachable through %s: %s" % (self.cli, text))
+            raise_if_daemon_down(self.cli, text)
             if rc == 127:
                 raise DockerError("cannot run %s: %s" % (self.cli, text))
             raise DockerError("%s failed (rc=%s): %s" % (what or " ".join(argv[:3]), rc, text[-2000:]))
@@ -59,8 +63,8 @@ class Docker:
             return {}
         argv = [self.cli, "image", "inspect"] + refs
         rc, out, err = self.runner(argv, timeout=self.timeout)
-        if rc != 0 and any(mark in (err or "") for mark in DAEMON_DOWN):
-            raise DaemonDown("the Docker daemon is not reachable through %s: %s" % (self.cli, err.strip()))
+        if rc != 0:
+            raise_if_daemon_down(self.cli, err)
         try:
             found = json.loads(out or "[]")
         except ValueError:
@@ -90,8 +94,7 @@ class Docker:
         rc, out, err = self.runner([self.cli, "image", "rm", ref], timeout=self.timeout)
         text = (err or out or "").strip()
         if rc != 0 and "No such image" not in text and "conflict" not in text:
-            if any(mark in text for mark in DAEMON_DOWN):
-                raise DaemonDown("the Docker daemon is not reachable through %s: %s" % (self.cli, text))
+            raise_if_daemon_down(self.cli, text)
             raise DockerError("docker image rm %s failed: %s" % (ref, text))
         return rc == 0
 

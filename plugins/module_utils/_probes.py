@@ -737,6 +737,19 @@ def check_argument_spec():
     return options
 
 
+def gate_specs(checks, containers, docker_cli="docker"):
+    """The checks of one gate: `checks` with the Docker CLI filled in, plus one `container` check per
+    container name (running, healthy where it has a healthcheck, fail fast on exit or restart)."""
+    specs = []
+    for check in checks or []:
+        spec = dict(check)
+        spec.setdefault("docker_cli", docker_cli)
+        specs.append(spec)
+    specs += [dict(type="container", name="container %s" % name, container=name, docker_cli=docker_cli)
+              for name in containers or []]
+    return specs
+
+
 def build_probes(checks, runner=None):
     """Checks (list of dicts) -> probes; raise CheckSpecError naming the first bad one."""
     if not isinstance(checks, list) or not checks:

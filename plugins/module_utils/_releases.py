@@ -540,8 +540,7 @@ class Store:
                     lock.update(heartbeat=now_iso(now), heartbeat_epoch=now, ttl=ttl)
                     write_json_atomic(self.lock_path, lock)
                     return lock, False, None
-                age = now - float(lock.get("heartbeat_epoch") or 0)
-                if age <= float(lock.get("ttl") or 0):
+                if lock_is_live(lock, now):
                     raise LockHeld(lock_message(lock, now), lock)
                 took_over = lock
             lock = {
@@ -590,6 +589,11 @@ class Store:
             fsync_dir(self.state_dir)
             self.record("lock_released", owner=owner, forced=bool(force and lock.get("owner") != owner))
             return lock, True
+
+
+def lock_is_live(lock, now):
+    """True while the lock's last heartbeat is within its TTL."""
+    return now - float(lock.get("heartbeat_epoch") or 0) <= float(lock.get("ttl") or 0)
 
 
 def lock_message(lock, now):
@@ -779,10 +783,11 @@ def snapshot(store, docker, compose, release_id, files, project_dir, env_file=No
     return manifest, True
 
 
-def running_images(docker, stack):
-    """{service: [image id of each container]} of the project as it runs now."""
+def running_images(docker, stack, containers=None):
+    """{service: [image id of each container]} of the project as it runs now (or of `containers`,
+    a docker.project_containers() listing)."""
     result = {}
-    for c in docker.project_containers(stack):
+    for c in docker.project_containers(stack) if containers is None else containers:
         result.setdefault(c["service"], []).append(c["image_id"])
     return result
 
@@ -873,9 +878,9 @@ def restore_images(docker, target, scope, pull_digests):
         raise ReleaseError("rollback to %s refused before any change: %s" % (target["id"], "; ".join(problems)))
 
 
-def prove(docker, stack, target, scope):
+def prove(docker, stack, target, scope, containers=None):
     """Every container of every service in scope runs the recorded image ID; returns {service: ids}."""
-    after = running_images(docker, stack)
+    after = running_images(docker, stack, containers)
     wrong = []
     for name in scope:
         want = target["services"][name]["image_id"]
@@ -971,13 +976,14 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
         compose.up(scope, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole)
         timings["up"] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
-        after = prove(docker, store.stack, deployed, scope)
+        containers = docker.project_containers(store.stack)
+        after = prove(docker, store.stack, deployed, scope, containers)
         timings["prove"] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
         gate_checks = list(checks or []) + (checks_for(target, scope) if recorded_checks else [])
         if gate is not None:
-            containers = [c["name"] for c in docker.project_containers(store.stack) if c["service"] in scope]
-            ok, message, details = gate(gate_checks, containers, timeout)
+            names = [c["name"] for c in containers if c["service"] in scope]
+            ok, message, details = gate(gate_checks, names, timeout)
             result["health"] = details
             timings["health"] = round(time.monotonic() - mark, 3)
             if not ok:

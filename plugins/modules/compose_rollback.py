@@ -146,7 +146,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Docker, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
-    CheckSpecError, build_probes, check_argument_spec, failure_message, wait_for,
+    CheckSpecError, build_probes, check_argument_spec, failure_message, gate_specs, wait_for,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     ReleaseError, Store, rollback, store_argument_spec,
@@ -155,13 +155,7 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
 
 def health_gate(docker_cli):
     def gate(checks, containers, timeout):
-        specs = []
-        for check in checks or []:
-            spec = dict((k, v) for k, v in check.items() if v is not None)
-            spec.setdefault("docker_cli", docker_cli)
-            specs.append(spec)
-        specs += [dict(type="container", name="container %s" % name, container=name, docker_cli=docker_cli)
-                  for name in containers]
+        specs = gate_specs(checks, containers, docker_cli)
         if not specs:
             return True, "", {"elapsed": 0, "checks": {}}
         try:

@@ -93,7 +93,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
-    LockHeld, ReleaseError, Store, lock_message, store_argument_spec,
+    LockHeld, ReleaseError, Store, lock_is_live, lock_message, store_argument_spec,
 )
 
 
@@ -119,7 +119,7 @@ def main():
         if module.check_mode:
             lock = store.read_lock() if store.exists() else None
             if params["state"] == "acquired" and lock and lock.get("owner") != params["owner"]:
-                if time.time() - float(lock.get("heartbeat_epoch") or 0) <= float(lock.get("ttl") or 0):
+                if lock_is_live(lock, time.time()):
                     module.fail_json(msg="cannot lock: " + lock_message(lock, time.time()), lock=lock)
             changed = params["state"] != "released" or lock is not None
             module.exit_json(changed=changed, lock=lock, took_over=None)

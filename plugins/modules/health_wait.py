@@ -199,6 +199,7 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     build_probes,
     check_argument_spec,
     failure_message,
+    gate_specs,
     wait_for,
 )
 
@@ -224,14 +225,7 @@ def main():
     if params["consecutive"] < 1:
         module.fail_json(msg="consecutive must be 1 or more, got %s" % params["consecutive"])
 
-    checks = []
-    for spec in params["checks"]:
-        spec = dict(spec)
-        spec.setdefault("docker_cli", params["docker_cli"])
-        checks.append(spec)
-    for name in params["containers"]:
-        checks.append(dict(type="container", name="container %s" % name, container=name,
-                           docker_cli=params["docker_cli"]))
+    checks = gate_specs(params["checks"], params["containers"], params["docker_cli"])
     if not checks:
         module.fail_json(msg="give at least one check in 'checks' or one container in 'containers'")
     try:

@@ -188,13 +188,7 @@ def test_an_env_value_with_a_quote_is_refused_without_printing_it(lab, tmp_path)
 # health_wait as Ansible runs it
 # --------------------------------------------------------------------------------------------
 def health_wait(args, *options):
-    env = ansible_env()
-    env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
-    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
-    proc = run([os.path.join(ANSIBLE, "ansible"), "-i", INVENTORY, "lab1", "-m", "vpsops.deploy.health_wait",
-                "-a", json.dumps(args)] + list(options), check=False, env=env)
-    data = json.loads(proc.stdout)
-    return proc.returncode, data["plays"][0]["tasks"][0]["hosts"]["lab1"]
+    return ansible_module("health_wait", args, *options)
 
 
 def test_health_wait_module_reports_every_check(stack):

@@ -23,7 +23,7 @@ import pytest
 
 from ansible_collections.vpsops.deploy.plugins.module_utils import _dlq, _nats, _pgcli
 from ansible_collections.vpsops.deploy.plugins.module_utils import _probes as probes
-from conftest import ROOT, VENV_BIN, ansible_env, run, wait_until
+from conftest import ROOT, VENV_BIN, ansible_env, ansible_module, run, wait_until
 
 PREFIX = "vpsops-ev"
 PG_CONTAINER = PREFIX + "-pg"
@@ -215,13 +215,7 @@ def nojs_bus(lab, workdir):
 # --------------------------------------------------------------------------------------------
 def module(name, args, *options):
     """Run vpsops.deploy.<name> on the lab host; (rc, result)."""
-    env = ansible_env()
-    env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
-    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
-    proc = run([os.path.join(VENV_BIN, "ansible"), "-i", INVENTORY, "lab1", "-m", "vpsops.deploy." + name,
-                "-a", json.dumps(args)] + list(options), check=False, env=env)
-    data = json.loads(proc.stdout)
-    return proc.returncode, data["plays"][0]["tasks"][0]["hosts"]["lab1"]
+    return ansible_module(name, args, *options)
 
 
 def module_raw(name, args, *options):
