@@ -295,7 +295,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def healthcheck(url):
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=4) as resp:
             return 0 if resp.status == 200 else 1
     except Exception:  # noqa: BLE001 - any failure is unhealthy
         return 1
