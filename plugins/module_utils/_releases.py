@@ -842,6 +842,22 @@ def missing_images(docker, target, scope):
     return missing
 
 
+def reverse_phase_groups(target, scope, plan):
+    """The services of the scope that change, grouped by the target's phases in reverse order:
+    [(phase name, [services])]; services in no recorded phase come last under the name None."""
+    changing = [name for name in scope if plan[name]["changes"]]
+    groups, seen = [], set()
+    for phase in reversed(target.get("phases") or []):
+        names = [name for name in changing if name in (phase.get("services") or []) and name not in seen]
+        if names:
+            groups.append((phase["name"], names))
+            seen.update(names)
+    rest = [name for name in changing if name not in seen]
+    if rest:
+        groups.append((None, rest))
+    return groups
+
+
 def checks_for(target, scope):
     """The health checks recorded with the phases of a release that hold a service of the scope."""
     checks = []
@@ -973,7 +989,17 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
                           env_file=store.env_path(deployed))
         timings["prepare"] = round(time.monotonic() - started, 3)
         mark = time.monotonic()
-        compose.up(scope, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole)
+        groups = reverse_phase_groups(deployed, scope, plan)
+        result["order"] = [name for name, _names in groups]
+        if len(groups) > 1:
+            # Several phases move: the last phase goes back first (consumers before the services
+            # they consume), then one `up` of the whole scope removes what the target lacks.
+            for _phase, names in groups:
+                compose.up(names, wait_timeout=timeout, pull="never", no_deps=True)
+            if whole:
+                compose.up(scope, wait_timeout=timeout, remove_orphans=True, pull="never")
+        else:
+            compose.up(scope, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole)
         timings["up"] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
         containers = docker.project_containers(store.stack)

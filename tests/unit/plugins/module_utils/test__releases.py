@@ -291,3 +291,15 @@ def test_retire_keeps_a_pin_tag_another_release_still_uses(tmp_path):
     tags = FakeTags()
     store.retire("r1", tags)
     assert tags.removed == [r1["services"]["api"]["pin_tag"]]
+
+
+def test_rollback_order_walks_the_phases_backwards_and_skips_what_does_not_move():
+    target = {"phases": [{"name": "infrastructure", "services": ["db", "nats"]},
+                         {"name": "platform", "services": ["auth", "lb"]},
+                         {"name": "modules", "services": ["ar", "payments"]}]}
+    plan = dict((name, {"changes": name in ("db", "auth", "ar", "payments", "extra")})
+                for name in ("db", "nats", "auth", "lb", "ar", "payments", "extra"))
+    groups = rel.reverse_phase_groups(target, sorted(plan), plan)
+    assert groups == [("modules", ["ar", "payments"]), ("platform", ["auth"]), ("infrastructure", ["db"]),
+                      (None, ["extra"])]
+    assert rel.reverse_phase_groups(target, ["lb", "nats"], plan) == []
