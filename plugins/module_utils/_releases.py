@@ -528,9 +528,10 @@ class Store:
             # A torn lock file cannot be trusted as held; report it as stale so it is taken over.
             return {"owner": "<unreadable lock file>", "heartbeat_epoch": 0, "ttl": 0}
 
-    def acquire(self, owner, ttl, controller=None, pid=None, now=None):
+    def acquire(self, owner, ttl, controller=None, pid=None, now=None, takeover=None):
         """Take the lock. Returns (lock, changed, took_over: previous lock or None).
-        Raises LockHeld when a live lock belongs to another owner."""
+        Raises LockHeld when a live lock belongs to another owner, unless that owner is
+        `takeover` (a holder known to be dead, or one the operator chose to break)."""
         now = time.time() if now is None else now
         with self.guard():
             lock = self.read_lock()
@@ -540,7 +541,7 @@ class Store:
                     lock.update(heartbeat=now_iso(now), heartbeat_epoch=now, ttl=ttl)
                     write_json_atomic(self.lock_path, lock)
                     return lock, False, None
-                if lock_is_live(lock, now):
+                if lock_is_live(lock, now) and not (takeover and lock.get("owner") == takeover):
                     raise LockHeld(lock_message(lock, now), lock)
                 took_over = lock
             lock = {
