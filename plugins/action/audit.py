@@ -38,7 +38,7 @@ ARGUMENT_SPEC = dict(
 )
 
 # Keys whose values are secrets wherever they appear in `data` (matched anywhere in the key, any case).
-SECRET_KEY_RE = re.compile(r"passw|passphrase|pass($|[^a-z])|pwd|secret|token|api[_-]?key|private[_-]?key|credential"
+SECRET_KEY_RE = re.compile(r"passw|passphrase|(^|[^a-z])pass($|[^a-z])|pwd|secret|token|api[_-]?key|private[_-]?key|credential"
                            r"|authorization|cookie|session[_-]?id|hook|notify_url|dsn", re.IGNORECASE)
 # user:password@ (or a bare token@) in a URL, and its query string, wherever a URL appears in a string.
 URL_USERINFO_RE = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@?#]+@")
