@@ -140,6 +140,9 @@ EXTRA_FILE = """services:
     init: true
     environment:
       PROBE_TOKEN: ${PLAN_TOKEN:?PLAN_TOKEN must be set}
+  migrate:
+    image: vpsops-demo/lb:v1
+    profiles: [migrate]
 """
 
 
@@ -270,16 +273,18 @@ def test_a_new_phase_creates_its_service(deployed):
     (deployed.project_dir / "docker-compose.extra.yml").write_text(EXTRA_FILE)
     phases = [{"name": "platform", "compose_files": ["docker-compose.platform.yml"]},
               {"name": "extra", "compose_files": ["docker-compose.extra.yml"], "backup": ["ar"],
-               "migration": {"service": "probe"}}]
+               "migration": {"service": "migrate", "command": ["true"]}}]
     rc, result = deployed.plan(phases=phases)
     assert rc == 0, result
+    # The migration's service sits in a profile: it is known, and not planned as a service of the phase.
+    assert sorted(services_of(result, "extra")) == ["probe"]
     probe = services_of(result, "extra")["probe"]
     assert probe["action"] == "create" and probe["current"] is None
     assert probe["new"]["image_id"] == image_id("vpsops-demo/lb:v1") and probe["live_image_id"] is None
     assert probe["drift"] is False
     extra = result["plan"][1]
     assert (extra["backups"], extra["migration"], extra["migration_service"], extra["changes"]) == (
-        ["ar"], True, "probe", 1)
+        ["ar"], True, "migrate", 1)
     assert result["summary"]["create"] == 1 and result["summary"]["unchanged"] == 2
 
 
