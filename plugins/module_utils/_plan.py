@@ -363,17 +363,13 @@ def make_plan(docker, stack, phases, project_dir, files=None, env_files=None, st
         phases = [{"name": "stack", "compose_files": list(files)}]
     check_phases(phases, files)
     entries = [phase_entry(p) for p in phases]
-    for entry in entries:
-        unknown = [s for s in entry["rollout"] if not isinstance(s, str)]
-        if unknown:
-            raise PlanError("phases (%s): rollout must list service names" % entry["name"])
     paths = [absolute(project_dir, f) for f in files]
     env_paths = [absolute(project_dir, f) for f in env_files or []]
     if env_files is None and os.path.isfile(os.path.join(project_dir, ".env")):
         env_paths = [os.path.join(project_dir, ".env")]
     warnings = []
     result = {"project_dir": project_dir, "files": paths, "env_files": env_paths, "warnings": warnings,
-              "live_release": None, "drift": [], "project_missing": False, "missing_files": []}
+              "live_release": store.live_id(), "drift": [], "project_missing": False, "missing_files": []}
     missing = [p for p in paths if not os.path.isfile(p)]
     if not os.path.isdir(project_dir) or missing:
         # A first deploy in check mode: the files are not on the host yet. Only the phases are known.
