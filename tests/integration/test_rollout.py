@@ -27,7 +27,7 @@ class Traffic:
     """GET the URL every `interval` seconds in a thread, at most `max_requests` times and for at most
     `max_seconds`; records every outcome."""
 
-    def __init__(self, url=URL, interval=0.02, max_seconds=90, max_requests=4000):
+    def __init__(self, url=URL, interval=0.02, max_seconds=150, max_requests=6000):
         self.url = url
         self.interval = interval
         self.max_seconds = max_seconds
