@@ -138,19 +138,21 @@ class Docker:
 class Compose:
     """`docker compose` for one project: its name, files, project directory and env file."""
 
-    def __init__(self, docker, project, files, project_dir=None, env_file=None):
+    def __init__(self, docker, project, files, project_dir=None, env_file=None, env_files=None):
         self.docker = docker
         self.project = project
         self.files = list(files)
         self.project_dir = project_dir
         self.env_file = env_file
+        # More env files after env_file, in order; compose lets a later file override an earlier one.
+        self.env_files = list(env_files or [])
 
     def base(self):
         args = ["compose", "-p", self.project]
         if self.project_dir:
             args += ["--project-directory", self.project_dir]
-        if self.env_file:
-            args += ["--env-file", self.env_file]
+        for path in ([self.env_file] if self.env_file else []) + self.env_files:
+            args += ["--env-file", path]
         for path in self.files:
             args += ["-f", path]
         return args
@@ -165,6 +167,11 @@ class Compose:
             return json.loads(out)
         except ValueError:
             raise DockerError("docker compose config returned no JSON: %s" % out[:500])
+
+    def config_hashes(self, services):
+        """{service: the config hash compose labels its containers with (com.docker.compose.config-hash)}."""
+        out = self.run(["config", "--hash", ",".join(services)], what="docker compose config --hash")
+        return parse_config_hashes(out)
 
     def services(self):
         return sorted(l.strip() for l in self.run(["config", "--services"]).splitlines() if l.strip())
@@ -183,3 +190,13 @@ class Compose:
 def service_image(project, name, service):
     """The image reference compose uses for a service of the resolved model."""
     return service.get("image") or "%s-%s" % (project, name)
+
+
+def parse_config_hashes(text):
+    """`docker compose config --hash` output ("service hash" per line) -> {service: hash}."""
+    hashes = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            hashes[parts[0]] = parts[1]
+    return hashes

@@ -228,7 +228,7 @@ def test_never_healthy_release_stays_unhealthy(stack):
          "vpsops-demo/auth:v3-unhealthy"])
     try:
         state = wait_until("the healthcheck judges the container",
-                           lambda: judged(container_state(name)), timeout=30)
+                           lambda: judged(container_state(name)), timeout=90)
         assert state["Health"]["Status"] == "unhealthy"
         assert state["Running"] is True
     finally:

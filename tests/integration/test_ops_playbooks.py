@@ -1,0 +1,511 @@
+"""The operations playbooks (backup, restore, health, dlq, status) and the backup role, run by
+ansible-playbook over SSH against the lab host on a deployed copy of the lab platform.
+
+The stack is `opsdemo` (its compose project), on loopback ports 25xxx, with its release store and
+backups under a temporary directory; the module removes its containers, volumes, pin tags and files.
+"""
+
+import glob
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import urllib.request
+
+import pytest
+
+from conftest import (PHASE_FILES, ROOT, STACK_DIR, VENV_BIN, Stack, ansible_env, ansible_module,
+                      remove_pin_tags, run, wait_until)
+
+STACK_NAME = "opsdemo"
+PORT_BASE = 25000
+INVENTORY = os.path.join(ROOT, "inventories", "lab")
+PLAYBOOKS = os.path.join(ROOT, "playbooks")
+
+
+# --------------------------------------------------------------------------------------------
+# the stack and how the playbooks are run
+# --------------------------------------------------------------------------------------------
+class Ops:
+    """The deployed stack, its variables and its directories."""
+
+    def __init__(self, root):
+        self.st = Stack(STACK_NAME, PORT_BASE)
+        self.root = root
+        self.state_dir = os.path.join(root, "state")
+        self.backup_dir = os.path.join(root, "backups")
+        self.runs = 0
+        self.how = None
+
+    @property
+    def secrets(self):
+        return list(self.st.passwords.values())
+
+    def stack(self):
+        st, p = self.st, self.st.ports
+        env = {"RELEASE_TAG": "v1"}
+        env.update({k: str(v) for k, v in p.items()})
+        env.update(st.passwords)
+        return {
+            "name": STACK_NAME,
+            "source": STACK_DIR,
+            "env": env,
+            "nats_url": "nats://127.0.0.1:%d" % p["NATS_PORT"],
+            "databases": {
+                # pg_dump/psql in the database's container, and from the host over TCP
+                "ar": {"container": st.container("ar-postgres"), "db": "ar_db", "login_user": "ar_user",
+                       "login_password": st.passwords["AR_DB_PASSWORD"]},
+                "payments": {"login_host": "127.0.0.1", "port": p["PAYMENTS_DB_PORT"], "db": "payments_db",
+                             "login_user": "payments_user", "login_password": st.passwords["PAYMENTS_DB_PASSWORD"]},
+            },
+            "backup": {"dest": self.backup_dir, "keep": 5},
+            "phases": [
+                {"name": "infrastructure", "compose_files": ["docker-compose.infrastructure.yml"],
+                 "checks": [{"name": "nats", "type": "http",
+                             "url": "http://127.0.0.1:%d/healthz?js-enabled-only=true" % p["NATS_MONITOR_PORT"]},
+                            {"name": "ar-db", "type": "postgres", "port": p["AR_DB_PORT"], "db": "ar_db",
+                             "login_user": "ar_user", "login_password": st.passwords["AR_DB_PASSWORD"]},
+                            {"name": "payments-db", "type": "tcp", "port": p["PAYMENTS_DB_PORT"]}]},
+                {"name": "platform", "compose_files": ["docker-compose.platform.yml"],
+                 "checks": [{"name": "auth", "type": "http", "url": st.url("AUTH_PORT"), "json": {"status": "ok"},
+                             "request_timeout": 10}]},
+                {"name": "modules", "compose_files": ["docker-compose.modules.yml"],
+                 "checks": [{"name": "ar", "type": "http", "url": st.url("AR_PORT"), "json": {"status": "ok"},
+                             "request_timeout": 10},
+                            {"name": "payments", "type": "http", "url": st.url("PAYMENTS_PORT"),
+                             "json": {"status": "ok"}, "request_timeout": 10}]},
+            ],
+        }
+
+    def extra_vars(self, **more):
+        values = {"vpsops_stack": self.stack(), "vpsops_state_dir": self.state_dir}
+        values.update(more)
+        return values
+
+    def playbook(self, name, *args, extra=None, structured=False):
+        """Run playbooks/<name>.yml with the stack's variables (in a 0600 file: they hold passwords).
+        structured: with the json callback; returns (proc, {task name: lab1 result}) then."""
+        self.runs += 1
+        vars_file = os.path.join(self.root, "vars-%d.json" % self.runs)
+        with open(os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            json.dump(self.extra_vars(**(extra or {})), handle)
+        env = ansible_env()
+        if structured:
+            env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
+            env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+        proc = run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", INVENTORY, os.path.join(PLAYBOOKS, name + ".yml"),
+                    "-e", "@" + vars_file] + list(args), check=False, env=env)
+        for secret in self.secrets:
+            assert secret not in proc.stdout and secret not in proc.stderr, "a password leaked from %s" % name
+        if not structured:
+            return proc
+        try:
+            data = json.loads(proc.stdout[proc.stdout.index("{"):])
+        except ValueError:
+            raise AssertionError("no JSON from %s (rc=%d): %s %s" % (name, proc.returncode, proc.stdout[-2000:],
+                                                                     proc.stderr[-2000:]))
+        tasks = {}
+        for play in data["plays"]:
+            for task in play["tasks"]:
+                if "lab1" in task["hosts"]:
+                    tasks[task["task"]["name"]] = task["hosts"]["lab1"]
+        return proc, tasks
+
+    def sql(self, which, text):
+        proc = subprocess.run(["docker", "exec", "-i", self.st.container("%s-postgres" % which), "psql", "-X", "-q",
+                               "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "%s_user" % which, "-d", "%s_db" % which],
+                              input=text, capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    def count(self, which, table, where=""):
+        return int(self.sql(which, "SELECT count(*) FROM %s %s" % (table, where)))
+
+    def info(self):
+        rc, info = ansible_module("compose_release_info", {"stack": STACK_NAME, "state_dir": self.state_dir,
+                                                           "history": 100000})
+        assert rc == 0, info
+        return info
+
+    def backups(self, db):
+        return sorted(p for p in glob.glob(os.path.join(self.backup_dir, "%s_*.dump" % db)))
+
+
+def deploy(ops):
+    """Bring the stack up as a live release: with playbooks/deploy.yml, or, when that fails, with
+    docker compose and compose_release directly (the ops playbooks only need a live release)."""
+    proc = ops.playbook("deploy", extra={"deploy_phase_state_dir": ops.state_dir, "lock_state_dir": ops.state_dir,
+                                         "deploy_phase_timeout": 240})
+    if proc.returncode == 0 and ops.info()["live"]:
+        return "deploy.yml"
+    print("deploy.yml did not deploy %s (rc=%d), setting up with compose_release: %s"
+          % (STACK_NAME, proc.returncode, proc.stdout[-1500:]))
+    shutil.rmtree(ops.state_dir, ignore_errors=True)
+    env_file = os.path.join(ops.root, "stack.env")
+    with open(os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write("".join("%s=%s\n" % item for item in ops.stack()["env"].items()))
+    ops.st.compose("up", "-d", "--wait", "--wait-timeout", "300")
+    rc, rel = ansible_module("compose_release", {
+        "stack": STACK_NAME, "state_dir": ops.state_dir, "project_dir": STACK_DIR, "files": PHASE_FILES,
+        "env_file": env_file, "pull": "never",
+        "phases": [{k: v for k, v in phase.items() if k != "checks"} for phase in ops.stack()["phases"]]})
+    assert rc == 0, rel
+    rc, live = ansible_module("compose_release", {"stack": STACK_NAME, "state_dir": ops.state_dir,
+                                                  "release": rel["release"], "state": "live"})
+    assert rc == 0, live
+    return "compose_release"
+
+
+@pytest.fixture(scope="module")
+def ops(lab):
+    root = tempfile.mkdtemp(prefix="vpsops-ops-")
+    os.chmod(root, 0o700)
+    ops = Ops(root)
+    ops.st.down()
+    try:
+        ops.how = deploy(ops)
+        ops.sql("ar", "CREATE TABLE ledger (id SERIAL PRIMARY KEY, amount INT NOT NULL);"
+                      "INSERT INTO ledger (amount) SELECT g FROM generate_series(1, 50) g;")
+        ops.sql("payments", "CREATE TABLE payouts (id SERIAL PRIMARY KEY, amount INT NOT NULL);"
+                            "INSERT INTO payouts (amount) SELECT g FROM generate_series(1, 30) g;")
+        yield ops
+    finally:
+        ops.st.down()
+        remove_pin_tags(STACK_NAME)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def failure(proc):
+    """The output of a failed run, for assertion messages."""
+    return proc.stdout[-3000:] + proc.stderr[-1000:]
+
+
+def lock_events(ops):
+    return [e for e in ops.info()["history"] if e["event"].startswith("lock_")]
+
+
+# --------------------------------------------------------------------------------------------
+# backup.yml and the backup role
+# --------------------------------------------------------------------------------------------
+def test_backup_check_mode_says_what_it_would_back_up_and_writes_nothing(ops):
+    proc, tasks = ops.playbook("backup", "--check", structured=True)
+    assert proc.returncode == 0, failure(proc)
+    said = tasks["Say what was backed up"]["msg"]
+    assert [line.split(" to ")[0] for line in said] == ["would back up ar (ar_db)", "would back up payments (payments_db)"]
+    assert not os.path.exists(ops.backup_dir)
+
+
+def test_backup_makes_verified_private_backups_of_every_database(ops):
+    proc = ops.playbook("backup", "-vvv", extra={"backup_label": "it-1"})
+    assert proc.returncode == 0, failure(proc)
+    for db in ("ar_db", "payments_db"):
+        paths = ops.backups(db)
+        assert len(paths) == 1 and paths[0].endswith("_it-1.dump"), paths
+        path = paths[0]
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(path + ".json").st_mode) == 0o600
+        listing = run(["pg_restore", "--list", path]).stdout
+        assert "dbname: %s" % db in listing
+        manifest = json.load(open(path + ".json"))
+        assert manifest["verification"]["ok"] is True and manifest["label"] == "it-1"
+        assert manifest["sha256"] == run(["sha256sum", path]).stdout.split()[0]
+    assert "TABLE DATA public ledger" in run(["pg_restore", "--list", ops.backups("ar_db")[0]]).stdout
+    assert stat.S_IMODE(os.stat(ops.backup_dir).st_mode) == 0o700
+
+
+def test_backup_results_have_the_shape_compose_release_pins(ops):
+    proc, tasks = ops.playbook("backup", structured=True, extra={"backup_databases": ["payments"]})
+    assert proc.returncode == 0, failure(proc)
+    results = tasks["Keep the backups in the shape compose_release pins to a release"]["ansible_facts"]["backup_results"]
+    assert len(results) == 1
+    entry = results[0]
+    assert set(entry) == {"name", "database", "path", "size", "sha256", "verified", "manifest"}
+    assert entry["name"] == "payments" and entry["database"] == "payments_db" and entry["verified"] is True
+    assert entry["path"] == ops.backups("payments_db")[-1] and entry["manifest"] == entry["path"] + ".json"
+    assert entry["size"] == os.path.getsize(entry["path"])
+    # compose_release takes them as they are
+    rc, pinned = ansible_module("compose_release", {"stack": STACK_NAME, "state_dir": ops.state_dir,
+                                                    "release": ops.info()["live"], "backups": results})
+    assert rc == 0, pinned
+    live = [r for r in ops.info()["releases"] if r["id"] == ops.info()["live"]][0]
+    assert entry["path"] in [b["path"] for b in live["backups"]]
+
+
+@pytest.mark.parametrize("databases", [["ar", "billing"], "billing"])
+def test_backup_of_an_unknown_database_fails_naming_it_before_anything_is_written(ops, databases):
+    dest = os.path.join(ops.root, "never")
+    proc = ops.playbook("backup", extra={"backup_databases": databases, "backup_dest": dest})
+    assert proc.returncode != 0
+    assert 'backup_databases names ["billing"], not a database of the stack opsdemo; the known databases are ' \
+           '["ar", "payments"]' in " ".join(proc.stdout.split())
+    assert not os.path.exists(dest)
+    assert "TASK [vpsops.deploy.backup : Back up and verify" not in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# restore.yml
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("extra, message", [
+    ({"restore_database": "billing", "restore_src": "/nonexistent"},
+     'restore_database must name one database of the stack opsdemo, one of ["ar", "payments"]; got "billing"'),
+    ({"restore_database": "ar"}, "with exactly one of restore_src"),
+    ({"restore_database": "ar", "restore_src": "/x.dump", "restore_release": "live"}, "got both"),
+    ({"restore_database": "ar", "restore_src": "/nonexistent/ar.dump", "restore_confirm": True},
+     "restore_src /nonexistent/ar.dump does not exist on lab1"),
+    ({"restore_database": "ar", "restore_release": "20200101T000000Z-dead", "restore_confirm": True},
+     "20200101T000000Z-dead is not a release of opsdemo on lab1"),
+])
+def test_restore_refuses_bad_input_before_anything_changes(ops, extra, message):
+    before = lock_events(ops)
+    proc = ops.playbook("restore", extra=extra)
+    assert proc.returncode != 0
+    assert message in " ".join(proc.stdout.split()), failure(proc)
+    assert "Take the deploy lock" not in proc.stdout
+    assert lock_events(ops) == before
+
+
+def test_restore_brings_deleted_rows_back_under_the_lock(ops):
+    proc = ops.playbook("backup", extra={"backup_databases": ["ar"], "backup_label": "before-delete"})
+    assert proc.returncode == 0, failure(proc)
+    backup = ops.backups("ar_db")[-1]
+    assert backup.endswith("_before-delete.dump")
+    ops.sql("ar", "DELETE FROM ledger WHERE id > 20")
+    assert ops.count("ar", "ledger") == 20
+    extra = {"restore_database": "ar", "restore_src": backup}
+
+    # Without restore_confirm: refused, nothing changed.
+    events = lock_events(ops)
+    refused = ops.playbook("restore", extra=extra)
+    assert refused.returncode != 0
+    assert "confirm it with -e restore_confirm=true" in " ".join(refused.stdout.split())
+    assert ops.count("ar", "ledger") == 20 and lock_events(ops) == events
+
+    # Check mode: the plan, nothing restored.
+    planned = ops.playbook("restore", "--check", extra=extra)
+    assert planned.returncode == 0, failure(planned)
+    assert "would restore ar (ar_db) from %s" % backup in planned.stdout
+    assert ops.count("ar", "ledger") == 20
+
+    # Someone else holds the stack's lock: refused, nothing restored.
+    rc, held = ansible_module("deploy_lock", {"stack": STACK_NAME, "state_dir": ops.state_dir,
+                                              "owner": "someone-else@elsewhere:1", "ttl": 600})
+    assert rc == 0, held
+    try:
+        blocked = ops.playbook("restore", extra=dict(extra, restore_confirm=True))
+        assert blocked.returncode != 0
+        assert "someone-else@elsewhere:1" in blocked.stdout
+        assert ops.count("ar", "ledger") == 20
+    finally:
+        rc, freed = ansible_module("deploy_lock", {"stack": STACK_NAME, "state_dir": ops.state_dir,
+                                                   "owner": "someone-else@elsewhere:1", "state": "released"})
+        assert rc == 0, freed
+
+    events = len(ops.info()["history"])
+    done = ops.playbook("restore", "-vvv", extra=dict(extra, restore_confirm="true"))
+    assert done.returncode == 0, failure(done)
+    assert ops.count("ar", "ledger") == 50
+    assert "public.ledger: 20 rows before, 50 after" in done.stdout
+    # The lock was taken and released by this run, and is free now.
+    new = [e for e in ops.info()["history"][events:] if e["event"].startswith("lock_")]
+    assert [e["event"] for e in new] == ["lock_acquired", "lock_released"], new
+    assert new[0]["owner"] == new[1]["owner"] != "someone-else@elsewhere:1"
+    assert ops.info()["lock"] is None
+    # The data it replaced is in a safety backup.
+    safety = [p for p in ops.backups("ar_db") if p.endswith("_pre-restore.dump")]
+    assert len(safety) == 1
+    assert stat.S_IMODE(os.stat(safety[0]).st_mode) == 0o600
+
+
+def test_restore_from_the_backup_pinned_to_a_release(ops):
+    proc, tasks = ops.playbook("backup", structured=True, extra={"backup_databases": "payments",
+                                                                 "backup_label": "pinned"})
+    assert proc.returncode == 0, failure(proc)
+    results = tasks["Keep the backups in the shape compose_release pins to a release"]["ansible_facts"]["backup_results"]
+    live = ops.info()["live"]
+    rc, pinned = ansible_module("compose_release", {"stack": STACK_NAME, "state_dir": ops.state_dir,
+                                                    "release": live, "backups": results})
+    assert rc == 0, pinned
+    ops.sql("payments", "DELETE FROM payouts WHERE id % 2 = 0")
+    assert ops.count("payments", "payouts") == 15
+
+    # the previous release does not exist (one live release): named
+    if ops.info()["previous"] is None:
+        proc = ops.playbook("restore", extra={"restore_database": "payments", "restore_release": "previous",
+                                              "restore_confirm": True})
+        assert proc.returncode != 0
+        assert "the stack opsdemo has no previous release on lab1" in " ".join(proc.stdout.split())
+
+    proc = ops.playbook("restore", extra={"restore_database": "payments", "restore_release": "live",
+                                          "restore_confirm": True, "restore_safety_backup": False})
+    assert proc.returncode == 0, failure(proc)
+    assert "restored payments (payments_db) from %s" % results[0]["path"] in proc.stdout
+    assert "safety backup: none" in proc.stdout
+    assert ops.count("payments", "payouts") == 30
+    assert ops.info()["lock"] is None
+
+
+# --------------------------------------------------------------------------------------------
+# health.yml and status.yml
+# --------------------------------------------------------------------------------------------
+def test_health_passes_on_a_healthy_stack_and_names_the_check_that_fails(ops):
+    healthy = ops.playbook("health", "-vvv")
+    assert healthy.returncode == 0, failure(healthy)
+    for name in ("infrastructure/nats", "infrastructure/ar-db", "platform/auth", "modules/ar", "modules/payments"):
+        assert "ok   %s: ready after" % name in healthy.stdout
+
+    only = ops.playbook("health", extra={"health_phases": ["modules"]})
+    assert only.returncode == 0, failure(only)
+    assert "modules/ar" in only.stdout and "infrastructure/nats" not in only.stdout
+
+    payments = ops.st.container("payments")
+    run(["docker", "stop", "-t", "3", payments])
+    try:
+        sick = ops.playbook("health", extra={"health_timeout": 3})
+        assert sick.returncode != 0
+        text = " ".join(sick.stdout.split())
+        assert "FAIL modules/payments: request failed" in text
+        assert "1 of 6 checks of opsdemo not healthy on lab1: modules/payments" in text
+
+        # status reports it without failing, unless asked to
+        proc, tasks = ops.playbook("status", structured=True, extra={"status_health_timeout": 3})
+        assert proc.returncode == 0, failure(proc)
+        status = tasks["Keep the status of the host"]["ansible_facts"]["vpsops_status"]
+        assert status["health"]["ready"] is False and status["health"]["not_ready"] == ["modules/payments"]
+        assert "health: NOT HEALTHY: modules/payments (6 checks)" in tasks["Show the status of the host"]["msg"]
+        strict = ops.playbook("status", extra={"status_health_timeout": 3, "status_fail_unhealthy": "true"})
+        assert strict.returncode != 0
+        assert "opsdemo is not healthy on lab1: modules/payments" in " ".join(strict.stdout.split())
+    finally:
+        run(["docker", "start", payments])
+        wait_until("payments answering again", lambda: urllib.request.urlopen(
+            ops.st.url("PAYMENTS_PORT"), timeout=5).status == 200, timeout=180, interval=1)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"health_phases": ["modules", "cache"]},
+     'health_phases names ["cache"], not a phase of the stack opsdemo; the phases are '
+     '["infrastructure", "platform", "modules"]'),
+    ({"health_timeout": "soon"}, 'health_timeout must be a positive number of seconds, got "soon"'),
+])
+def test_health_refuses_bad_input(ops, extra, message):
+    proc = ops.playbook("health", extra=extra)
+    assert proc.returncode != 0
+    assert message in " ".join(proc.stdout.split()), failure(proc)
+
+
+def test_status_shows_the_live_release_the_history_and_a_free_lock(ops):
+    info = ops.info()
+    proc, tasks = ops.playbook("status", structured=True, extra={"status_history": 5})
+    assert proc.returncode == 0, failure(proc)
+    status = tasks["Keep the status of the host"]["ansible_facts"]["vpsops_status"]
+    assert status["stack"] == STACK_NAME and status["host"] == "lab1"
+    assert status["live"]["id"] == info["live"]
+    assert status["live"]["images"]["ar"] == "vpsops-demo/ar:v1"
+    assert status["live"]["images"]["ar-postgres"] == "vpsops-lab/postgres:15"
+    assert status["lock"] is None
+    assert len(status["history"]) == 5 and status["history"] == info["history"][-5:]
+    assert status["health"]["ready"] is True, status["health"]
+    lines = tasks["Show the status of the host"]["msg"]
+    assert "live release: %s (%s" % (info["live"], status["live"]["time"]) in "\n".join(lines)
+    assert "  ar: vpsops-demo/ar:v1" in lines
+    assert "lock: free" in lines
+    assert "health: healthy (6 checks)" in lines
+
+    rc, held = ansible_module("deploy_lock", {"stack": STACK_NAME, "state_dir": ops.state_dir,
+                                              "owner": "deployer@ci:42", "ttl": 600})
+    assert rc == 0, held
+    try:
+        proc, tasks = ops.playbook("status", structured=True)
+        assert proc.returncode == 0, failure(proc)
+        assert tasks["Keep the status of the host"]["ansible_facts"]["vpsops_status"]["lock"]["owner"] == "deployer@ci:42"
+        assert any(line.startswith("lock: held by deployer@ci:42") for line in tasks["Show the status of the host"]["msg"])
+    finally:
+        ansible_module("deploy_lock", {"stack": STACK_NAME, "state_dir": ops.state_dir, "owner": "deployer@ci:42",
+                                       "state": "released"})
+
+
+# --------------------------------------------------------------------------------------------
+# dlq.yml
+# --------------------------------------------------------------------------------------------
+FAILED = ("INSERT INTO failed_events (event_id, subject, tenant_id, envelope_json, error, retry_count, failed_at) VALUES "
+          "('{p}-old-1', '{s}', 't1', '{{\"event_id\": \"{p}-old-1\"}}', 'invoice 17 not found', 3, now() - interval '40 days'),"
+          "('{p}-old-2', '{s}', 't1', '{{\"event_id\": \"{p}-old-2\"}}', 'invoice 18 not found', 3, now() - interval '35 days'),"
+          "('{p}-new-1', '{s}', 't2', '{{\"event_id\": \"{p}-new-1\"}}', 'timeout after 3s', 3, now())")
+
+
+def stream_messages(ops, stream):
+    url = "http://127.0.0.1:%d/jsz?streams=true" % ops.st.ports["NATS_MONITOR_PORT"]
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        data = json.loads(resp.read().decode())
+    for account in data.get("account_details", []):
+        for found in account.get("stream_detail", []):
+            if found["name"] == stream:
+                return found["state"]["messages"]
+    raise AssertionError("no stream %s" % stream)
+
+
+def test_dlq_report_purge_and_replay(ops):
+    ops.sql("ar", "DELETE FROM failed_events;" + FAILED.format(p="ar", s="ar.events.ar.invoice.created"))
+    ops.sql("payments", "DELETE FROM failed_events;" + FAILED.format(p="pay", s="payments.events.payments.refund.failed"))
+
+    proc, tasks = ops.playbook("dlq", "-e", "dlq_action=report", structured=True)
+    assert proc.returncode == 0, failure(proc)
+    result = tasks["Keep the report"]["ansible_facts"]["dlq_result"]
+    assert result["total"] == 6
+    assert result["databases"]["ar"]["total"] == 3 and result["databases"]["payments"]["total"] == 3
+    assert result["databases"]["ar"]["by_error"] == {"invoice <n> not found": 2, "timeout after <n>s": 1}
+    lines = tasks["Show the report"]["msg"]
+    assert "failed events: 6 in ar, payments" in lines
+    assert "  age lt_1h=1 1h_24h=0 1d_7d=0 7d_30d=0 gt_30d=2" in lines
+
+    # purge: refused without dlq_confirm, counted only in check mode
+    refused = ops.playbook("dlq", "-e", "dlq_action=purge")
+    assert refused.returncode != 0
+    assert "dlq_action=purge deletes failed events from ar, payments: confirm it with -e dlq_confirm=true" \
+        in " ".join(refused.stdout.split())
+    assert ops.count("ar", "failed_events") == 3 and ops.count("payments", "failed_events") == 3
+    proc, tasks = ops.playbook("dlq", "--check", "-e", "dlq_action=purge", structured=True)
+    assert proc.returncode == 0, failure(proc)
+    assert tasks["Keep what was replayed or purged, per database"]["ansible_facts"]["dlq_result"]["databases"]["ar"]["matched"] == 2
+    assert ops.count("ar", "failed_events") == 3 and ops.count("payments", "failed_events") == 3
+
+    # purge, confirmed, of one database, exporting first
+    export_dir = os.path.join(ops.root, "dlq-export")
+    os.mkdir(export_dir, 0o700)
+    proc = ops.playbook("dlq", "-e", "dlq_action=purge", "-e", "dlq_confirm=true", extra={
+        "dlq_databases": ["ar"], "dlq_export_dir": export_dir})
+    assert proc.returncode == 0, failure(proc)
+    assert ops.sql("ar", "SELECT string_agg(event_id, ',') FROM failed_events") == "ar-new-1"
+    assert ops.count("payments", "failed_events") == 3
+    exported = glob.glob(os.path.join(export_dir, "opsdemo-ar-failed-events-*.jsonl"))
+    assert len(exported) == 1
+    assert sorted(json.loads(line)["event_id"] for line in open(exported[0])) == ["ar-old-1", "ar-old-2"]
+
+    # replay: refused without dlq_confirm; confirmed, the events reach AR_EVENTS and leave the table
+    refused = ops.playbook("dlq", "-e", "dlq_action=replay", extra={"dlq_databases": ["ar"]})
+    assert refused.returncode != 0 and "dlq_confirm=true" in refused.stdout
+    assert ops.count("ar", "failed_events") == 1
+    before = stream_messages(ops, "AR_EVENTS")
+    proc, tasks = ops.playbook("dlq", "-e", "dlq_action=replay", "-e", "dlq_confirm=true", structured=True,
+                               extra={"dlq_databases": ["ar"]})
+    assert proc.returncode == 0, failure(proc)
+    replayed = tasks["Keep what was replayed or purged, per database"]["ansible_facts"]["dlq_result"]["databases"]["ar"]
+    assert replayed["replayed"] == 1 and replayed["removed"] == 1 and replayed["event_ids"] == ["ar-new-1"]
+    assert ops.count("ar", "failed_events") == 0
+    assert stream_messages(ops, "AR_EVENTS") == before + 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"dlq_action": "nuke"}, 'dlq_action must be one of report, replay or purge; got "nuke"'),
+    ({}, "dlq_action must be one of report, replay or purge; got nothing"),
+    ({"dlq_action": "report", "dlq_databases": ["ar", "ledger"]},
+     'dlq_databases names ["ledger"], not a database of the stack opsdemo; the known databases are ["ar", "payments"]'),
+    ({"dlq_action": "replay", "dlq_confirm": True, "dlq_nats_url": "http://127.0.0.1:25822"},
+     "must be a client URL nats://host:port without credentials"),
+])
+def test_dlq_refuses_bad_input(ops, extra, message):
+    proc = ops.playbook("dlq", extra=extra)
+    assert proc.returncode != 0
+    assert message in " ".join(proc.stdout.split()), failure(proc)
