@@ -101,3 +101,180 @@ def test_two_deploys_at_once_one_is_refused_with_the_holder_named(flow, tmp_path
             first.wait(30)
     info = releases(flow)
     assert info["lock"] is None and len(info["releases"]) == 1 and info["releases"][0]["status"] == "live"
+
+
+# --------------------------------------------------------------------------------------------
+# Several hosts: every host locked first, the first alone (canary), a failure rolls back all
+# --------------------------------------------------------------------------------------------
+LAB = os.path.join(ROOT, "bin", "lab")
+KEY_DIR = os.path.join(ROOT, ".lab", "ssh")
+
+
+def namespace_inventory(tmp_path, hosts):
+    """An inventory of lab namespace hosts: {name: (address, vpsops_stack)}."""
+    inventory = {"vpsops_hosts": {"hosts": {}, "vars": {
+        "ansible_user": "root", "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_ssh_private_key_file": os.path.join(KEY_DIR, "id_ed25519"),
+        "ansible_ssh_common_args": "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+                                   % os.path.join(KEY_DIR, "known_hosts"),
+        "deploy_phase_timeout": 120}}}
+    for name, (address, stack) in hosts.items():
+        inventory["vpsops_hosts"]["hosts"][name] = {"ansible_host": address, "ansible_port": 22,
+                                                    "vpsops_stack": stack}
+    path = tmp_path / "hosts-%d.yml" % len(list(tmp_path.iterdir()))
+    path.write_text(json.dumps(inventory))  # JSON is YAML
+    return str(path)
+
+
+def host_stack(st, **env):
+    """The lab platform for a namespace host: its own project and ports; the containers are gated
+    by their healthchecks (HTTP checks to 127.0.0.1 would not reach the host's published ports
+    from inside its namespace)."""
+    stack = stack_vars(st)["vpsops_stack"]
+    stack["env"].update(env)
+    for phase in stack["phases"]:
+        phase["checks"] = []
+    return stack
+
+
+def lab_hosts():
+    with open(os.path.join(ROOT, ".lab", "hosts.json")) as handle:
+        return dict((h["name"], h["address"]) for h in json.load(handle))
+
+
+@pytest.fixture
+def two_hosts(lab):
+    stacks = {"fa": Stack("vpsops-itfa", 34100), "fb": Stack("vpsops-itfb", 34200)}
+    run([LAB, "host", "add", "fa", "fb"])
+    for st in stacks.values():
+        st.down()
+        run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
+    yield stacks
+    for st in stacks.values():
+        st.down()
+        run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
+    run([LAB, "host", "del", "fa", "fb"], check=False)
+
+
+def deploy_hosts(tmp_path, inventory, *args):
+    return run([os.path.join(ANSIBLE, "ansible-playbook"), "-i", inventory, PLAYBOOK] + list(args),
+               check=False, env=ansible_env())
+
+
+def test_two_hosts_a_failure_on_the_second_rolls_back_both(two_hosts, tmp_path):
+    fa, fb = two_hosts["fa"], two_hosts["fb"]
+    addresses = lab_hosts()
+    v1 = namespace_inventory(tmp_path, {"fa": (addresses["fa"], host_stack(fa)),
+                                        "fb": (addresses["fb"], host_stack(fb))})
+    first = deploy_hosts(tmp_path, v1)
+    assert first.returncode == 0, first.stdout[-4000:]
+    good = {"fa": images(fa.project), "fb": images(fb.project)}
+    live = {"fa": releases(fa)["live"], "fb": releases(fb)["live"]}
+
+    # v2 everywhere, but the second host's auth never becomes healthy.
+    v2 = namespace_inventory(tmp_path, {"fa": (addresses["fa"], host_stack(fa, RELEASE_TAG="v2")),
+                                        "fb": (addresses["fb"], host_stack(fb, RELEASE_TAG="v2",
+                                                                           AUTH_TAG="v3-unhealthy"))})
+    second = deploy_hosts(tmp_path, v2)
+    out = second.stdout
+    assert second.returncode != 0
+    # The canary went first and alone: the deploy play ran in two batches, fa then fb.
+    batches = out.split("PLAY [Deploy phase by phase, the first host alone (canary), then the others]")[1:]
+    batches[-1] = batches[-1].split("PLAY [Finish the deploy on every host]")[0]
+    assert len(batches) == 2, out[-4000:]
+    assert "[fa]" in batches[0] and "[fb]" not in batches[0]
+    assert "[fb]" in batches[1] and "[fa]" not in batches[1]
+    assert "fb failed at Bring up the services of the phase" in out, out[-4000:]
+    assert "then rolled back to %s because fb failed" % live["fa"] in out, out[-4000:]
+    for name, st in (("fa", fa), ("fb", fb)):
+        assert images(st.project) == good[name], name
+        info = releases(st)
+        assert info["live"] == live[name] and info["lock"] is None, (name, info)
+    assert releases(fa)["releases"][0]["status"] == "rolled_back"
+    assert releases(fb)["releases"][0]["status"] == "failed"
+
+
+# --------------------------------------------------------------------------------------------
+# Backups and migrations
+# --------------------------------------------------------------------------------------------
+MIGRATE_FILE = """
+services:
+  ar-migrate:
+    image: vpsops-demo/ar:${RELEASE_TAG:-v1}
+    profiles: [migrate]
+    environment:
+      PGHOST: ar-postgres
+      PGUSER: ar_user
+      PGDATABASE: ar_db
+      PGPASSWORD: ${AR_DB_PASSWORD:?AR_DB_PASSWORD must be set}
+      MIGRATION_SQL: ${MIGRATION_SQL:-SELECT 1}
+    entrypoint:
+      - python3
+      - -c
+      - |
+        import os, psycopg2
+        conn = psycopg2.connect()
+        conn.autocommit = True
+        for statement in os.environ["MIGRATION_SQL"].split(";"):
+            print("migrate:", statement.strip(), flush=True)
+            conn.cursor().execute(statement)
+"""
+
+
+def migration_stack(st, tmp_path, sql, tag="v1", restore=True):
+    source = tmp_path / "stack"
+    if not source.exists():
+        run(["cp", "-r", os.path.join(ROOT, "lab", "stack"), str(source)])
+        (source / "docker-compose.migrate.yml").write_text(MIGRATE_FILE)
+    values = stack_vars(st, tag=tag)
+    stack = values["vpsops_stack"]
+    stack["source"] = str(source)
+    stack["env"]["MIGRATION_SQL"] = sql
+    stack["databases"] = {"ar": {"container": st.container("ar-postgres"), "db": "ar_db", "login_user": "ar_user",
+                                 "login_password": st.passwords["AR_DB_PASSWORD"]}}
+    stack["backup"] = {"dest": str(tmp_path / "backups")}
+    modules = stack["phases"][2]
+    modules["compose_files"] = ["docker-compose.modules.yml", "docker-compose.migrate.yml"]
+    modules["backup"] = ["ar"]
+    modules["migration"] = {"service": "ar-migrate", "timeout": 120, "restore_on_failure": restore}
+    return values
+
+
+def ar_rows(st, sql):
+    import psycopg2
+
+    conn = psycopg2.connect(**st.psql_dsn("ar"))
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall() if cur.description else None
+    finally:
+        conn.close()
+
+
+def test_a_failed_migration_restores_the_backup_taken_before_it_and_rolls_back(flow, tmp_path):
+    first = playbook(tmp_path, migration_stack(flow, tmp_path, "CREATE TABLE IF NOT EXISTS marker (v int)"))
+    assert first.returncode == 0, first.stdout[-4000:]
+    assert "migrate: CREATE TABLE IF NOT EXISTS marker" in first.stdout
+    live = releases(flow)
+    backups = live["releases"][0]["backups"]
+    assert [b["name"] for b in backups] == ["ar"] and os.path.exists(backups[0]["path"])
+    assert oct(os.stat(backups[0]["path"]).st_mode & 0o777) == "0o600"
+    ar_rows(flow, "INSERT INTO marker SELECT generate_series(1, 25)")
+    before = ar_rows(flow, "SELECT count(*), sum(v) FROM marker")
+    good = images(flow.project)
+
+    # The v2 migration deletes the rows (committed) and then fails.
+    bad = playbook(tmp_path, migration_stack(flow, tmp_path, "DELETE FROM marker; SELECT 1/0", tag="v2"))
+    assert bad.returncode != 0
+    assert "Migration ar-migrate of phase modules failed" in bad.stdout, bad.stdout[-4000:]
+    assert "Restored ar from the backups taken before it" in bad.stdout
+    assert ar_rows(flow, "SELECT count(*), sum(v) FROM marker") == before
+    assert images(flow.project) == good
+    info = releases(flow)
+    assert info["live"] == live["live"] and info["lock"] is None
+    assert info["releases"][0]["status"] == "failed"
+    assert [b["name"] for b in info["releases"][0]["backups"]] == ["ar"]  # the backup is pinned to it
+    for secret in flow.passwords.values():
+        assert secret not in bad.stdout
