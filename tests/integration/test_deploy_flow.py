@@ -278,3 +278,28 @@ def test_a_failed_migration_restores_the_backup_taken_before_it_and_rolls_back(f
     assert [b["name"] for b in info["releases"][0]["backups"]] == ["ar"]  # the backup is pinned to it
     for secret in flow.passwords.values():
         assert secret not in bad.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Zero downtime for replicated services behind a proxy
+# --------------------------------------------------------------------------------------------
+def test_deploy_rolls_out_the_auth_replicas_without_one_failed_request(flow, tmp_path):
+    from test_rollout import Traffic
+
+    values = stack_vars(flow)
+    values["vpsops_stack"]["phases"][1]["rollout"] = ["auth"]
+    first = playbook(tmp_path, values)
+    assert first.returncode == 0, first.stdout[-3000:]
+
+    values = stack_vars(flow, tag="v2")
+    values["vpsops_stack"]["phases"][1]["rollout"] = ["auth"]
+    with Traffic(url=flow.url("AUTH_PORT"), interval=0.05, max_seconds=400, max_requests=8000) as traffic:
+        upgraded = playbook(tmp_path, values)
+        traffic.settle()
+    assert upgraded.returncode == 0, upgraded.stdout[-3000:]
+    assert "rolled out auth" in upgraded.stdout
+    assert traffic.failures() == [], traffic.failures()[:5]
+    answered = traffic.releases()
+    assert answered[0] == "v1" and answered[-1] == "v2" and len(answered) > 100
+    auth = [name for name in images(flow.project) if "-auth-" in name and "-lb-" not in name]
+    assert len(auth) == 2
