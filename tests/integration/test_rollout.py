@@ -291,6 +291,8 @@ def test_a_release_that_never_becomes_healthy_leaves_the_old_containers_serving(
     failures = traffic.failures()
     assert not failures, "%d of %d requests failed: %s" % (len(failures), len(traffic.results), failures[:10])
     assert set(traffic.releases()) == {"v2"}
+    FIGURES["unhealthy_requests"] = len(traffic.results)
+    FIGURES["unhealthy_seconds"] = auth["seconds"]
 
 
 def test_control_the_request_loop_sees_an_outage_and_a_plain_recreate(platform):
