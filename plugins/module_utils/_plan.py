@@ -35,24 +35,6 @@ class PlanError(Exception):
     """Bad input or a compose model that cannot be planned; nothing was changed."""
 
 
-class PlanCompose(Compose):
-    """`docker compose` with any number of env files (compose reads them in order)."""
-
-    def __init__(self, docker, project, files, project_dir=None, env_files=None):
-        Compose.__init__(self, docker, project, files, project_dir=project_dir)
-        self.env_files = list(env_files or [])
-
-    def base(self):
-        args = ["compose", "-p", self.project]
-        if self.project_dir:
-            args += ["--project-directory", self.project_dir]
-        for path in self.env_files:
-            args += ["--env-file", path]
-        for path in self.files:
-            args += ["-f", path]
-        return args
-
-
 # input ------------------------------------------------------------------------------------------
 
 def stack_files(phases, files):
@@ -112,18 +94,6 @@ def phase_entry(phase):
 
 
 # parsing ----------------------------------------------------------------------------------------
-
-def parse_hashes(text):
-    """`docker compose config --hash A,B` prints `SERVICE HASH` per line: {service: hash}."""
-    hashes = {}
-    for line in (text or "").splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            hashes[parts[0]] = parts[1]
-        elif parts:
-            raise PlanError("docker compose config --hash printed a line that is not `SERVICE HASH`: %r" % line[:200])
-    return hashes
-
 
 def replicas_of(service):
     """How many containers compose runs for a service of the resolved model."""
@@ -381,9 +351,8 @@ def make_plan(docker, stack, phases, project_dir, files=None, env_files=None, st
     if missing_env:
         raise PlanError("env_files: %s does not exist on the host" % ", ".join(missing_env))
 
-    compose = PlanCompose(docker, stack, paths, project_dir=project_dir, env_files=env_paths)
     try:
-        model = compose.config()
+        model = Compose(docker, stack, paths, project_dir=project_dir, env_files=env_paths).config()
     except DockerError as exc:
         raise PlanError("docker compose config of %s failed: %s" % (", ".join(files), exc))
     if not model.get("services"):
@@ -393,7 +362,7 @@ def make_plan(docker, stack, phases, project_dir, files=None, env_files=None, st
     for phase, entry in zip(phases, entries):
         phase_paths = [absolute(project_dir, _match(f, files)) for f in phase["compose_files"]]
         try:
-            out = PlanCompose(docker, stack, phase_paths, project_dir=project_dir, env_files=env_paths).run(
+            out = Compose(docker, stack, phase_paths, project_dir=project_dir, env_files=env_paths).run(
                 ["config", "--services", "--no-consistency"], what="docker compose config --services")
         except DockerError as exc:
             raise PlanError("phases (%s): docker compose config of %s failed: %s"
@@ -407,7 +376,7 @@ def make_plan(docker, stack, phases, project_dir, files=None, env_files=None, st
                                ", ".join(names)))
         if entry["migration_service"] and entry["migration_service"] not in model["services"]:
             # A migration service usually sits in a profile that `config` leaves out: ask with every profile.
-            everything = PlanCompose(docker, stack, paths, project_dir=project_dir, env_files=env_paths).run(
+            everything = Compose(docker, stack, paths, project_dir=project_dir, env_files=env_paths).run(
                 ["--profile", "*", "config", "--services"], what="docker compose config --services")
             if entry["migration_service"] not in everything.split():
                 raise PlanError("phases (%s): migration service %r is not a service of the compose files (%s)"
@@ -425,12 +394,11 @@ def make_plan(docker, stack, phases, project_dir, files=None, env_files=None, st
                 with open(override, "w") as handle:
                     handle.write(lock_override_text("plan", pins))
                 hash_files = paths + [override]
-        out = PlanCompose(docker, stack, hash_files, project_dir=project_dir, env_files=env_paths).run(
-            ["config", "--hash", ",".join(sorted(new))], what="docker compose config --hash")
+        hashes = Compose(docker, stack, hash_files, project_dir=project_dir, env_files=env_paths).config_hashes(
+            sorted(new))
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    hashes = parse_hashes(out)
     for name, svc in new.items():
         svc["config_hash"] = hashes.get(name)
 

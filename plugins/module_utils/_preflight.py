@@ -36,7 +36,7 @@ REFERENCE = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-
 # this long or longer are redacted wherever compose quotes them.
 SECRET_MIN = 4
 WILDCARD_IPS = ("", "0.0.0.0", "::")
-TOKEN = re.compile(r"[^\s\"'`\x00]+")
+TOKEN = re.compile(r"[^\s\"'`]+")
 TOKEN_EDGES = ":,;.()[]{}<>"
 
 
@@ -166,14 +166,22 @@ class Redactor:
     def __init__(self, values):
         self.values = sorted(((n, v) for n, v in values.items() if v and len(v) >= SECRET_MIN),
                              key=lambda item: (-len(item[1]), item[0]))
+        self.names = {}
+        for name, value in self.values:
+            self.names.setdefault(value, name)
+        self.pattern = re.compile("|".join(re.escape(v) for v in self.names)) if self.names else None
 
     def __call__(self, text):
-        if not text or not self.values:
+        if not text or self.pattern is None:
             return text
-        for index, (name, value) in enumerate(self.values):
-            text = text.replace(value, "\x00%d\x00" % index)
-        text = TOKEN.sub(self._token, text)
-        return re.sub("\x00(\\d+)\x00", lambda m: "<value of %s>" % self.values[int(m.group(1))][0], text)
+        pieces = []
+        pos = 0
+        for match in self.pattern.finditer(text):
+            pieces.append(TOKEN.sub(self._token, text[pos:match.start()]))
+            pieces.append("<value of %s>" % self.names[match.group(0)])
+            pos = match.end()
+        pieces.append(TOKEN.sub(self._token, text[pos:]))
+        return "".join(pieces)
 
     def _token(self, match):
         token = match.group(0)
@@ -244,7 +252,7 @@ def floating_image(image):
     return tag is None or tag == "latest"
 
 
-def image_problems(project, services, allow_latest):
+def image_problems(services, allow_latest):
     """Sentences for services whose image floats. Services built on the host (build: without
     image:) are left out: their image is made here, not pulled."""
     problems = []
@@ -655,7 +663,7 @@ def stack_checks(params, docker, environ, binder=bind_test, owner_of=socket_proc
         return checks, [], problems
     services = parse_model(model)
     checks["images"] = dict((n, s["image"] or "%s-%s (built on the host)" % (project, n)) for n, s in services.items())
-    problems += image_problems(project, services, params["allow_latest"])
+    problems += image_problems(services, params["allow_latest"])
     if params["check_ports"]:
         problems += duplicate_ports(services)
         checks["ports"], port_problems = port_checks(project, services, running_containers(docker), binder, owner_of)

@@ -333,8 +333,8 @@ class Rollout:
     def rejected(self, result, new):
         """The result of a service whose new containers were removed again: it runs as before (only
         stopped leftovers may have been removed)."""
-        result.update(changed=bool(result["removed_stopped"]), new=[], rejected=names(new), image_after=result["image_before"],
-                      image_id_after=result["image_id_before"])
+        result.update(changed=bool(result["removed_stopped"]), new=[], rejected=names(new),
+                      image_after=result["image_before"], image_id_after=result["image_id_before"])
 
     def up(self, name, scale=None):
         args = ["up", "-d", "--no-deps", "--no-recreate", "--no-build", "--pull", self.pull]
@@ -355,6 +355,11 @@ class Rollout:
         try:
             self.up(name)
         except DockerError as exc:
+            if plan["old"]:
+                # up-to-date containers were serving: take away what this `up` added
+                new = self.new_containers(name, before_ids)
+                self.remove(new, plan["stop_timeout"])
+                self.rejected(result, new)
             raise RolloutError("service %s: %s" % (name, exc), {name: result})
         new = self.new_containers(name, before_ids)
         result["timing"]["up"] = round(self.clock() - mark, 3)

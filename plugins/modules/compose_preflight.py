@@ -102,7 +102,7 @@ options:
   required_env:
     description:
       - Names of variables that must be set and non-empty in the env files or the environment.
-        Only names: values are read on the host and never returned.
+        Only names; values are read on the host and never returned.
     type: list
     elements: str
     default: []

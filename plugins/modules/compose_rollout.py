@@ -192,8 +192,8 @@ def resolve(project_dir, paths, option, module):
 def diff_of(services):
     before, after = [], []
     for name, result in sorted(services.items()):
-        before.append("%s: %s on %s\n" % (name, ", ".join(result["old"]) or "no container",
-                                            result["image_before"] or "-"))
+        old = ", ".join(result["old"]) or "no container"
+        before.append("%s: %s on %s\n" % (name, old, result["image_before"] or "-"))
         if result["action"] == "none":
             containers = ", ".join(result["old"])
         else:

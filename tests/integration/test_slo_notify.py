@@ -186,7 +186,6 @@ def test_an_error_rate_above_five_percent_fails_the_gate(auth, degraded):
     assert after["exceeded"] == ["auth: error rate 20% (4 of 20 requests failed: 4 x HTTP 500) is above the limit 5%"]
     assert after["msg"].startswith("SLO gate failed: auth: error rate 20%")
 
-
     # fail_on_exceeded false: the same verdict, reported, and the task succeeds.
     rc, reported = slo_gate([{"name": "auth", "url": degraded_url("/every-fifth-fails")}], baseline=before,
                             fail_on_exceeded=False)

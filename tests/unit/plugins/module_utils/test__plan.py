@@ -76,18 +76,6 @@ def test_phase_entry_reports_backups_and_migration():
 
 # --- parsing -------------------------------------------------------------------------------------
 
-def test_parse_hashes_reads_compose_output():
-    # Recorded from `docker compose config --hash auth,auth-lb` (Compose 2.40).
-    out = ("auth a2f8257b19c997bfb85d2e5289000935a20a54944a15f2041d503be41855c9bb\n"
-           "auth-lb c3ca047e41951adf759fce7f00bbdc0f58332801b1cb7b0c26be13f4dc77e592\n")
-    assert plan.parse_hashes(out) == {
-        "auth": "a2f8257b19c997bfb85d2e5289000935a20a54944a15f2041d503be41855c9bb",
-        "auth-lb": "c3ca047e41951adf759fce7f00bbdc0f58332801b1cb7b0c26be13f4dc77e592"}
-    assert plan.parse_hashes("") == {}
-    with pytest.raises(plan.PlanError):
-        plan.parse_hashes("WARN[0000] something odd happened here\n")
-
-
 @pytest.mark.parametrize("service, replicas", [
     ({}, 1),
     ({"deploy": {"replicas": 2}}, 2),

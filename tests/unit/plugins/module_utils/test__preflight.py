@@ -98,6 +98,14 @@ def test_redactor(text, expected):
     assert redact(text) == expected
 
 
+def test_redactor_with_many_values_and_values_inside_others():
+    values = dict(("V%d" % i, "value-%04d-x" % i) for i in range(1200))
+    values["URL"] = "postgres://u:value-0007-x@db/app"
+    redact = pf.Redactor(values)
+    assert redact("a value-1100-x, value-0007-x and postgres://u:value-0007-x@db/app; value-11") == (
+        "a <value of V1100>, <value of V7> and <value of URL>; <part of the value of V1100>")
+
+
 def test_unset_variables_in_order_once_each():
     assert pf.unset_variables(STDERR_UNSET) == ["TAGX", "DB_HOST"]
     assert pf.unset_variables(STDERR_TTY) == ["API_KEY"]
@@ -142,11 +150,11 @@ def test_image_problems_name_service_and_image_and_skip_built_services():
                 "api": {"image": "app", "build": False, "ports": []},
                 "db": {"image": "postgres:15", "build": False, "ports": []},
                 "local": {"image": None, "build": True, "ports": []}}
-    problems = pf.image_problems("p", services, allow_latest=False)
+    problems = pf.image_problems(services, allow_latest=False)
     assert len(problems) == 2
     assert "service api uses image app with no tag" in problems[0]
     assert "service web uses image nginx:latest with tag latest" in problems[1]
-    assert pf.image_problems("p", services, allow_latest=True) == []
+    assert pf.image_problems(services, allow_latest=True) == []
 
 
 @pytest.mark.parametrize("published, ports", [
