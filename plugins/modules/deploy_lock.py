@@ -62,7 +62,7 @@ options:
   takeover:
     description:
       - With O(state=acquired), the owner of a lock that may be taken over even though its heartbeat
-        is recent: a holder known to be dead, or one the operator decided to break. A lock held by
+        is recent (a holder known to be dead, or one the operator decided to break). A lock held by
         anyone else is still refused. The takeover is warned about and recorded in the history.
     type: str
   takeover_dead:
