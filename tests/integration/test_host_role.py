@@ -48,7 +48,8 @@ class HostRun:
         return [name for name, res in self.tasks if res.get("changed")]
 
     def task(self, name):
-        found = [res for task_name, res in self.tasks if task_name == name]
+        """The result of the first task whose name is or starts with name."""
+        found = [res for task_name, res in self.tasks if task_name.startswith(name)]
         assert found, "no task %r in %s" % (name, [n for n, r in self.tasks])
         return found[0]
 
@@ -186,7 +187,10 @@ def scenarios(lab, tmp_path_factory):
     }
     for name, (extra, _words) in BAD_VARIABLES.items():
         applied[name] = dict(roots(base, name), **extra)
-    checked = {"check_fresh": roots(base, "check_fresh"), "check_linked": linked("check_linked")}
+    checked = {"check_fresh": roots(base, "check_fresh"), "check_linked": linked("check_linked"),
+               # A host without Docker: the role would install docker.io (present here, so apt has
+               # nothing to do even for real) and link the Compose binary.
+               "check_no_docker": dict(linked("check_no_docker"), host_docker_cli=str(base / "no" / "docker"))}
     try:
         check = run_hosts(base, checked, "--check", "--diff")
         first = run_hosts(base, applied, "--diff")
@@ -238,10 +242,17 @@ def test_check_mode_changes_nothing(scenarios):
     assert linked.ok, linked.output[-3000:]
     assert "Link the Compose binary as the docker compose plugin" in linked.changed_tasks()
     linked.assert_nothing_installed()
-    for name in ("check_fresh", "check_linked"):
+    no_docker = scenarios["check"]["check_no_docker"]
+    assert no_docker.ok, no_docker.output[-3000:]
+    install = no_docker.task("Install Docker Engine from")
+    assert install["action"] == "ansible.builtin.apt" and not install.get("skipped") and not install["changed"]
+    assert "Link the Compose binary as the docker compose plugin" in no_docker.changed_tasks()
+    assert "Docker CLI (to be installed)" in no_docker.task("Report what the host runs")["msg"]
+    for name in ("check_fresh", "check_linked", "check_no_docker"):
         assert not os.path.exists(os.path.join(scenarios["base"], name, "lib"))
         assert not os.path.exists(os.path.join(scenarios["base"], name, "backups"))
     assert not os.path.exists(os.path.join(scenarios["base"], "check_linked", "plugins"))
+    assert not os.path.exists(os.path.join(scenarios["base"], "check_no_docker", "plugins"))
 
 
 @pytest.mark.parametrize("name", sorted(BAD_VARIABLES))

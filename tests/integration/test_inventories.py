@@ -79,6 +79,7 @@ def test_the_stack_has_the_three_phases_and_five_databases(listed):
     # Every database is backed up before the infrastructure phase changes its server.
     assert set(stack["phases"][0]["backup"]) == set(DATABASES)
     assert stack["backup"]["dest"] == "/var/backups/vpsops/7d-platform"
+    assert stack["nats_url"] == "nats://127.0.0.1:4222"
 
 
 def test_checks_cover_the_runbook(listed):
