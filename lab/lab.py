@@ -775,17 +775,37 @@ def cmd_status(_args=None):
 # --------------------------------------------------------------------------------------------
 # demo and test
 # --------------------------------------------------------------------------------------------
-def cmd_demo(args):
-    cmd_up()
+def demo_playbook(name, *extra):
     argv = [venv_bin("ansible-playbook"), "-i", os.path.join(ROOT, "inventories", "lab"),
-            os.path.join(ROOT, "playbooks", "deploy.yml")] + list(args.extra)
+            os.path.join(ROOT, "playbooks", name)] + list(extra)
     log("running: %s" % " ".join(argv))
-    rc = subprocess.call(argv, cwd=ROOT, env=venv_env())
-    if rc != 0:
-        raise LabError("the demo deploy failed (rc=%d)" % rc)
+    return subprocess.call(argv, cwd=ROOT, env=venv_env())
+
+
+def cmd_demo(args):
+    """With ansible-playbook arguments: one deploy with them. Without: the whole story, deploy v1,
+    deploy v2, deploy a broken release that rolls itself back to v2, then the status."""
+    cmd_up()
+    if args.extra:
+        rc = demo_playbook("deploy.yml", *args.extra)
+        if rc != 0:
+            raise LabError("the demo deploy failed (rc=%d)" % rc)
+    else:
+        for tag in ("v1", "v2"):
+            rc = demo_playbook("deploy.yml", "-e", "release_tag=" + tag)
+            if rc != 0:
+                raise LabError("the demo deploy of %s failed (rc=%d)" % (tag, rc))
+        log("deploying the broken release v3-unhealthy: it must fail and roll itself back to v2")
+        rc = demo_playbook("deploy.yml", "-e", "release_tag=v3-unhealthy")
+        if rc == 0:
+            raise LabError("the broken release v3-unhealthy was deployed: its rollback was not exercised")
+        log("the broken release failed and was rolled back, as it should")
+        rc = demo_playbook("status.yml")
+        if rc != 0:
+            raise LabError("status.yml failed (rc=%d)" % rc)
     log("the demo platform is deployed: curl http://127.0.0.1:8080/api/health (auth via its load "
         "balancer), :8086 (ar), :8088 (payments), NATS monitoring http://127.0.0.1:8222/jsz; "
-        "another release: bin/lab demo -e release_tag=v2; stop: bin/lab down")
+        "one deploy: bin/lab demo -e release_tag=v2; stop: bin/lab down")
 
 
 def cmd_test(args):
@@ -817,7 +837,8 @@ def main(argv=None):
     host.add_argument("action", choices=("add", "del", "list"))
     host.add_argument("names", nargs="*")
     host.set_defaults(func=cmd_host)
-    demo = sub.add_parser("demo", help="up + deploy the demo stack with the collection")
+    demo = sub.add_parser("demo", help="up + deploy v1, v2, a broken release that rolls itself back, then "
+                                       "status (or one deploy with the given ansible-playbook arguments)")
     demo.add_argument("extra", nargs=argparse.REMAINDER, help="extra ansible-playbook arguments")
     demo.set_defaults(func=cmd_demo)
     test = sub.add_parser("test", help="up + every test gate")

@@ -891,6 +891,50 @@ def wait_for(probes, timeout, interval=1.0, max_interval=5.0, consecutive=1, fai
     return ok, runs, elapsed
 
 
+def watch(probes, seconds, interval=1.0, failures_in_a_row=1, clock=time.monotonic):
+    """Keep probing every check for `seconds` after a passed gate (the watch window).
+
+    A fatal probe (a container that exited or restarted) ends the watch at once; any other check
+    ends it after `failures_in_a_row` failed probes in a row. Returns (ok, failure, elapsed, probes
+    made per check) where failure is None or {check, after, error}.
+    """
+    start = clock()
+    deadline = start + float(seconds)
+    stop = threading.Event()
+    lock = threading.Lock()
+    failure = {}
+    made = dict((p.name, 0) for p in probes)
+
+    def worker(probe):
+        in_a_row = 0
+        while not stop.is_set() and clock() < deadline:
+            try:
+                probe.probe(max(interval * 2, 5.0))
+                in_a_row = 0
+            except Exception as exc:  # noqa: BLE001 - every probe failure is data
+                in_a_row += 1
+                if isinstance(exc, FatalProbeError) or in_a_row >= failures_in_a_row:
+                    with lock:
+                        if not failure:
+                            failure.update(check=probe.name, after=round(clock() - start, 3),
+                                           error=str(exc) or exc.__class__.__name__)
+                    stop.set()
+                    return
+            with lock:
+                made[probe.name] += 1
+            if stop.wait(min(interval, max(deadline - clock(), 0))):
+                return
+
+    threads = [threading.Thread(target=worker, args=(p,), name="watch-%s" % p.name) for p in probes]
+    for thread in threads:
+        thread.daemon = True
+        thread.start()
+    for thread in threads:
+        thread.join(max(deadline - clock(), 0) + max(interval * 2, 5.0) + 10)
+    stop.set()
+    return not failure, (failure or None), round(clock() - start, 3), made
+
+
 def failure_message(runs, elapsed, timeout):
     """One readable sentence per check that is not ready."""
     fatal = [r for r in runs if r.fatal]

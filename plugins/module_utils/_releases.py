@@ -528,9 +528,10 @@ class Store:
             # A torn lock file cannot be trusted as held; report it as stale so it is taken over.
             return {"owner": "<unreadable lock file>", "heartbeat_epoch": 0, "ttl": 0}
 
-    def acquire(self, owner, ttl, controller=None, pid=None, now=None):
+    def acquire(self, owner, ttl, controller=None, pid=None, now=None, takeover=None):
         """Take the lock. Returns (lock, changed, took_over: previous lock or None).
-        Raises LockHeld when a live lock belongs to another owner."""
+        Raises LockHeld when a live lock belongs to another owner, unless that owner is
+        `takeover` (a holder known to be dead, or one the operator chose to break)."""
         now = time.time() if now is None else now
         with self.guard():
             lock = self.read_lock()
@@ -540,7 +541,7 @@ class Store:
                     lock.update(heartbeat=now_iso(now), heartbeat_epoch=now, ttl=ttl)
                     write_json_atomic(self.lock_path, lock)
                     return lock, False, None
-                if lock_is_live(lock, now):
+                if lock_is_live(lock, now) and not (takeover and lock.get("owner") == takeover):
                     raise LockHeld(lock_message(lock, now), lock)
                 took_over = lock
             lock = {
@@ -842,6 +843,22 @@ def missing_images(docker, target, scope):
     return missing
 
 
+def reverse_phase_groups(target, scope, plan):
+    """The services of the scope that change, grouped by the target's phases in reverse order:
+    [(phase name, [services])]; services in no recorded phase come last under the name None."""
+    changing = [name for name in scope if plan[name]["changes"]]
+    groups, seen = [], set()
+    for phase in reversed(target.get("phases") or []):
+        names = [name for name in changing if name in (phase.get("services") or []) and name not in seen]
+        if names:
+            groups.append((phase["name"], names))
+            seen.update(names)
+    rest = [name for name in changing if name not in seen]
+    if rest:
+        groups.append((None, rest))
+    return groups
+
+
 def checks_for(target, scope):
     """The health checks recorded with the phases of a release that hold a service of the scope."""
     checks = []
@@ -973,7 +990,17 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
                           env_file=store.env_path(deployed))
         timings["prepare"] = round(time.monotonic() - started, 3)
         mark = time.monotonic()
-        compose.up(scope, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole)
+        groups = reverse_phase_groups(deployed, scope, plan)
+        result["order"] = [name for name, _names in groups]
+        if len(groups) > 1:
+            # Several phases move: the last phase goes back first (consumers before the services
+            # they consume), then one `up` of the whole scope removes what the target lacks.
+            for _phase, names in groups:
+                compose.up(names, wait_timeout=timeout, pull="never", no_deps=True)
+            if whole:
+                compose.up(scope, wait_timeout=timeout, remove_orphans=True, pull="never")
+        else:
+            compose.up(scope, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole)
         timings["up"] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
         containers = docker.project_containers(store.stack)

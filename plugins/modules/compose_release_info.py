@@ -113,7 +113,7 @@ def summary(manifest):
         user=manifest.get("user"), git_sha=manifest.get("git_sha"),
         services=dict((n, dict(image=s.get("image"), image_id=s.get("image_id"), ref=s.get("ref")))
                       for n, s in manifest["services"].items()),
-        backups=[dict((k, b.get(k)) for k in ("path", "size", "sha256", "verified", "database"))
+        backups=[dict((k, b.get(k)) for k in ("name", "path", "size", "sha256", "verified", "database"))
                  for b in manifest.get("backups") or []],
     )
 

@@ -131,6 +131,14 @@ services:
   returned: always
   type: dict
   sample: {"payments": {"before": "sha256:9a...", "after": "sha256:5e...", "ref": "vpsops/platform/payments:20261123T162900Z-4f1c", "changes": true}}
+order:
+  description:
+    - The phases whose services moved, in the order they were rolled back (the last phase first);
+      null stands for services in no recorded phase.
+  returned: when the rollback ran
+  type: list
+  elements: str
+  sample: ["modules", "platform"]
 seconds:
   description: Seconds spent preparing (checks, images, release), in C(up), proving the image IDs, in the health gate, and in total.
   returned: when the rollback ran

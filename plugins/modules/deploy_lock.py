@@ -50,11 +50,29 @@ options:
     type: int
     default: 1800
   controller:
-    description: The controller's host name, recorded in the lock. Defaults to the SSH client address.
+    description:
+      - The controller's host name, recorded in the lock. The action plugin fills in the
+        controller's host name when it is not given.
     type: str
   pid:
-    description: The controller process id, recorded in the lock.
+    description:
+      - The controller process id, recorded in the lock. The action plugin fills in the process id
+        of the running ansible-playbook when it is not given.
     type: int
+  takeover:
+    description:
+      - With O(state=acquired), the owner of a lock that may be taken over even though its heartbeat
+        is recent (a holder known to be dead, or one the operator decided to break). A lock held by
+        anyone else is still refused. The takeover is warned about and recorded in the history.
+    type: str
+  takeover_dead:
+    description:
+      - With O(state=acquired), when the lock is held by a run of this same controller whose
+        ansible-playbook process no longer exists (killed, crashed), take it over at once instead of
+        waiting for its TTL. Decided on the controller by the action plugin, which compares the
+        holder's O(controller) and O(pid) with the processes running there.
+    type: bool
+    default: false
   force:
     description: With O(state=released), release a lock that belongs to another owner.
     type: bool
@@ -106,6 +124,8 @@ def main():
         controller=dict(type="str"),
         pid=dict(type="int"),
         force=dict(type="bool", default=False),
+        takeover=dict(type="str"),
+        takeover_dead=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     params = module.params
@@ -119,14 +139,17 @@ def main():
         if module.check_mode:
             lock = store.read_lock() if store.exists() else None
             if params["state"] == "acquired" and lock and lock.get("owner") != params["owner"]:
-                if lock_is_live(lock, time.time()):
+                if lock_is_live(lock, time.time()) and lock.get("owner") != params["takeover"]:
                     module.fail_json(msg="cannot lock: " + lock_message(lock, time.time()), lock=lock)
             changed = params["state"] != "released" or lock is not None
             module.exit_json(changed=changed, lock=lock, took_over=None)
         if params["state"] == "acquired":
-            lock, changed, took_over = store.acquire(params["owner"], params["ttl"], controller, params["pid"])
+            lock, changed, took_over = store.acquire(params["owner"], params["ttl"], controller, params["pid"],
+                                                     takeover=params["takeover"])
             if took_over:
-                module.warn("took over a stale deploy lock: " + lock_message(took_over, lock["heartbeat_epoch"]))
+                module.warn("took over the deploy lock (%s): %s"
+                            % ("its holder is gone" if took_over.get("owner") == params["takeover"] else "stale",
+                               lock_message(took_over, lock["heartbeat_epoch"])))
             module.exit_json(changed=changed, lock=lock, took_over=took_over)
         if params["state"] == "heartbeat":
             module.exit_json(changed=True, lock=store.heartbeat(params["owner"], params["ttl"]), took_over=None)

@@ -62,6 +62,14 @@ options:
         the deadline.
     type: bool
     default: true
+  watch:
+    description:
+      - Once every check is ready, keep probing them all for this many seconds (a watch window
+        after a cutover). A container that exits or restarts ends the watch at once; any other
+        check ends it after O(consecutive) failed probes in a row. Either fails the task.
+      - 0 (the default) returns as soon as the checks are ready.
+    type: float
+    default: 0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - vpsops.deploy.checks
@@ -138,6 +146,24 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+watch:
+  description: The watch window, when O(watch) was set and the checks became ready.
+  returned: when O(watch) is above 0 and the gate passed
+  type: dict
+  contains:
+    ok:
+      description: Whether every check stayed healthy for the whole window.
+      type: bool
+    seconds:
+      description: Seconds watched.
+      type: float
+    failure:
+      description: The check that failed, after how many seconds of the window, and why (null when ok).
+      type: dict
+    probes:
+      description: Probes made per check during the window.
+      type: dict
+  sample: {"ok": true, "seconds": 30.0, "failure": null, "probes": {"auth": 30}}
 ready:
   description: Whether every check became ready before the deadline.
   returned: always
@@ -201,6 +227,7 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     failure_message,
     gate_specs,
     wait_for,
+    watch,
 )
 
 
@@ -214,11 +241,14 @@ def main():
             max_interval=dict(type="float", default=5),
             consecutive=dict(type="int", default=1),
             fail_fast=dict(type="bool", default=True),
+            watch=dict(type="float", default=0),
             docker_cli=dict(type="path", default="docker"),
         ),
         supports_check_mode=True,
     )
     params = module.params
+    if not 0 <= params["watch"] <= 86400:
+        module.fail_json(msg="watch must be between 0 and 86400 seconds, got %s" % params["watch"])
     for key, low, high in (("timeout", 0.1, 86400), ("interval", 0.01, 3600), ("max_interval", 0.01, 3600)):
         if not low <= params[key] <= high:
             module.fail_json(msg="%s must be between %s and %s seconds, got %s" % (key, low, high, params[key]))
@@ -247,6 +277,12 @@ def main():
     )
     if not ok:
         module.fail_json(msg=failure_message(runs, elapsed, params["timeout"]), **result)
+    if params["watch"] > 0:
+        watched, failure, seconds, made = watch(probes, params["watch"], params["interval"], params["consecutive"])
+        result["watch"] = dict(ok=watched, failure=failure, seconds=seconds, probes=made)
+        if not watched:
+            module.fail_json(msg="Watch window: check %s failed %.1fs into the %ss window: %s"
+                             % (failure["check"], failure["after"], params["watch"], failure["error"]), **result)
     module.exit_json(**result)
 
 

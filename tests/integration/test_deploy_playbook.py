@@ -142,7 +142,7 @@ def test_a_release_that_never_becomes_healthy_is_rolled_back_to_the_live_one(dep
     assert bad.returncode != 0
     assert "unhealthy" in bad.stdout
     assert "Bring up the services of the phase" in bad.stdout
-    assert "Rolled back to the live release %s" % live in bad.stdout, bad.stdout[-3000:]
+    assert "rolled back to the live release %s" % live in bad.stdout, bad.stdout[-3000:]
     # Every container runs its image of the live release again; the new release is failed.
     assert images(deployed.project) == good
     info = releases(deployed)
@@ -152,7 +152,15 @@ def test_a_release_that_never_becomes_healthy_is_rolled_back_to_the_live_one(dep
 
 @pytest.mark.parametrize("phases, message", [
     ([], "vpsops_stack.phases must be a non-empty list"),
-    ([{"name": "infra"}], "each with a unique 'name' and a non-empty 'compose_files' list"),
+    ([{"name": "infra"}], "missing required arguments: compose_files found in vpsops_stack -> phases"),
+    ([{"name": "infra", "compose_files": ["docker-compose.infrastructure.yml"], "bogus": 1}],
+     "vpsops_stack.phases.bogus. Supported parameters include"),
+    ([{"name": "infra", "compose_files": ["docker-compose.infrastructure.yml"], "timeout": "soon"}],
+     "argument 'timeout' is of type str found in 'vpsops_stack -> phases'. and we were unable to convert to int"),
+    ([{"name": "infra", "compose_files": ["docker-compose.infrastructure.yml"], "backup": ["ar"]}],
+     "vpsops_stack.phases[infra]: backup names [\"ar\"] that vpsops_stack.databases does not define"),
+    ([{"name": "infra", "compose_files": ["docker-compose.infrastructure.yml"], "migration": {"command": ["x"]}}],
+     "missing required arguments: service found in vpsops_stack -> phases -> migration"),
     ([{"name": "a", "compose_files": ["docker-compose.platform.yml"]},
       {"name": "a", "compose_files": ["docker-compose.modules.yml"]}], "unique 'name'"),
 ])

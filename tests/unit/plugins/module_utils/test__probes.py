@@ -390,3 +390,32 @@ def test_dlq_check_takes_its_baseline_from_a_dlq_report_result():
     (probe,) = probes.build_probes([{"type": "dlq", "db": "ar_db"}])
     assert probe.baseline is None and probe.name == "dlq ar_db"
     assert probe.describe() == "dlq failed_events in postgres@127.0.0.1:5432/ar_db"
+
+
+# --------------------------------------------------------------------------------------------
+# The watch window after a passed gate
+# --------------------------------------------------------------------------------------------
+def test_watch_passes_when_every_check_stays_healthy_for_the_window():
+    steady = Scripted("steady", [True])
+    ok, failure, elapsed, made = probes.watch([steady], seconds=0.3, interval=0.05)
+    assert ok and failure is None
+    assert elapsed >= 0.3
+    assert made["steady"] >= 3
+
+
+def test_watch_ends_at_the_first_fatal_probe_naming_the_check():
+    crashing = Scripted("app", [True, True, "fatal"])
+    steady = Scripted("db", [True])
+    ok, failure, elapsed, _made = probes.watch([crashing, steady], seconds=30, interval=0.02)
+    assert not ok
+    assert failure["check"] == "app" and "exited" in failure["error"]
+    assert elapsed < 10
+
+
+def test_watch_tolerates_fewer_failures_in_a_row_than_asked():
+    flappy = Scripted("flappy", [True, False, True, False, True])
+    ok, failure, _elapsed, _made = probes.watch([flappy], seconds=0.4, interval=0.02, failures_in_a_row=2)
+    assert ok and failure is None
+    broken = Scripted("broken", [True, False, False])
+    ok, failure, _elapsed, _made = probes.watch([broken], seconds=30, interval=0.02, failures_in_a_row=2)
+    assert not ok and failure["check"] == "broken"

@@ -291,3 +291,25 @@ def test_retire_keeps_a_pin_tag_another_release_still_uses(tmp_path):
     tags = FakeTags()
     store.retire("r1", tags)
     assert tags.removed == [r1["services"]["api"]["pin_tag"]]
+
+
+def test_rollback_order_walks_the_phases_backwards_and_skips_what_does_not_move():
+    target = {"phases": [{"name": "infrastructure", "services": ["db", "nats"]},
+                         {"name": "platform", "services": ["auth", "lb"]},
+                         {"name": "modules", "services": ["ar", "payments"]}]}
+    plan = dict((name, {"changes": name in ("db", "auth", "ar", "payments", "extra")})
+                for name in ("db", "nats", "auth", "lb", "ar", "payments", "extra"))
+    groups = rel.reverse_phase_groups(target, sorted(plan), plan)
+    assert groups == [("modules", ["ar", "payments"]), ("platform", ["auth"]), ("infrastructure", ["db"]),
+                      (None, ["extra"])]
+    assert rel.reverse_phase_groups(target, ["lb", "nats"], plan) == []
+
+
+def test_takeover_names_the_one_live_holder_that_may_be_replaced(tmp_path):
+    store = make_store(tmp_path)
+    store.acquire("dead-run", ttl=600, controller="ctl", pid=4242, now=1000)
+    with pytest.raises(rel.LockHeld, match="dead-run"):
+        store.acquire("rescuer", ttl=600, now=1010, takeover="someone-else")
+    lock, changed, took = store.acquire("rescuer", ttl=600, now=1010, takeover="dead-run")
+    assert changed and took["owner"] == "dead-run" and lock["owner"] == "rescuer"
+    assert [e["event"] for e in store.history()][-1] == "lock_taken_over"
