@@ -114,12 +114,12 @@ def test_fifty_services_in_nine_phases_deploy_and_redeploy_without_change(platfo
     assert live["id"] == info["live"] and sorted(live["services"]) == sorted(expected)
     with open(os.path.join(platform.state_dir, "releases", info["live"], "manifest.json")) as handle:
         manifest = json.load(handle)
-    assert [p["name"] for p in manifest["phases"]] == [name for name, _ in scale_stack.SHAPE]
+    assert [p["name"] for p in manifest["phases"]] == [shape[0] for shape in scale_stack.SHAPE]
 
     # Every container of every service runs the image its release pinned, and the pin tag names
     # that image. (Health was the deploy's gate; read now it would depend on the machine's load.)
     running = containers(STACK)
-    assert sorted(svc for svc, _, _, _ in running.values()) == sorted(expected)
+    assert sorted(entry[0] for entry in running.values()) == sorted(expected)
     for name, (service, is_running, _health, image) in running.items():
         assert is_running, name
         assert image == live["services"][service]["image_id"], name
