@@ -843,6 +843,19 @@ def missing_images(docker, target, scope):
     return missing
 
 
+def fail_pending_after(store, release, target_id):
+    """A deploy that never finished (pending) is over once its stack is rolled back: mark every
+    pending release newer than `release` failed. Returns their ids."""
+    ended = []
+    for m in store.releases()[0]:
+        if m["status"] == "pending" and m["seq"] > release["seq"]:
+            store.set_status(m, "failed", by="rollback", reason="rolled back to %s" % target_id)
+            ended.append(m["id"])
+    if ended:
+        store.record("pending_failed", releases=ended, rolled_back_to=target_id)
+    return ended
+
+
 def reverse_phase_groups(target, scope, plan):
     """The services of the scope that change, grouped by the target's phases in reverse order:
     [(phase name, [services])]; services in no recorded phase come last under the name None."""
@@ -971,7 +984,12 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
         "diff": {"before": dict((n, p["before"]) for n, p in plan.items()),
                  "after": dict((n, p["after"]) for n, p in plan.items())},
     }
-    if check_mode or not changed:
+    if check_mode:
+        return result
+    if not changed:
+        # What runs is already the target (a deploy died before it changed anything): the
+        # unfinished deploys after it are still over.
+        result["failed_pending"] = fail_pending_after(store, target, target_id)
         return result
     started = time.monotonic()
     timings = result["seconds"] = {}
@@ -1024,10 +1042,7 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
     store.make_live(deployed, replaced_status="rolled_back", by="rollback")
     if partial:
         result["release"] = deployed["id"]
-    # A deploy that never finished (pending) is over once its stack is rolled back.
-    for m in store.releases()[0]:
-        if m["status"] == "pending" and m["seq"] > deployed["seq"]:
-            store.set_status(m, "failed", by="rollback", reason="rolled back to %s" % target_id)
+    fail_pending_after(store, deployed, target_id)
     for name in scope:
         result["services"][name]["after_running"] = sorted(set(after.get(name) or []))
     timings["total"] = round(time.monotonic() - started, 3)

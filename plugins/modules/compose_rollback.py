@@ -131,6 +131,14 @@ services:
   returned: always
   type: dict
   sample: {"payments": {"before": "sha256:9a...", "after": "sha256:5e...", "ref": "vpsops/platform/payments:20261123T162900Z-4f1c", "changes": true}}
+failed_pending:
+  description:
+    - When what runs already was the target (a deploy died before it changed anything), the
+      unfinished (pending) releases after the target, now marked failed.
+  returned: when nothing had to change
+  type: list
+  elements: str
+  sample: ["20261123T162900Z-4f1c"]
 order:
   description:
     - The phases whose services moved, in the order they were rolled back (the last phase first);

@@ -313,3 +313,13 @@ def test_takeover_names_the_one_live_holder_that_may_be_replaced(tmp_path):
     lock, changed, took = store.acquire("rescuer", ttl=600, now=1010, takeover="dead-run")
     assert changed and took["owner"] == "dead-run" and lock["owner"] == "rescuer"
     assert [e["event"] for e in store.history()][-1] == "lock_taken_over"
+
+
+def test_a_rollback_ends_the_unfinished_deploys_after_its_target(tmp_path):
+    store = make_store(tmp_path)
+    live = add_release(store, tmp_path, "r1", "live")
+    add_release(store, tmp_path, "r2")  # a deploy that died before it changed anything
+    assert rel.fail_pending_after(store, live, "r1") == ["r2"]
+    assert store.load("r2")["status"] == "failed" and store.load("r1")["status"] == "live"
+    assert rel.fail_pending_after(store, live, "r1") == []
+    assert store.history()[-1]["event"] == "pending_failed"
