@@ -113,10 +113,11 @@ def run_playbook(extra_vars, tmp, host="lab1", playbook=PLAYBOOK):
     stats = data["stats"].get(host, {})
     if proc.returncode != 0 or stats.get("failures") or stats.get("unreachable"):
         failed = [t for t in tasks if t["result"].get("failed")]
+        cause = [t for t in failed if t["action"] != "ansible.builtin.fail"] or failed
         raise RunFailed("ansible-playbook failed (rc=%d) at %s: %s\n%s\n%s"
-                        % (proc.returncode, failed[-1]["name"] if failed else "?",
-                           " ".join(str(failed[-1]["result"].get("msg", "")).split()) if failed else "",
-                           json.dumps(failed[-1]["result"], default=str)[-3000:] if failed else "",
+                        % (proc.returncode, cause[0]["name"] if cause else "?",
+                           " | ".join(" ".join(str(t["result"].get("msg", "")).split()) for t in failed),
+                           json.dumps(cause[0]["result"], default=str)[-3000:] if cause else "",
                            proc.stderr[-2000:]))
     return wall, tasks, stats
 
@@ -201,6 +202,7 @@ class Demo:
             },
             "deploy_phase_timeout": 120,
             "deploy_phase_state_dir": self.state_dir,
+            "deploy_phase_project_dir": os.path.join(self.state_dir, "project"),
             "lock_state_dir": self.state_dir,
             "rollback_state_dir": self.state_dir,
             "vpsops_audit_log": os.path.join(self.tmp, "audit.jsonl"),
@@ -277,12 +279,17 @@ def main():
         demo.reset()
         done = {}
         for key, _, tag in SCENARIOS:
-            if who == "hand":
-                done[key] = (demo.hand(tag), None)
-            else:
-                wall, tasks, stats = demo.ours(tag)
-                done[key] = (wall, (breakdown(wall, tasks), stats.get("changed"),
-                                    sum(1 for t in tasks if t["action"].endswith("pg_backup") and not t["skipped"])))
+            try:
+                if who == "hand":
+                    done[key] = (demo.hand(tag), None)
+                else:
+                    wall, tasks, stats = demo.ours(tag)
+                    done[key] = (wall, (breakdown(wall, tasks), stats.get("changed"),
+                                        sum(1 for t in tasks if t["action"].endswith("pg_backup")
+                                            and not t["skipped"])))
+            except RunFailed as exc:
+                raise RunFailed("scenario %s (after %s): %s" % (
+                    key, ", ".join("%s %.1fs" % (k, v[0]) for k, v in done.items()) or "nothing", exc))
         return done
 
     try:
@@ -310,7 +317,7 @@ def main():
                         changed[key].append(extra[1])
                         backups[key].append(extra[2])
                     line.append("%s %s %.2fs" % (who, key, seconds))
-            print("round %d: %s" % (number + 1, ", ".join(line)), flush=True)
+            print("round %d: %s (load average %.1f)" % (number + 1, ", ".join(line), os.getloadavg()[0]), flush=True)
         print()
         print("demo platform (3 phases, 8 containers), %d round(s), medians" % args.rounds)
         print("  %-42s %8s %8s %10s" % ("scenario", "ours", "hand", "ours/hand"))

@@ -56,6 +56,7 @@ class Scale:
                              "phases": self.phases},
             "deploy_phase_timeout": 300,
             "deploy_phase_state_dir": self.state_dir,
+            "deploy_phase_project_dir": os.path.join(self.state_dir, "project"),
             "lock_state_dir": self.state_dir,
             "rollback_state_dir": self.state_dir,
             "vpsops_audit_log": os.path.join(self.tmp, "audit.jsonl"),
@@ -122,10 +123,10 @@ def main():
                 plain_healthy = scale.running()
                 scale.reset()
                 print("N=%d round %d: first %.2fs (docker %.2fs, %d/%d healthy), again %.2fs (up tasks changed: %d), "
-                      "plain %.2fs (%d healthy), %.0fs with resets"
+                      "plain %.2fs (%d healthy), %.0fs with resets, load average %.1f"
                       % (count, number + 1, first[-1]["wall"], first[-1]["docker"], healthy, count,
                          again[-1]["wall"], again[-1]["up_changed"], plain[-1], plain_healthy,
-                         time.monotonic() - started), flush=True)
+                         time.monotonic() - started, os.getloadavg()[0]), flush=True)
             results[count] = (first, again, plain, scale.phases)
         print()
         print("9 phases, first deploy on an empty host (medians; docker = the 9 `compose up --wait` tasks)")

@@ -42,6 +42,7 @@ class Platform:
                              "phases": self.phases},
             "deploy_phase_timeout": 300,
             "deploy_phase_state_dir": self.state_dir,
+            "deploy_phase_project_dir": os.path.join(self.state_dir, "project"),
             "lock_state_dir": self.state_dir,
             "rollback_state_dir": self.state_dir,
             "vpsops_audit_log": str(self.tmp_path / "audit.jsonl"),
