@@ -6,6 +6,12 @@ ansible-doc of every module, ansible-test sanity on the built collection, galaxy
 tarball, Molecule, and pytest
 (unit + integration on the lab) last, so its summary closes the output. Pass gate names to run
 only those: `bin/lab test pytest sanity`. Extra pytest arguments go after `--`.
+
+The static gates (lint to importer) need no lab; they are CPU work, while Molecule and the
+integration tests spend most of their time waiting for containers to become healthy. When both
+kinds are selected, the static gates run beside them in a second process at the lowest CPU
+priority (nice 19, so they only take CPU the lab leaves idle), their output kept in a file and
+printed before pytest starts.
 """
 
 import glob
@@ -128,12 +134,15 @@ def gate_molecule(_tmp):
 
 
 def gate_pytest(_tmp, extra=()):
-    rc = sh([tool("pytest"), "-p", "no:cacheprovider", "-ra", "tests/unit", "tests/integration"] + list(extra))
+    rc = sh([tool("pytest"), "-p", "no:cacheprovider", "-ra", "--durations=25", "tests/unit", "tests/integration"]
+            + list(extra))
     if rc == 5:
         print("pytest collected no tests: that is a failure")
         return 1
     return rc
 
+
+STATIC = ("lint", "changelog", "build", "sanity", "importer")
 
 GATES = [
     ("lint", gate_lint),
@@ -144,6 +153,28 @@ GATES = [
     ("molecule", gate_molecule),
     ("pytest", gate_pytest),
 ]
+
+
+def start_beside(tmp, names):
+    """The static gates in their own process at nice 19, output to a file."""
+    log_path = os.path.join(tmp, "static-gates.log")
+    print("==== gates %s run beside the others (nice 19); their output comes when they end ====" % ", ".join(names),
+          flush=True)
+    log = open(log_path, "w")
+    proc = subprocess.Popen(["nice", "-n", "19", sys.executable, os.path.abspath(__file__)] + names,
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return proc, log_path, names, time.monotonic()
+
+
+def finish_beside(proc, log_path, names, started):
+    rc = proc.wait()
+    with open(log_path) as log:
+        print("\n==== output of the gates %s (run beside) ====" % ", ".join(names))
+        print(log.read(), flush=True)
+    verdict = "ok" if rc == 0 else "FAILED (rc=%s)" % rc
+    print("==== gates %s: %s in %.0fs ====" % (", ".join(names), verdict, time.monotonic() - started), flush=True)
+    return ("+".join(names), rc, time.monotonic() - started)
 
 
 def main(argv):
@@ -159,7 +190,15 @@ def main(argv):
     selected = [(name, func) for name, func in GATES if not argv or name in argv]
     results = []
     with tempfile.TemporaryDirectory(prefix="vpsops-gates-") as tmp:
+        beside = None
+        static = [name for name, _func in selected if name in STATIC]
+        if static and len(static) < len(selected):
+            beside = start_beside(tmp, static)
+            selected = [(name, func) for name, func in selected if name not in STATIC]
         for name, func in selected:
+            if name == "pytest" and beside is not None:  # its summary closes the output
+                results.append(finish_beside(*beside))
+                beside = None
             print("\n==== gate: %s ====" % name, flush=True)
             started = time.monotonic()
             rc = func(tmp, extra) if name == "pytest" else func(tmp)
@@ -167,6 +206,8 @@ def main(argv):
             if name != "pytest":
                 verdict = "ok" if rc == 0 else "FAILED (rc=%s)" % rc
                 print("==== gate %s: %s in %.0fs ====" % (name, verdict, time.monotonic() - started), flush=True)
+        if beside is not None:
+            results.append(finish_beside(*beside))
     failed = [name for name, rc, _seconds in results if rc != 0]
     if failed:
         print("\nFAILED gates: %s" % ", ".join(failed), file=sys.stderr)
