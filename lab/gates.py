@@ -7,11 +7,11 @@ tarball, Molecule, and pytest
 (unit + integration on the lab) last, so its summary closes the output. Pass gate names to run
 only those: `bin/lab test pytest sanity`. Extra pytest arguments go after `--`.
 
-The static gates (lint to importer) need no lab; they are CPU work, while Molecule and the
-integration tests spend most of their time waiting for containers to become healthy. When both
-kinds are selected, the static gates run beside them in a second process at the lowest CPU
-priority (nice 19, so they only take CPU the lab leaves idle), their output kept in a file and
-printed before pytest starts.
+Molecule and the integration tests spend most of their time waiting for containers to become
+healthy, each on its own stacks and ports. When pytest runs with other gates, those others run
+beside it in their own processes: Molecule at nice 10, the static gates (lint to importer, CPU
+work that needs no lab) at nice 19, so they take the CPU the tests leave idle. Their output is
+kept in files and printed after pytest's, followed by one line per gate.
 """
 
 import glob
@@ -155,13 +155,13 @@ GATES = [
 ]
 
 
-def start_beside(tmp, names):
-    """The static gates in their own process at nice 19, output to a file."""
-    log_path = os.path.join(tmp, "static-gates.log")
-    print("==== gates %s run beside the others (nice 19); their output comes when they end ====" % ", ".join(names),
+def start_beside(tmp, names, niceness):
+    """Gates in their own process at a lower CPU priority, output to a file."""
+    log_path = os.path.join(tmp, "%s.log" % "-".join(names))
+    print("==== gates %s run beside pytest (nice %d); their output comes after it ====" % (", ".join(names), niceness),
           flush=True)
     log = open(log_path, "w")
-    proc = subprocess.Popen(["nice", "-n", "19", sys.executable, os.path.abspath(__file__)] + names,
+    proc = subprocess.Popen(["nice", "-n", str(niceness), sys.executable, os.path.abspath(__file__)] + names,
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     return proc, log_path, names, time.monotonic()
@@ -169,12 +169,13 @@ def start_beside(tmp, names):
 
 def finish_beside(proc, log_path, names, started):
     rc = proc.wait()
+    seconds = time.monotonic() - started
     with open(log_path) as log:
-        print("\n==== output of the gates %s (run beside) ====" % ", ".join(names))
+        print("\n==== output of the gates %s (run beside pytest) ====" % ", ".join(names))
         print(log.read(), flush=True)
     verdict = "ok" if rc == 0 else "FAILED (rc=%s)" % rc
-    print("==== gates %s: %s in %.0fs ====" % (", ".join(names), verdict, time.monotonic() - started), flush=True)
-    return ("+".join(names), rc, time.monotonic() - started)
+    print("==== gates %s: %s in %.0fs ====" % (", ".join(names), verdict, seconds), flush=True)
+    return ("+".join(names), rc, seconds)
 
 
 def main(argv):
@@ -190,24 +191,25 @@ def main(argv):
     selected = [(name, func) for name, func in GATES if not argv or name in argv]
     results = []
     with tempfile.TemporaryDirectory(prefix="vpsops-gates-") as tmp:
-        beside = None
-        static = [name for name, _func in selected if name in STATIC]
-        if static and len(static) < len(selected):
-            beside = start_beside(tmp, static)
-            selected = [(name, func) for name, func in selected if name not in STATIC]
+        beside = []
+        names = [name for name, _func in selected]
+        if "pytest" in names and len(names) > 1:
+            groups = (([n for n in names if n in STATIC], 19), ([n for n in names if n == "molecule"], 10))
+            for group, niceness in groups:
+                if group:
+                    beside.append(start_beside(tmp, group, niceness))
+            selected = [(name, func) for name, func in selected if name == "pytest"]
         for name, func in selected:
-            if name == "pytest" and beside is not None:  # its summary closes the output
-                results.append(finish_beside(*beside))
-                beside = None
             print("\n==== gate: %s ====" % name, flush=True)
             started = time.monotonic()
             rc = func(tmp, extra) if name == "pytest" else func(tmp)
             results.append((name, rc, time.monotonic() - started))
-            if name != "pytest":
-                verdict = "ok" if rc == 0 else "FAILED (rc=%s)" % rc
-                print("==== gate %s: %s in %.0fs ====" % (name, verdict, time.monotonic() - started), flush=True)
-        if beside is not None:
-            results.append(finish_beside(*beside))
+            verdict = "ok" if rc == 0 else "FAILED (rc=%s)" % rc
+            print("==== gate %s: %s in %.0fs ====" % (name, verdict, time.monotonic() - started), flush=True)
+        for running in beside:
+            results.append(finish_beside(*running))
+    print("\n" + "\n".join("gate %-40s %-16s %5.0fs" % (name, "ok" if rc == 0 else "FAILED (rc=%s)" % rc, seconds)
+                           for name, rc, seconds in results), flush=True)
     failed = [name for name, rc, _seconds in results if rc != 0]
     if failed:
         print("\nFAILED gates: %s" % ", ".join(failed), file=sys.stderr)

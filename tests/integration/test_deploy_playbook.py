@@ -86,10 +86,11 @@ def deployed(lab):
     run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
 
 
-def test_deploy_with_vvv_prints_no_secret_and_recreates_only_what_changed(deployed, tmp_path):
+def test_deploy_with_vvv_prints_no_secret_recreates_only_what_changed_and_rolls_back_one_service(deployed, tmp_path):
     # Idempotence, rollback.yml and a release that never becomes healthy are the Molecule scenario
     # `default` (molecule/default); this test covers what it does not: -vvv output, the private env
-    # file, check mode, and the infrastructure containers kept across an upgrade.
+    # file, the plan in check mode, the infrastructure containers kept across an upgrade, and
+    # rollback.yml for one service.
     first = playbook(tmp_path, stack_vars(deployed), "-vvv")
     assert first.returncode == 0, first.stdout[-4000:]
     assert recap(first.stdout)["changed"] > 0
@@ -105,6 +106,12 @@ def test_deploy_with_vvv_prints_no_secret_and_recreates_only_what_changed(deploy
     checked = playbook(tmp_path, stack_vars(deployed, tag="v2"), "--check")
     assert checked.returncode == 0, checked.stdout[-4000:]
     assert http_json(deployed.url("AR_PORT"))[1]["release"] == "v1"  # check mode changed nothing
+    # ... and printed the plan: per phase the changes, per service the image now and next.
+    plan = checked.stdout
+    assert "phase infrastructure: 0 change(s)" in plan and "phase modules: 2 change(s)" in plan, plan[-4000:]
+    for service in ("auth", "ar", "payments"):
+        assert "%s: recreate vpsops-demo/%s:v1 -> vpsops-demo/%s:v2" % (service, service, service) in plan
+    assert "nats: unchanged vpsops-lab/nats:2.15 -> vpsops-lab/nats:2.15" in plan
     assert len(releases(deployed)["releases"]) == 1
 
     infrastructure = ("vpsops-itd-nats-1", "vpsops-itd-ar-postgres-1", "vpsops-itd-payments-postgres-1")
@@ -119,6 +126,19 @@ def test_deploy_with_vvv_prints_no_secret_and_recreates_only_what_changed(deploy
     info = releases(deployed)
     assert [r["status"] for r in info["releases"]] == ["live", "superseded"], info["releases"]
     assert info["live"] == info["releases"][0]["id"] and info["lock"] is None
+
+    # One service rolled back with rollback.yml: payments runs v1 again, the rest stays at v2, and
+    # the mix is recorded as a release of its own.
+    others = container_ids(("vpsops-itd-auth-1", "vpsops-itd-ar-1") + infrastructure)
+    back = playbook(tmp_path, {"vpsops_stack": {"name": deployed.project}, "rollback_services": ["payments"]},
+                    path=ROLLBACK_PLAYBOOK)
+    assert back.returncode == 0, back.stdout[-4000:]
+    assert http_json(deployed.url("PAYMENTS_PORT"))[1]["release"] == "v1"
+    assert http_json(deployed.url("AR_PORT"))[1]["release"] == "v2"
+    assert container_ids(("vpsops-itd-auth-1", "vpsops-itd-ar-1") + infrastructure) == others
+    after = releases(deployed)
+    assert len(after["releases"]) == 3 and after["live"] == after["releases"][0]["id"] != info["live"]
+    assert after["lock"] is None
 
 
 @pytest.mark.parametrize("phases, message", [

@@ -266,6 +266,8 @@ def test_backup_of_an_unknown_database_fails_naming_it_before_anything_is_writte
      'restore_database must name one database of the stack opsdemo, one of ["ar", "payments"]; got "billing"'),
     ({"restore_database": "ar"}, "with exactly one of restore_src"),
     ({"restore_database": "ar", "restore_src": "/x.dump", "restore_release": "live"}, "got both"),
+    # An AWX survey sends the questions left empty as null: they are unset, not the string "None".
+    ({"restore_database": "ar", "restore_src": None, "restore_release": None}, "got neither"),
     ({"restore_database": "ar", "restore_src": "/nonexistent/ar.dump", "restore_confirm": True},
      "restore_src /nonexistent/ar.dump does not exist on lab1"),
     ({"restore_database": "ar", "restore_release": "20200101T000000Z-dead", "restore_confirm": True},
@@ -317,7 +319,9 @@ def test_restore_brings_deleted_rows_back_under_the_lock(ops):
         assert rc == 0, freed
 
     events = len(ops.info()["history"])
-    done = ops.playbook("restore", "-vvv", extra=dict(extra, restore_confirm="true"))
+    # As an AWX survey sends it: the questions left empty are null (safety backup: its default, on).
+    done = ops.playbook("restore", "-vvv", extra=dict(extra, restore_confirm="true", restore_release=None,
+                                                      restore_safety_backup=None, restore_row_counts=None))
     assert done.returncode == 0, failure(done)
     assert ops.count("ar", "ledger") == 50
     assert "public.ledger: 20 rows before, 50 after" in said(done)
