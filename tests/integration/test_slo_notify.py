@@ -140,17 +140,22 @@ class Receiver(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-@pytest.fixture
-def receiver():
+def receiving(port):
+    """A Receiver on port while the generator runs (the body of a fixture)."""
     Receiver.posts = []
     Receiver.answer = {"status": 200}
-    server, thread = serve(Receiver, RECEIVER_PORT)
+    server, thread = serve(Receiver, port)
     try:
         yield Receiver
     finally:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+@pytest.fixture
+def receiver():
+    yield from receiving(RECEIVER_PORT)
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,8 +353,8 @@ def notify(tmp_path, inventory, *options, **role_vars):
     return playbook(tmp_path, [include("notify")], role_vars, "-vvv", *options, inventory=inventory, hosts="deploy")
 
 
-def webhook(token):
-    return "http://127.0.0.1:%d/services/T000/B000/%s" % (RECEIVER_PORT, token)
+def webhook(token, port=RECEIVER_PORT):
+    return "http://127.0.0.1:%d/services/T000/B000/%s" % (port, token)
 
 
 def test_notify_posts_a_slack_compatible_message_once_without_showing_the_url(receiver, local_inventory, tmp_path):

@@ -1,0 +1,128 @@
+"""Every broken release of the lab (never healthy, crashing after its gates, a stuck consumer) deployed
+over a live v2 while events flow: each rolls itself back to v2, and no row is lost, the consumers
+catch up and the dead-letter tables do not grow."""
+
+import threading
+
+import pytest
+
+from conftest import Stack, http_json, run, wait_until
+from test_deploy_flow import db_rows
+from test_deploy_playbook import images, playbook, releases, stack_vars
+
+
+DATA_TABLES = {"processed_events": "event_id", "failed_events": "id", "events_outbox": "id"}
+REQUESTED = "ar.events.ar.payment.collection.requested"
+
+
+def guarded_stack(st, tag):
+    """The lab platform with the gates that catch each broken release: payments' consumer of
+    AR_EVENTS must keep up (a stuck consumer), the modules' logs must show no FATAL/panic (a crash),
+    and a watch window after the cutover (a crash that comes after the gates passed)."""
+    values = stack_vars(st, tag=tag)
+    modules = values["vpsops_stack"]["phases"][2]
+    modules["timeout"] = 45
+    modules["checks"] += [
+        {"name": "payments-subscribed", "type": "log", "container": st.container("payments"),
+         "pattern": "Subscribed to", "fail_pattern": "FATAL|panic"},
+        {"name": "payments-consumer", "type": "nats_consumer",
+         "url": "http://127.0.0.1:%d" % st.ports["NATS_MONITOR_PORT"], "stream": "AR_EVENTS",
+         "consumer": "payments", "max_pending": 5},
+    ]
+    values["vpsops_watch_seconds"] = 20
+    return values
+
+
+def data_rows(st):
+    """Every row of the modules' data tables: {(database, table): {key: row}}."""
+    rows = {}
+    for which in ("ar", "payments"):
+        for table, key in DATA_TABLES.items():
+            result = db_rows(st, which, "SELECT %s::text, to_jsonb(t)::text FROM %s t" % (key, table))
+            rows[(which, table)] = dict(result)
+    return rows
+
+
+class Events:
+    """Publishes a payment request to AR_EVENTS every `interval` seconds until stopped."""
+
+    def __init__(self, st, prefix, interval=0.5):
+        self.st, self.prefix, self.interval = st, prefix, interval
+        self.sent, self.errors = [], []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        from test_lab import publish
+
+        while not self.stop.is_set():
+            event_id = "%s-%d" % (self.prefix, len(self.sent))
+            try:
+                publish(self.st, REQUESTED, {"event_id": event_id, "tenant_id": "t-drill"})
+                self.sent.append(event_id)
+            except Exception as exc:  # noqa: BLE001 - recorded, asserted on
+                self.errors.append(repr(exc))
+            self.stop.wait(self.interval)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(30)
+
+
+def consumers_pending(st):
+    jsz = http_json("http://127.0.0.1:%d/jsz?consumers=true" % st.ports["NATS_MONITOR_PORT"])[1]
+    pending = {}
+    for account in jsz.get("account_details", []):
+        for stream in account.get("stream_detail", []):
+            for consumer in stream.get("consumer_detail", []):
+                pending["%s/%s" % (stream["name"], consumer["name"])] = consumer["num_pending"]
+    return pending
+
+
+@pytest.mark.parametrize("broken", ["v3-unhealthy", "v3-crash", "v3-stuck"])
+def test_a_broken_release_under_traffic_rolls_back_and_loses_nothing(broken, flow_v2, tmp_path):
+    st, good, live = flow_v2
+    wait_until("the consumers are caught up before the deploy",
+               lambda: all(n == 0 for n in consumers_pending(st).values()), timeout=60)
+    before = data_rows(st)
+
+    with Events(st, "drill-%s" % broken) as events:
+        bad = playbook(tmp_path, guarded_stack(st, broken))
+    assert bad.returncode != 0
+    assert "rolled back to the live release %s" % live in bad.stdout, bad.stdout[-4000:]
+    assert events.errors == [] and len(events.sent) > 10, events.errors[:3]
+
+    # v2 runs again, container for container; the broken release is failed, the lock free.
+    assert images(st.project) == good
+    info = releases(st)
+    assert info["live"] == live and info["lock"] is None
+    assert info["releases"][0]["status"] == "failed"
+    # The consumers caught up: every event sent during the deploy was processed, none is pending.
+    wait_until("payments processed every event sent during the deploy", lambda: set(events.sent) <= set(
+        row[0] for row in db_rows(st, "payments", "SELECT event_id FROM processed_events")), timeout=90)
+    wait_until("no consumer has pending messages",
+               lambda: all(n == 0 for n in consumers_pending(st).values()), timeout=60)
+    after = data_rows(st)
+    # Every row that was there before is still there, unchanged; the dead-letter tables did not grow.
+    for (which, table), rows in before.items():
+        kept = dict((key, after[(which, table)].get(key)) for key in rows)
+        assert kept == rows, (which, table)
+    for which in ("ar", "payments"):
+        assert after[(which, "failed_events")] == before[(which, "failed_events")], which
+
+
+@pytest.fixture(scope="module")
+def flow_v2(lab, tmp_path_factory):
+    """The guarded platform at v2, live, shared by the broken-release drills (each rolls back to it)."""
+    st = Stack("vpsops-itbr", 34300)
+    st.down()
+    run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
+    first = playbook(tmp_path_factory.mktemp("flow-v2"), guarded_stack(st, "v2"))
+    assert first.returncode == 0, first.stdout[-4000:]
+    yield st, images(st.project), releases(st)["live"]
+    st.down()
+    run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
