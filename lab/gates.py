@@ -136,7 +136,7 @@ def gate_molecule(_tmp):
 def gate_pytest(_tmp, extra=()):
     # Two workers: the integration tests mostly wait on containers (tests/integration/conftest.py
     # keeps the modules that share lab state on one worker).
-    rc = sh([tool("pytest"), "-p", "no:cacheprovider", "-ra", "--durations=25", "-n", "2", "--dist", "loadgroup",
+    rc = sh([tool("pytest"), "-p", "no:cacheprovider", "-ra", "--durations=25", "-n", "2",
              "tests/unit", "tests/integration"] + list(extra))
     if rc == 5:
         print("pytest collected no tests: that is a failure")

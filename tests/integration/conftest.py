@@ -19,25 +19,36 @@ PHASE_FILES = ["docker-compose.infrastructure.yml", "docker-compose.platform.yml
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 SSH_PORT = int(os.environ.get("VPSOPS_LAB_SSH_PORT", "2222"))
 
-# `bin/lab test` runs pytest on two workers (pytest-xdist, --dist loadgroup): each test module runs
-# whole on one worker, so its module fixtures (stacks on fixed ports and project names) exist once.
+# `bin/lab test` runs pytest on two workers (pytest-xdist): each integration test module runs whole
+# on one worker, so its module fixtures (stacks on fixed ports and project names) exist once.
 # Modules that share something beyond their own stacks run as one group, on one worker, one after
 # the other: the session's `stack` (project vpsops-it: test_lab, test_probes_real,
 # test_deploy_playbook), the lab's namespace hosts, whose list `bin/lab host add/del` rewrites
 # (test_lab, test_deploy_flow), and image builds against `docker image prune` (test_lab,
-# test_probes_real, test_releases).
+# test_probes_real, test_releases). Unit tests go one by one to whichever worker is free.
 SHARED = "lab-shared"
 GROUPS = {"test_lab": SHARED, "test_probes_real": SHARED, "test_deploy_playbook": SHARED,
           "test_deploy_flow": SHARED, "test_releases": SHARED}
-INTEGRATION_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        path = str(item.path)
-        if os.path.dirname(path) == INTEGRATION_DIR:
-            name = os.path.splitext(os.path.basename(path))[0]
-            item.add_marker(pytest.mark.xdist_group(GROUPS.get(name, name)))
+def scope_of(nodeid):
+    """The unit of scheduling of a test: its module or group for integration tests, else itself."""
+    path = nodeid.split("::", 1)[0]
+    if not path.startswith("tests/integration/"):
+        return nodeid
+    name = os.path.splitext(os.path.basename(path))[0]
+    return GROUPS.get(name, path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    # A scheduler of our own: pytest-xdist's `loadgroup` marks do not reach pytest 9's node ids.
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return scope_of(nodeid)
+
+    return ModuleGroups(config, log)
 
 
 def run(argv, check=True, env=None, timeout=600, cwd=ROOT):
