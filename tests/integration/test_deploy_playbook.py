@@ -81,6 +81,7 @@ def recap(output):
 def deployed(lab):
     st = Stack("vpsops-itd", 22000)
     st.down()
+    run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])  # what an interrupted run left
     yield st
     st.down()
     run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
