@@ -112,7 +112,9 @@ def ansible_module(module, args, *options, host="lab1", inventory=None, raw=Fals
 
 
 class Stack:
-    """The lab platform under its own compose project and port block."""
+    """The lab platform under its own compose project and port block. Keep new blocks below 32768:
+    above it, Linux hands ports out as the local ends of outgoing connections, and a busy run
+    (two workers, Molecule beside) once took one of a stack's ports before its database bound it."""
 
     def __init__(self, project, port_base):
         self.project = project

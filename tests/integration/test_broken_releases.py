@@ -118,7 +118,7 @@ def test_a_broken_release_under_traffic_rolls_back_and_loses_nothing(broken, flo
 @pytest.fixture(scope="module")
 def flow_v2(lab, tmp_path_factory):
     """The guarded platform at v2, live, shared by the broken-release drills (each rolls back to it)."""
-    st = Stack("vpsops-itbr", 34300)
+    st = Stack("vpsops-itbr", 30000)
     st.down()
     run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
     first = playbook(tmp_path_factory.mktemp("flow-v2"), guarded_stack(st, "v2"))

@@ -17,7 +17,7 @@ from test_deploy_playbook import (
 )
 from test_slo_notify import receiving, webhook
 
-RECEIVER_PORT = 34990  # the webhook of this module's notifications (test_slo_notify has its own)
+RECEIVER_PORT = 19990  # the webhook of this module's notifications (test_slo_notify has its own)
 
 
 def start_playbook(tmp_path, extra_vars, path=PLAYBOOK, name="bg"):
@@ -51,7 +51,7 @@ def receiver():
 
 @pytest.fixture
 def flow(lab):
-    st = Stack("vpsops-itf", 34000)
+    st = Stack("vpsops-itf", 19000)
     st.down()
     run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
     yield st
