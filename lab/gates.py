@@ -4,7 +4,7 @@
 Gates: ansible-lint (production profile), the changelog lint, collection build + install +
 ansible-doc of every module, ansible-test sanity on the built collection, galaxy-importer on the
 tarball, Molecule, and pytest
-(unit + integration on the lab) last, so its summary closes the output. Pass gate names to run
+(unit + integration on the lab); one line per gate closes the output. Pass gate names to run
 only those: `bin/lab test pytest sanity`. Extra pytest arguments go after `--`.
 
 Molecule and the integration tests spend most of their time waiting for containers to become
@@ -157,6 +157,10 @@ GATES = [
 ]
 
 
+def verdict(rc):
+    return "ok" if rc == 0 else "FAILED (rc=%s)" % rc
+
+
 def start_beside(tmp, names, niceness):
     """Gates in their own process at a lower CPU priority, output to a file."""
     log_path = os.path.join(tmp, "%s.log" % "-".join(names))
@@ -175,9 +179,8 @@ def finish_beside(proc, log_path, names, started):
     with open(log_path) as log:
         print("\n==== output of the gates %s (run beside pytest) ====" % ", ".join(names))
         print(log.read(), flush=True)
-    verdict = "ok" if rc == 0 else "FAILED (rc=%s)" % rc
-    print("==== gates %s: %s, ended within %.0fs (their own times are above) ====" % (", ".join(names), verdict, seconds),
-          flush=True)
+    print("==== gates %s: %s, ended within %.0fs (their own times are above) ===="
+          % (", ".join(names), verdict(rc), seconds), flush=True)
     return ("+".join(names), rc, None)
 
 
@@ -207,11 +210,10 @@ def main(argv):
             started = time.monotonic()
             rc = func(tmp, extra) if name == "pytest" else func(tmp)
             results.append((name, rc, time.monotonic() - started))
-            verdict = "ok" if rc == 0 else "FAILED (rc=%s)" % rc
-            print("==== gate %s: %s in %.0fs ====" % (name, verdict, time.monotonic() - started), flush=True)
+            print("==== gate %s: %s in %.0fs ====" % (name, verdict(rc), time.monotonic() - started), flush=True)
         for running in beside:
             results.append(finish_beside(*running))
-    print("\n" + "\n".join("gate %-40s %-16s %s" % (name, "ok" if rc == 0 else "FAILED (rc=%s)" % rc,
+    print("\n" + "\n".join("gate %-40s %-16s %s" % (name, verdict(rc),
                                                     "beside pytest" if seconds is None else "%.0fs" % seconds)
                            for name, rc, seconds in results), flush=True)
     failed = [name for name, rc, _seconds in results if rc != 0]

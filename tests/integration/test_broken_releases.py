@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from conftest import Stack, http_json, run, wait_until
+from ansible_collections.vpsops.deploy.plugins.module_utils import _nats
+from conftest import Stack, run, wait_until
 from test_deploy_flow import db_rows
 from test_deploy_playbook import images, playbook, releases, stack_vars
 
@@ -74,13 +75,10 @@ class Events:
 
 
 def consumers_pending(st):
-    jsz = http_json("http://127.0.0.1:%d/jsz?consumers=true" % st.ports["NATS_MONITOR_PORT"])[1]
-    pending = {}
-    for account in jsz.get("account_details", []):
-        for stream in account.get("stream_detail", []):
-            for consumer in stream.get("consumer_detail", []):
-                pending["%s/%s" % (stream["name"], consumer["name"])] = consumer["num_pending"]
-    return pending
+    """{"STREAM/consumer": num_pending}, read as nats_stream_info reads it."""
+    streams, _missing = _nats.summarize(_nats.fetch_jsz("http://127.0.0.1:%d" % st.ports["NATS_MONITOR_PORT"]))
+    return dict(("%s/%s" % (stream, name), consumer["num_pending"])
+                for stream, info in streams.items() for name, consumer in info["consumers"].items())
 
 
 # v3-crash (healthy, then exits after 15 s) is not here yet: under load (two workers, Molecule beside)
