@@ -168,6 +168,13 @@ options:
           - For V(container) checks, seconds the container must have been running.
         type: float
         default: 0
+      since:
+        description:
+          - For V(container) checks, a time in epoch seconds on the host (such as the start of a
+            deploy). A container created after it fails on any restart since its creation, also one
+            that came and went before the first probe; an older container fails when its restart
+            count grows while it is probed.
+        type: float
       pattern:
         description: For V(log) checks, a regular expression a log line must match, for example V(Subscribed to).
         type: str
@@ -370,6 +377,13 @@ options:
               - For V(container) checks, seconds the container must have been running.
             type: float
             default: 0
+          since:
+            description:
+              - For V(container) checks, a time in epoch seconds on the host (such as the start of a
+                deploy). A container created after it fails on any restart since its creation, also one
+                that came and went before the first probe; an older container fails when its restart
+                count grows while it is probed.
+            type: float
           pattern:
             description: For V(log) checks, a regular expression a log line must match, for example V(Subscribed to).
             type: str

@@ -104,6 +104,13 @@ class Probe:
         if spec.get("running_for") is not None and float(spec["running_for"]) < 0:
             raise CheckSpecError("%s: 'running_for' must be 0 or more seconds, got %s"
                                  % (self.where(), spec["running_for"]))
+        if spec.get("since") not in (None, ""):
+            try:
+                bad = float(spec["since"]) < 0
+            except (TypeError, ValueError):
+                bad = True
+            if bad:
+                raise CheckSpecError("%s: 'since' must be a time in epoch seconds, got %r" % (self.where(), spec["since"]))
 
     def default_name(self):
         return "%s#%d" % (self.type_name, self.index + 1)
@@ -255,6 +262,7 @@ class ContainerProbe(DockerProbe):
     def __init__(self, spec, index, runner=None):
         DockerProbe.__init__(self, spec, index, runner)
         self.running_for = float(spec.get("running_for") or 0)
+        self.since = None if spec.get("since") in (None, "") else float(spec["since"])
         self.restarts_seen = None
 
     def default_name(self):
@@ -264,10 +272,12 @@ class ContainerProbe(DockerProbe):
         return "container %s" % self.container
 
     def probe(self, timeout):
-        out = self.inspect("{{json .State}}|{{.RestartCount}}", timeout)
-        state_json, _sep, restarts = out.strip().rpartition("|")
+        out = self.inspect("{{json .State}}|{{.RestartCount}}|{{.Created}}", timeout)
+        rest, _sep, created = out.strip().rpartition("|")
+        state_json, _sep, restarts = rest.rpartition("|")
         state = json.loads(state_json)
-        return check_container_state(self.container, state, int(restarts or 0), self.running_for, self)
+        return check_container_state(self.container, state, int(restarts or 0), self.running_for, self,
+                                     created=parse_docker_time(created), since=self.since)
 
 
 def compile_regex(probe, key, required=False):
@@ -658,8 +668,12 @@ def parse_docker_time(value):
     return seconds + (float("0." + digits) if digits else 0.0)
 
 
-def check_container_state(name, state, restart_count, running_for, tracker, now=None):
-    """Judge one `docker inspect` State; raise FatalProbeError for states that cannot recover."""
+def check_container_state(name, state, restart_count, running_for, tracker, now=None, created=None, since=None):
+    """Judge one `docker inspect` State; raise FatalProbeError for states that cannot recover.
+
+    A restart counts when the restart count grew since the first probe. With `since` (epoch seconds
+    on the host, such as the start of a deploy), a container created after it counts every restart
+    since its creation: a crash that came and went before the first probe is not missed."""
     status = state.get("Status")
     if state.get("OOMKilled"):
         raise FatalProbeError("container %s was OOM-killed (exit code %s)" % (name, state.get("ExitCode")))
@@ -668,10 +682,16 @@ def check_container_state(name, state, restart_count, running_for, tracker, now=
                               % (name, status, state.get("ExitCode"),
                                  (": " + state["Error"]) if state.get("Error") else ""))
     if tracker.restarts_seen is None:
-        tracker.restarts_seen = restart_count
-    if state.get("Restarting") or status == "restarting" or restart_count > tracker.restarts_seen:
+        fresh = since is not None and created is not None and created >= since
+        tracker.restarts_seen = 0 if fresh else restart_count
+    if state.get("Restarting") or status == "restarting":
         raise FatalProbeError("container %s is restarting (restart count %d, last exit code %s)"
                               % (name, restart_count, state.get("ExitCode")))
+    if restart_count > tracker.restarts_seen:
+        raise FatalProbeError("container %s restarted %d time(s) %s (last exit code %s)"
+                              % (name, restart_count - tracker.restarts_seen,
+                                 "since it was created" if tracker.restarts_seen == 0 and since is not None
+                                 else "while it was watched", state.get("ExitCode")))
     if status != "running":
         raise Exception("container %s is %s" % (name, status))
     health = (state.get("Health") or {}).get("Status")
@@ -716,6 +736,7 @@ def check_argument_spec():
         max_new=dict(type="int", default=0),
         container=dict(type="str"),
         running_for=dict(type="float", default=0),
+        since=dict(type="float"),
         pattern=dict(type="str"),
         fail_pattern=dict(type="str"),
         argv=dict(type="list", elements="str"),
@@ -737,15 +758,16 @@ def check_argument_spec():
     return options
 
 
-def gate_specs(checks, containers, docker_cli="docker"):
+def gate_specs(checks, containers, docker_cli="docker", since=None):
     """The checks of one gate: `checks` with the Docker CLI filled in, plus one `container` check per
-    container name (running, healthy where it has a healthcheck, fail fast on exit or restart)."""
+    container name (running, healthy where it has a healthcheck, fail fast on exit or restart;
+    restarts counted from `since` for the containers created after it)."""
     specs = []
     for check in checks or []:
         spec = dict(check)
         spec.setdefault("docker_cli", docker_cli)
         specs.append(spec)
-    specs += [dict(type="container", name="container %s" % name, container=name, docker_cli=docker_cli)
+    specs += [dict(type="container", name="container %s" % name, container=name, docker_cli=docker_cli, since=since)
               for name in containers or []]
     return specs
 

@@ -37,6 +37,13 @@ options:
     type: list
     elements: str
     default: []
+  since:
+    description:
+      - A time in epoch seconds on the host, such as the start of a deploy. A container of
+        O(containers) created after it fails on any restart since its creation, so a crash that
+        came and went before the gate's first probe is not missed. Without it, a container fails
+        when its restart count grows while it is probed.
+    type: float
   timeout:
     description:
       - One deadline in seconds for the whole call, not per check.
@@ -236,6 +243,7 @@ def main():
         argument_spec=dict(
             checks=dict(type="list", elements="dict", default=[], options=check_argument_spec()),
             containers=dict(type="list", elements="str", default=[]),
+            since=dict(type="float"),
             timeout=dict(type="float", default=60),
             interval=dict(type="float", default=1),
             max_interval=dict(type="float", default=5),
@@ -255,7 +263,7 @@ def main():
     if params["consecutive"] < 1:
         module.fail_json(msg="consecutive must be 1 or more, got %s" % params["consecutive"])
 
-    checks = gate_specs(params["checks"], params["containers"], params["docker_cli"])
+    checks = gate_specs(params["checks"], params["containers"], params["docker_cli"], params["since"])
     if not checks:
         module.fail_json(msg="give at least one check in 'checks' or one container in 'containers'")
     try:

@@ -40,6 +40,7 @@ def scope_of(nodeid):
     return GROUPS.get(name, path)
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     # A scheduler of our own: pytest-xdist's `loadgroup` marks do not reach pytest 9's node ids.
     from xdist.scheduler import LoadScopeScheduling

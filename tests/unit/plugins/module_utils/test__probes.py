@@ -146,7 +146,7 @@ def test_container_running_for_not_reached():
     (STATE_EXITED, 0, None, "has exited with exit code 3"),
     (dict(STATE_HEALTHY, OOMKilled=True, ExitCode=137), 0, None, "OOM-killed"),
     (dict(STATE_HEALTHY, Status="restarting", Restarting=True), 4, None, "is restarting (restart count 4"),
-    (STATE_HEALTHY, 3, 2, "is restarting (restart count 3"),
+    (STATE_HEALTHY, 3, 2, "restarted 1 time(s) while it was watched"),
 ])
 def test_container_fatal_states_fail_fast(state, restarts, seen, message):
     tracker = Tracker()
@@ -154,6 +154,33 @@ def test_container_fatal_states_fail_fast(state, restarts, seen, message):
     with pytest.raises(probes.FatalProbeError) as err:
         probes.check_container_state("c", state, restarts, 0, tracker)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("created, restarts, fatal", [
+    (STARTED_AT - 5, 1, True),     # created by the deploy, crashed once before the first probe
+    (STARTED_AT - 5, 0, False),    # created by the deploy, never restarted
+    (STARTED_AT - 3600, 2, False),  # older than the deploy: its earlier restarts are not the deploy's
+])
+def test_container_restarts_count_from_since_for_containers_created_after_it(created, restarts, fatal):
+    since = STARTED_AT - 10
+    if fatal:
+        with pytest.raises(probes.FatalProbeError) as err:
+            probes.check_container_state("c", STATE_HEALTHY, restarts, 0, Tracker(), created=created, since=since)
+        assert "restarted 1 time(s) since it was created" in str(err.value)
+    else:
+        tracker = Tracker()
+        assert probes.check_container_state("c", STATE_HEALTHY, restarts, 0, tracker, created=created,
+                                            since=since) == "running (healthy)"
+        # ... and one more restart while it is probed fails it.
+        with pytest.raises(probes.FatalProbeError, match="restarted 1 time"):
+            probes.check_container_state("c", STATE_HEALTHY, restarts + 1, 0, tracker, created=created, since=since)
+
+
+def test_gate_specs_pass_since_to_the_container_checks_only():
+    specs = probes.gate_specs([{"type": "tcp", "port": 1}], ["a"], since=12.5)
+    assert "since" not in specs[0] and specs[1]["since"] == 12.5
+    with pytest.raises(probes.CheckSpecError, match="'since' must be a time in epoch seconds, got 'soon'"):
+        probes.build_probes([{"type": "container", "container": "a", "since": "soon"}])
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -226,7 +226,7 @@ class FakeDocker:
                               if all(d["Config"]["Labels"].get(k) == v for k, v in wanted)), ""
         if args[0] == "inspect" and "--format" in args:
             doc = self.find(args[-1])
-            return 0, "%s|%d\n" % (json.dumps(doc["State"]), doc["RestartCount"]), ""
+            return 0, "%s|%d|%s\n" % (json.dumps(doc["State"]), doc["RestartCount"], doc.get("Created", "")), ""
         if args[0] == "inspect":
             return 0, json.dumps([self.find(ref) for ref in args[3:] if self.find(ref)]), ""
         if args[0] == "logs":
@@ -310,7 +310,7 @@ def test_a_rollout_starts_new_beside_old_gates_drains_then_stops_the_old_ones():
 @pytest.mark.parametrize("behaviour, timeout, words", [
     ("exits", 30, ["failed fast", "exited with exit code 1"]),
     ("unhealthy", 1, ["not ready", "is unhealthy"]),
-    ("restarted", 30, ["failed fast", "is restarting (restart count 1"]),
+    ("restarted", 30, ["failed fast", "restarted 1 time(s)"]),
 ])
 def test_new_containers_that_fail_the_gate_are_removed_and_the_old_ones_never_touched(behaviour, timeout, words):
     fake = FakeDocker({"auth": AUTH}, behaviour=behaviour)
