@@ -3,8 +3,9 @@
 
 Gates: ansible-lint (production profile), the changelog lint, collection build + install +
 ansible-doc of every module, ansible-test sanity on the built collection, galaxy-importer on the
-tarball, Molecule, and pytest
-(unit + integration on the lab); one line per gate closes the output. Pass gate names to run
+tarball, Molecule, pytest (unit + integration on the lab), and `alone`: the drills that disturb the
+whole lab (the Docker daemon restarted), run after every other gate has finished. One line per gate
+closes the output. Pass gate names to run
 only those: `bin/lab test pytest sanity`. Extra pytest arguments go after `--`.
 
 Molecule and the integration tests spend most of their time waiting for containers to become
@@ -136,8 +137,19 @@ def gate_molecule(_tmp):
 def gate_pytest(_tmp, extra=()):
     # Two workers: the integration tests mostly wait on containers (tests/integration/conftest.py
     # keeps the modules that share lab state on one worker).
-    rc = sh([tool("pytest"), "-p", "no:cacheprovider", "-ra", "--durations=25", "-n", "2",
-             "tests/unit", "tests/integration"] + list(extra))
+    return no_tests_is_a_failure(sh([tool("pytest"), "-p", "no:cacheprovider", "-ra", "--durations=25", "-n", "2",
+                                     "-m", "not alone", "tests/unit", "tests/integration"] + list(extra)))
+
+
+def gate_alone(_tmp, extra=()):
+    # Drills that disturb the whole lab (the Docker daemon restarted): after every other gate, alone.
+    rc = sh([tool("pytest"), "-p", "no:cacheprovider", "-ra", "--durations=5", "-m", "alone", "tests/integration"]
+            + list(extra))
+    # Extra arguments (-k ...) may select none of these drills: that is not a failure then.
+    return 0 if rc == 5 and extra else no_tests_is_a_failure(rc)
+
+
+def no_tests_is_a_failure(rc):
     if rc == 5:
         print("pytest collected no tests: that is a failure")
         return 1
@@ -154,6 +166,7 @@ GATES = [
     ("importer", gate_importer),
     ("molecule", gate_molecule),
     ("pytest", gate_pytest),
+    ("alone", gate_alone),
 ]
 
 
@@ -204,11 +217,15 @@ def main(argv):
             for group, niceness in groups:
                 if group:
                     beside.append(start_beside(tmp, group, niceness))
-            selected = [(name, func) for name, func in selected if name == "pytest"]
+            selected = [(name, func) for name, func in selected if name in ("pytest", "alone")]
         for name, func in selected:
+            if name == "alone":
+                # It restarts the Docker daemon: nothing else may run then.
+                while beside:
+                    results.append(finish_beside(*beside.pop(0)))
             print("\n==== gate: %s ====" % name, flush=True)
             started = time.monotonic()
-            rc = func(tmp, extra) if name == "pytest" else func(tmp)
+            rc = func(tmp, extra) if name in ("pytest", "alone") else func(tmp)
             results.append((name, rc, time.monotonic() - started))
             print("==== gate %s: %s in %.0fs ====" % (name, verdict(rc), time.monotonic() - started), flush=True)
         for running in beside:

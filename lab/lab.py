@@ -44,6 +44,7 @@ APT_PACKAGES = {
     "busybox": "busybox-static",
     "debootstrap": "debootstrap",
     "/usr/sbin/sshd": "openssh-server",
+    "/usr/bin/sudo": "sudo",  # a non-root ansible_user with become (the permissions drill)
     "ssh-keygen": "openssh-client",
     "ip": "iproute2",
     "/usr/bin/python3": "python3",
@@ -541,7 +542,9 @@ def sshd_config(name, listen, port, host_key):
         "Port %d" % port,
         "HostKey %s" % host_key,
         "PidFile %s" % pidfile,
-        "AuthorizedKeysFile %s" % os.path.join(d, "authorized_keys"),
+        # The lab's key for root; a user's own ~/.ssh/authorized_keys for the non-root drills (sshd
+        # opens the file as that user, who cannot read the lab's directory).
+        "AuthorizedKeysFile .ssh/authorized_keys %s" % os.path.join(d, "authorized_keys"),
         "PermitRootLogin prohibit-password",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",

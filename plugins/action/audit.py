@@ -21,6 +21,7 @@ import re
 import socket
 
 from ansible.plugins.action import ActionBase
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import makedirs_owner_only
 
 DEFAULT_PATH = "~/.vpsops/audit.jsonl"
 PATH_ENV = "VPSOPS_AUDIT_LOG"
@@ -118,17 +119,8 @@ def log_path(path=None, environ=None):
 
 
 def ensure_dir(directory):
-    """Create the log's directory (0700) when missing; an existing one keeps its mode."""
-    if os.path.isdir(directory):
-        return
-    parent = os.path.dirname(directory.rstrip("/"))
-    if parent and parent != directory and not os.path.isdir(parent):
-        os.makedirs(parent)
-    try:
-        os.mkdir(directory, 0o700)
-    except OSError as exc:
-        if exc.errno != errno.EEXIST:  # created by a concurrent writer: fine
-            raise
+    """Create the log's directory and its missing parents, each 0700; existing ones keep their mode."""
+    makedirs_owner_only(directory)
 
 
 def append_line(path, line):

@@ -33,6 +33,7 @@ import time
 from ansible_collections.vpsops.deploy.plugins.module_utils._pgcli import PgCli, PgCliError, pgcli_argument_spec
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     fsync_dir,
+    makedirs_owner_only,
     referenced_backups as store_references,
     write_json_atomic,
 )
@@ -232,11 +233,11 @@ def remove_path(path):
 
 
 def ensure_dir(path, option):
-    """Create a missing backup directory 0700 (an existing one keeps its mode); fail naming the
-    option when it cannot be used."""
+    """Create a missing backup directory 0700, and its missing parents 0700 too (an existing one
+    keeps its mode); fail naming the option when it cannot be used."""
     if not os.path.isdir(path):
         try:
-            os.makedirs(path, 0o700)
+            makedirs_owner_only(path)
         except OSError as exc:
             raise BackupError("%s: cannot create directory %s: %s" % (option, path, exc.strerror or exc))
     if not os.access(path, os.W_OK | os.X_OK):

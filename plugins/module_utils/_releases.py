@@ -122,6 +122,24 @@ def write_atomic(path, data, mode=0o600):
     fsync_dir(directory)
 
 
+def makedirs_owner_only(path):
+    """Create a missing directory and its missing parents, each 0700 (os.makedirs would make the
+    parents 0777 less the umask: 0755 under the usual 022). Existing directories keep their mode."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path.rstrip("/"))
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST or not os.path.isdir(directory):  # a concurrent run made it: fine
+                raise
+
+
 def write_json_atomic(path, data, mode=0o600):
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
 
@@ -181,8 +199,7 @@ class Store:
         """Create the state directory (0700) and check it can be written."""
         for path in (self.state_dir, self.releases_dir):
             try:
-                if not os.path.isdir(path):
-                    os.makedirs(path, 0o700)
+                makedirs_owner_only(path)
             except OSError as exc:
                 raise ReleaseError("state_dir %s cannot be created: %s" % (self.state_dir, exc.strerror or exc))
         try:

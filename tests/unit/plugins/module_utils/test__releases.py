@@ -323,3 +323,19 @@ def test_a_rollback_ends_the_unfinished_deploys_after_its_target(tmp_path):
     assert store.load("r2")["status"] == "failed" and store.load("r1")["status"] == "live"
     assert rel.fail_pending_after(store, live, "r1") == []
     assert store.history()[-1]["event"] == "pending_failed"
+
+
+def test_missing_parents_are_made_owner_only_and_existing_directories_keep_their_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        kept = tmp_path / "kept"
+        kept.mkdir(mode=0o750)
+        os.chmod(str(kept), 0o750)
+        target = kept / "a" / "b" / "c"
+        rel.makedirs_owner_only(str(target))
+        rel.makedirs_owner_only(str(target))  # a second call is harmless
+    finally:
+        os.umask(old)
+    for path in (kept / "a", kept / "a" / "b", target):
+        assert os.stat(str(path)).st_mode & 0o777 == 0o700, path
+    assert os.stat(str(kept)).st_mode & 0o777 == 0o750

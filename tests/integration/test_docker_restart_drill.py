@@ -1,0 +1,103 @@
+"""Fault drill: the Docker daemon restarts in the middle of a phase.
+
+It stops every container on the machine, so this module runs alone, after the parallel suite
+(`-m alone`, the `alone` gate of lab/gates.py). Afterwards the host must hold one consistent live
+release: every container of the stack running the live release's images, the lock free, the
+database rows written before the deploy still there.
+"""
+
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import ROOT, Stack, container_names, run, wait_until
+from test_deploy_flow import db_rows, output, start_playbook
+from test_deploy_playbook import ROLLBACK_PLAYBOOK, playbook, releases, stack_vars
+
+pytestmark = pytest.mark.alone
+
+DOCKERD_MARK = "/var/cache/vpsops-lab/dockerd.started-by-lab"
+
+
+def two_phases(st, tag):
+    """Infrastructure (the databases, NATS) then platform: the daemon restarts during phase 2."""
+    values = stack_vars(st, tag=tag)
+    values["vpsops_stack"]["phases"] = values["vpsops_stack"]["phases"][:2]
+    return values
+
+
+def restart_dockerd():
+    with open(DOCKERD_MARK) as handle:
+        pid = int(handle.read().strip())
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(300):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("dockerd (pid %d) did not stop within 30 s" % pid)
+    run([os.path.join(ROOT, "bin", "lab"), "up"])
+
+
+@pytest.fixture
+def restart_stack(lab):
+    if not os.path.exists(DOCKERD_MARK):
+        pytest.skip("the Docker daemon was not started by the lab (bin/lab up): this drill restarts only that one")
+    st = Stack("vpsops-itdr", 28000)
+    st.down()
+    run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
+    yield st
+    st.down()
+    run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
+
+
+def test_docker_daemon_restarted_during_a_phase_leaves_one_consistent_live_release(restart_stack, tmp_path):
+    st = restart_stack
+    first = playbook(tmp_path, two_phases(st, "v1"))
+    assert first.returncode == 0, first.stdout[-3000:]
+    db_rows(st, "ar", "CREATE TABLE drill (id text PRIMARY KEY); INSERT INTO drill VALUES ('written-before-the-deploy')")
+
+    deploy = start_playbook(tmp_path, two_phases(st, "v2"), name="restart")
+    try:
+        wait_until("phase 2 of the v2 deploy starts",
+                   lambda: "Phase platform: services" in output(deploy) or deploy.poll() is not None, timeout=300)
+        assert deploy.poll() is None, output(deploy)[-3000:]
+        time.sleep(1)  # into the phase's `up`
+        restart_dockerd()
+        deploy.wait(600)
+    finally:
+        if deploy.poll() is None:
+            os.killpg(deploy.pid, signal.SIGKILL)
+            deploy.wait(30)
+    out = output(deploy)
+    if deploy.returncode != 0:
+        # The deploy failed and says where; if its own rollback could not finish (the daemon was
+        # still coming back), rollback.yml converges from the state on the host.
+        assert "failed at" in out, out[-4000:]
+        info = releases(st)
+        if info["lock"] is not None or info["releases"][0]["status"] not in ("failed", "rolled_back", "live"):
+            back = playbook(tmp_path, {"vpsops_stack": {"name": st.project}}, path=ROLLBACK_PLAYBOOK)
+            assert back.returncode == 0, back.stdout[-4000:]
+
+    # One consistent live release: its images run in every container of the stack, all running.
+    info = releases(st)
+    assert info["lock"] is None, info["lock"]
+    live = [r for r in info["releases"] if r["status"] == "live"]
+    assert len(live) == 1, info["releases"]
+    wait_until("every container of the stack runs again", lambda: set(run(
+        ["docker", "ps", "-a", "--filter", "label=com.docker.compose.project=%s" % st.project,
+         "--format", "{{.State}}"]).stdout.split()) == {"running"}, timeout=120)
+    pinned = dict((name, service["image_id"]) for name, service in live[0]["services"].items())
+    containers = container_names(st.project)
+    running = run(["docker", "inspect", "--format", '{{index .Config.Labels "com.docker.compose.service"}} {{.Image}}']
+                  + containers).stdout.splitlines()
+    assert len(running) == len(pinned) + 1  # auth runs two replicas
+    for line in running:
+        service, image = line.split()
+        assert pinned[service] == image, line
+    # The row written before the deploy survived the daemon's restart.
+    assert db_rows(st, "ar", "SELECT id FROM drill") == [("written-before-the-deploy",)]
