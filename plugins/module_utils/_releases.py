@@ -889,13 +889,87 @@ def reverse_phase_groups(target, scope, plan):
     return groups
 
 
-def checks_for(target, scope):
-    """The health checks recorded with the phases of a release that hold a service of the scope."""
+# Keys of a health check whose values are secrets: a manifest never holds them (see seal_checks).
+SECRET_CHECK_KEYS = ("login_password", "password", "headers")
+ENV_REF = "from_env"
+
+
+def read_env_file(path):
+    """{NAME: value} of a compose .env file (NAME=value, NAME='value' or NAME="value" lines)."""
+    values = {}
+    if not path or not os.path.isfile(path):
+        return values
+    with open(path) as handle:
+        for line in handle:
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            name, _eq, value = line.partition("=")
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            values[name.strip()] = value
+    return values
+
+
+def seal_checks(checks, env):
+    """Health checks as a release manifest keeps them: no value of a secret key is written.
+
+    A secret (login_password, password, a header) whose value is the value of a variable of the
+    release's env file is kept as {"from_env": NAME}: the env file's copy in the release (0600) holds
+    it, and unseal_checks puts it back for the rollback's gate. A check with any other secret is not
+    recorded at all (a rollback then gates on its containers and on the checks its caller passes):
+    without its secret it could only fail."""
+    by_value = dict((value, name) for name, value in sorted(env.items()) if value)
+
+    def seal(value):
+        name = by_value.get(value) if isinstance(value, str) else None
+        return {ENV_REF: name} if name else None
+
+    sealed = []
+    for check in checks or []:
+        check = dict(check)
+        kept = True
+        for key in SECRET_CHECK_KEYS:
+            if check.get(key) is None:
+                continue
+            if key == "headers" and isinstance(check[key], dict):
+                check[key] = dict((h, seal(v)) for h, v in check[key].items())
+                kept = kept and all(v is not None for v in check[key].values())
+            else:
+                check[key] = seal(check[key])
+                kept = kept and check[key] is not None
+        if kept:
+            sealed.append(check)
+    return sealed
+
+
+def unseal_checks(checks, env):
+    """The recorded checks with their {"from_env": NAME} secrets read back from the env file."""
+    def unseal(value):
+        if isinstance(value, dict) and set(value) == {ENV_REF}:
+            return env.get(value[ENV_REF])
+        return value
+
+    unsealed = []
+    for check in checks or []:
+        check = dict(check)
+        for key in SECRET_CHECK_KEYS:
+            if key == "headers" and isinstance(check.get(key), dict) and set(check[key]) != {ENV_REF}:
+                check[key] = dict((h, unseal(v)) for h, v in check[key].items())
+            elif key in check:
+                check[key] = unseal(check[key])
+        unsealed.append(check)
+    return unsealed
+
+
+def checks_for(target, scope, env_file=None):
+    """The health checks recorded with the phases of a release that hold a service of the scope,
+    their secrets read back from the release's env file copy."""
     checks = []
     for phase in target.get("phases") or []:
         if set(phase.get("services") or []) & set(scope):
             checks.extend(phase.get("checks") or [])
-    return checks
+    return unseal_checks(checks, read_env_file(env_file))
 
 
 def restore_images(docker, target, scope, pull_digests):
@@ -1042,7 +1116,8 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
         after = prove(docker, store.stack, deployed, scope, containers)
         timings["prove"] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
-        gate_checks = list(checks or []) + (checks_for(target, scope) if recorded_checks else [])
+        gate_checks = list(checks or []) + (checks_for(target, scope, store.env_path(target))
+                                            if recorded_checks else [])
         if gate is not None:
             names = [c["name"] for c in containers if c["service"] in scope]
             ok, message, details = gate(gate_checks, names, timeout)

@@ -184,9 +184,11 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker, DockerError
-from ansible_collections.vpsops.deploy.plugins.module_utils._probes import check_argument_spec
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
+    CheckSpecError, build_probes, check_argument_spec, gate_specs,
+)
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
-    ReleaseError, Store, snapshot, store_argument_spec,
+    ReleaseError, Store, read_env_file, seal_checks, snapshot, store_argument_spec,
 )
 
 
@@ -195,9 +197,11 @@ def public_services(services):
                 for name, s in services.items())
 
 
-def stored_checks(checks):
-    """Checks as the manifest keeps them: only the keys that were given or have a default."""
-    return [dict((k, v) for k, v in check.items() if v is not None) for check in checks or []]
+def stored_checks(checks, env=None):
+    """Checks as the manifest keeps them: only the keys that were given or have a default, and no
+    secret (a password or header the env file holds is kept as a reference to its variable)."""
+    given = [dict((k, v) for k, v in check.items() if v is not None) for check in checks or []]
+    return given if env is None else seal_checks(given, env)
 
 
 def resolve_files(module, project_dir):
@@ -210,8 +214,26 @@ def resolve_files(module, project_dir):
     return files
 
 
+def check_phases(module):
+    """Duplicate phase names and bad checks fail before anything is recorded: a release is the
+    record a deploy gates on and a rollback returns to, and a check that cannot run would only fail
+    there, after its containers changed."""
+    seen = set()
+    for phase in module.params["phases"]:
+        if phase["name"] in seen:
+            module.fail_json(msg="phases: the name %r is used by more than one phase; phase names must be unique"
+                             % phase["name"])
+        seen.add(phase["name"])
+        if phase["checks"]:
+            try:
+                build_probes(gate_specs(stored_checks(phase["checks"]), [], module.params["docker_cli"]))
+            except CheckSpecError as exc:
+                module.fail_json(msg="phases[%s].checks: %s" % (phase["name"], exc))
+
+
 def phase_services(module, docker, stack, project_dir, env_file, files):
     phases = []
+    env = read_env_file(env_file)
     known = set(os.path.basename(f) for f in files) | set(module.params["files"])
     for phase in module.params["phases"]:
         unknown = [f for f in phase["compose_files"] if f not in known]
@@ -222,7 +244,7 @@ def phase_services(module, docker, stack, project_dir, env_file, files):
         services = Compose(docker, stack, paths, project_dir=project_dir, env_file=env_file).run(
             ["config", "--services", "--no-consistency"], what="docker compose config --services").split()
         phases.append(dict(name=phase["name"], files=[os.path.basename(p) for p in paths],
-                           services=sorted(services), checks=stored_checks(phase["checks"])))
+                           services=sorted(services), checks=stored_checks(phase["checks"], env)))
     return phases
 
 
@@ -249,6 +271,7 @@ def present(module, store, docker):
                     services=public_services(manifest["services"]))
     if not params["files"]:
         module.fail_json(msg="files: give the compose files to record (state=present needs at least one)")
+    check_phases(module)
     project_dir = params["project_dir"] or os.path.join(store.state_dir, "project")
     if not os.path.isdir(project_dir):
         module.fail_json(msg="project_dir %s does not exist on the host" % project_dir)

@@ -201,6 +201,12 @@ def main():
     if params["timeout"] < 1:
         module.fail_json(msg="timeout must be 1 second or more, got %d" % params["timeout"])
     try:
+        # A bad check must fail before anything is rolled back, not in the health gate after `up`.
+        if params["checks"]:
+            build_probes(gate_specs(params["checks"], [], params["docker_cli"]))
+    except CheckSpecError as exc:
+        module.fail_json(msg="checks: %s; nothing was rolled back" % exc)
+    try:
         store = Store(params["stack"], params["state_dir"])
         if not store.exists():
             module.fail_json(msg="stack %s has no release store in %s: nothing to roll back to"

@@ -42,11 +42,13 @@ options:
     description:
       - Who holds the lock. Use a value unique per run, for example the user, controller host and
         a run id; a lock is ours when its owner equals this.
+      - One line of printable text, not empty.
     type: str
     required: true
   ttl:
     description:
-      - Seconds after the last heartbeat at which the lock counts as stale and may be taken over.
+      - Seconds after the last heartbeat at which the lock counts as stale and may be taken over,
+        between 1 and 604800 (a week).
     type: int
     default: 1800
   controller:
@@ -115,6 +117,9 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
 )
 
 
+MAX_TTL = 7 * 24 * 3600
+
+
 def main():
     spec = store_argument_spec(docker=False)
     spec.update(
@@ -129,10 +134,14 @@ def main():
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     params = module.params
-    if params["ttl"] < 1:
-        module.fail_json(msg="ttl must be 1 second or more, got %d" % params["ttl"])
+    # A ttl beyond a week would keep the lock of a dead run from ever going stale.
+    if not 1 <= params["ttl"] <= MAX_TTL:
+        module.fail_json(msg="ttl must be between 1 and %d seconds (a week), got %d" % (MAX_TTL, params["ttl"]))
     if not params["owner"].strip():
         module.fail_json(msg="owner must not be empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in params["owner"]):
+        module.fail_json(msg="owner must be one line of printable text (it is shown in every lock message), got %r"
+                         % params["owner"])
     controller = params["controller"] or (os.environ.get("SSH_CLIENT") or "").split(" ")[0] or None
     try:
         store = Store(params["stack"], params["state_dir"])

@@ -28,7 +28,7 @@ from test_deploy_flow import output
 from test_deploy_playbook import ANSIBLE, PLAYBOOK, ROLLBACK_PLAYBOOK, images, stack_vars
 
 SSH_DIR = os.path.join(ROOT, ".lab", "ssh")
-DRILL_SSH_PORT = 27022
+DRILL_SSH_PORT = 14022
 
 
 def drill_stack(st, tag="v1"):
@@ -123,7 +123,7 @@ def store_info(st):
 
 @pytest.fixture
 def drill(lab, tmp_path):
-    st = Stack("vpsops-itfd", 27000)
+    st = Stack("vpsops-itfd", 14000)
     state = "/var/lib/vpsops/%s" % st.project
     st.down()
     run(["rm", "-rf", state])

@@ -339,3 +339,26 @@ def test_missing_parents_are_made_owner_only_and_existing_directories_keep_their
     for path in (kept / "a", kept / "a" / "b", target):
         assert os.stat(str(path)).st_mode & 0o777 == 0o700, path
     assert os.stat(str(kept)).st_mode & 0o777 == 0o750
+
+
+def test_checks_keep_no_secret_only_a_reference_to_the_env_file(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("RELEASE_TAG='v2'\nAR_DB_PASSWORD='s3cret-ar'\nAPI_TOKEN=\"Bearer t0ken\"\n")
+    env = rel.read_env_file(str(env_file))
+    assert env == {"RELEASE_TAG": "v2", "AR_DB_PASSWORD": "s3cret-ar", "API_TOKEN": "Bearer t0ken"}
+    checks = [
+        {"name": "ar-db", "type": "postgres", "port": 5434, "login_password": "s3cret-ar"},
+        {"name": "api", "type": "http", "url": "http://127.0.0.1/", "headers": {"Authorization": "Bearer t0ken"}},
+        {"name": "cache", "type": "redis", "port": 6379, "password": "not-in-the-env"},
+        {"name": "web", "type": "http", "url": "http://127.0.0.1/"},
+    ]
+    sealed = rel.seal_checks(checks, env)
+    text = json.dumps(sealed)
+    assert "s3cret-ar" not in text and "t0ken" not in text and "not-in-the-env" not in text
+    assert sealed[0]["login_password"] == {"from_env": "AR_DB_PASSWORD"}
+    assert sealed[1]["headers"] == {"Authorization": {"from_env": "API_TOKEN"}}
+    # A check whose secret the env file does not hold is not recorded: without it, it could only fail.
+    assert [c["name"] for c in sealed] == ["ar-db", "api", "web"]
+    # The rollback's gate reads them back from the release's env file copy.
+    target = {"phases": [{"services": ["ar"], "checks": sealed}]}
+    assert rel.checks_for(target, ["ar"], str(env_file)) == [checks[0], checks[1], checks[3]]

@@ -1,0 +1,337 @@
+"""The secrets drill: unique secrets planted as vault variables go through a deploy of v1 then v2, a
+failing deploy that rolls itself back, backup.yml, restore.yml and a dlq.yml replay, each with -vvv
+and --diff, and appear nowhere but where they must: the project's `.env` and the releases' copies of
+it (mode 0600), and the containers' environment (by design, not searched).
+
+Searched for every secret and for the webhook's token alone: every run's stdout and stderr, the
+process list sampled every 0.1 s during each run (the argv of every process), every file of the
+stack's state directory (releases, history, the lock as sampled while held, the project's compose
+files) and of its backup directory (dumps and their manifests) as they were after each run, the
+controller's audit log and the bodies the webhook received.
+
+The stack is compose project `vpsops-itsec` on loopback ports 18xxx (webhook on 18990), state in
+/var/lib/vpsops/vpsops-itsec, backups in /var/backups/vpsops/vpsops-itsec; all removed at the end.
+"""
+
+import collections
+import glob
+import hashlib
+import json
+import os
+import re
+import secrets
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import ROOT, VENV_BIN, Stack, ansible_env, run
+from test_deploy_playbook import stack_vars
+from test_slo_notify import receiving, webhook
+
+PROJECT = "vpsops-itsec"
+PORT_BASE = 18000
+RECEIVER_PORT = PORT_BASE + 990
+STATE_DIR = "/var/lib/vpsops/%s" % PROJECT
+BACKUP_DIR = "/var/backups/vpsops/%s" % PROJECT
+INVENTORY = os.path.join(ROOT, "inventories", "lab")
+PLAYBOOKS = os.path.join(ROOT, "playbooks")
+# The env files that must hold the secrets: the project's, and each release's copy of it.
+ENV_FILES = re.compile(r"^(project/\.env|releases/[^/]+/\.env)$")
+MIN_FILES = 20  # files (distinct paths) a search of this drill's state and backups must read at least
+
+
+def planted():
+    """The secrets: name -> value, each unique to this run."""
+    return {name: "S3CRET-" + secrets.token_hex(12)
+            for name in ("AR_DB_PASSWORD", "PAYMENTS_DB_PASSWORD", "REGISTRY_PASSWORD", "NOTIFY_TOKEN")}
+
+
+class Sampler:
+    """While a run goes: every process's argv every 0.1 s, and the stack's lock file while it is held."""
+
+    def __init__(self, interval=0.1):
+        self.interval = interval
+        self.lines = collections.Counter()  # every sampled line, with how often it was seen
+        self.samples = 0
+        self.locks = set()  # every content the lock file had
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self):
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                    raw = handle.read()
+            except OSError:  # gone meanwhile, or a kernel thread
+                continue
+            if raw:
+                self.lines["%s %s" % (pid, raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace"))] += 1
+        try:
+            with open(os.path.join(STATE_DIR, "lock.json"), "rb") as handle:
+                self.locks.add(handle.read())
+        except OSError:
+            pass
+        self.samples += 1
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+        self.sample()  # once more after the run
+
+
+class Drill:
+    """The stack, its secrets, and everything the runs produced."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.st = Stack(PROJECT, PORT_BASE)
+        self.secret = planted()
+        self.st.passwords = {k: self.secret[k] for k in ("AR_DB_PASSWORD", "PAYMENTS_DB_PASSWORD")}
+        self.notify_url = webhook(self.secret["NOTIFY_TOKEN"], RECEIVER_PORT)
+        # What is searched for: each secret, the whole webhook URL and its token alone.
+        self.needles = dict(self.secret, NOTIFY_URL=self.notify_url)
+        self.audit_log = os.path.join(tmp, "audit.jsonl")
+        self.runs = []  # {name, argv, rc, stdout, stderr, seconds, processes (Counter), samples}
+        self.locks = set()
+        self.files = {}  # (path, sha256) -> bytes: every version of every file seen after a run
+        self.posts = []  # what the webhook received
+        self.backup_taken = None  # the backup of ar that backup.yml took and restore.yml restored
+        self.failed_events_left = None  # rows of ar's failed_events after the replay
+        self.seconds = 0.0
+
+    def stack(self, tag):
+        """vpsops_stack referencing the vault variables, never the values."""
+        values = stack_vars(self.st, tag=tag)
+        stack = values["vpsops_stack"]
+        p = self.st.ports
+        stack["env"].update(AR_DB_PASSWORD="{{ vault_ar_db_password }}",
+                            PAYMENTS_DB_PASSWORD="{{ vault_payments_db_password }}",
+                            REGISTRY_PASSWORD="{{ vault_registry_password }}")
+        infrastructure, platform = stack["phases"][0], stack["phases"][1]
+        infrastructure["checks"] = [
+            check for check in infrastructure["checks"] if check["name"] not in ("ar-db", "payments-db")] + [
+            {"name": "ar-db", "type": "postgres", "port": p["AR_DB_PORT"], "db": "ar_db",
+             "login_user": "ar_user", "login_password": "{{ vault_ar_db_password }}"},
+            {"name": "payments-db", "type": "postgres", "port": p["PAYMENTS_DB_PORT"], "db": "payments_db",
+             "login_user": "payments_user", "login_password": "{{ vault_payments_db_password }}"}]
+        stack["databases"] = {
+            # pg_dump in the database's container, and from the host over TCP
+            "ar": {"container": self.st.container("ar-postgres"), "db": "ar_db", "login_user": "ar_user",
+                   "login_password": "{{ vault_ar_db_password }}"},
+            "payments": {"login_host": "127.0.0.1", "port": p["PAYMENTS_DB_PORT"], "db": "payments_db",
+                         "login_user": "payments_user", "login_password": "{{ vault_payments_db_password }}"}}
+        stack["backup"] = {"dest": BACKUP_DIR, "keep": 10}
+        stack["nats_url"] = "nats://127.0.0.1:%d" % p["NATS_PORT"]
+        platform["backup"] = ["ar", "payments"]  # taken before the platform phase of every deploy
+        return values
+
+    def playbook(self, name, path, tag="v2", **extra):
+        """Run a playbook with -vvv --diff, the secrets in a 0600 vars file, sampling the process list."""
+        values = self.stack(tag)
+        values.update(vault_ar_db_password=self.secret["AR_DB_PASSWORD"],
+                      vault_payments_db_password=self.secret["PAYMENTS_DB_PASSWORD"],
+                      vault_registry_password=self.secret["REGISTRY_PASSWORD"],
+                      vault_notify_url=self.notify_url,
+                      vpsops_notify_url="{{ vault_notify_url }}")
+        values.update(extra)
+        vars_file = os.path.join(self.tmp, "vars-%d.json" % len(self.runs))
+        with open(os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            json.dump(values, handle)
+        env = ansible_env()
+        env["VPSOPS_AUDIT_LOG"] = self.audit_log
+        env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_tasks"  # where the time went, in stdout
+        argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", INVENTORY, os.path.join(PLAYBOOKS, path),
+                "-e", "@" + vars_file, "-vvv", "--diff"]
+        started = time.monotonic()
+        with Sampler() as sampler:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
+        self.runs.append({"name": name, "argv": argv, "rc": proc.returncode, "stdout": proc.stdout,
+                          "stderr": proc.stderr, "seconds": time.monotonic() - started,
+                          "processes": sampler.lines, "samples": sampler.samples})
+        self.locks |= sampler.locks
+        with open(os.path.join(self.tmp, "run-%d.log" % len(self.runs)), "w") as handle:
+            handle.write(proc.stdout + proc.stderr)
+        self.snapshot()
+        return self.runs[-1]
+
+    def snapshot(self):
+        """Keep every file of the state and backup directories as it is now."""
+        for top in (STATE_DIR, BACKUP_DIR):
+            for path in walk(top):
+                try:
+                    with open(path, "rb") as handle:
+                        content = handle.read()
+                except OSError:
+                    continue
+                self.files[(path, hashlib.sha256(content).hexdigest())] = content
+
+    def sql(self, which, text):
+        proc = subprocess.run(["docker", "exec", "-i", self.st.container("%s-postgres" % which), "psql", "-X", "-q",
+                               "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "%s_user" % which, "-d", "%s_db" % which],
+                              input=text, capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    def cleanup(self):
+        self.st.down()
+        run(["rm", "-rf", STATE_DIR, BACKUP_DIR])
+
+
+def walk(top):
+    for base, _dirs, names in os.walk(top):
+        for name in names:
+            yield os.path.join(base, name)
+
+
+def is_env_file(path):
+    """The project's .env or a release's copy of it: the files that must hold the secrets."""
+    return path.startswith(STATE_DIR + "/") and bool(ENV_FILES.match(os.path.relpath(path, STATE_DIR)))
+
+
+FAILED_EVENTS = ("DELETE FROM failed_events; INSERT INTO failed_events "
+                 "(event_id, subject, tenant_id, envelope_json, error, retry_count, failed_at) VALUES "
+                 "('sec-1', 'ar.events.ar.invoice.created', 't1', '{\"event_id\": \"sec-1\"}', 'timeout after 3s', 3, "
+                 "now() - interval '2 hours'),"
+                 "('sec-2', 'ar.events.ar.invoice.created', 't1', '{\"event_id\": \"sec-2\"}', 'invoice 7 not found', "
+                 "3, now() - interval '1 hour')")
+
+
+@pytest.fixture(scope="module")
+def drill(lab, tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("secrets-drill"))
+    d = Drill(tmp)
+    d.cleanup()  # what an interrupted run left
+    started = time.monotonic()
+    try:
+        for receiver in receiving(RECEIVER_PORT):
+            d.playbook("deploy v1", "deploy.yml", tag="v1")
+            d.playbook("deploy v2", "deploy.yml", tag="v2")
+            # auth never answers ok: its check fails at the phase's deadline, kept short here.
+            d.playbook("deploy v3-unhealthy (rolls back)", "deploy.yml", tag="v3-unhealthy", deploy_phase_timeout=40)
+            d.playbook("backup.yml", "backup.yml", backup_label="drill")
+            taken = sorted(glob.glob(os.path.join(BACKUP_DIR, "ar_db_*_drill.dump")))
+            d.backup_taken = taken[-1] if taken else None
+            d.playbook("restore.yml", "restore.yml", restore_database="ar",
+                       restore_src=d.backup_taken or "(backup.yml took no backup of ar)", restore_confirm=True)
+            d.sql("ar", FAILED_EVENTS)
+            d.playbook("dlq.yml replay", "dlq.yml", dlq_action="replay", dlq_confirm=True,
+                       dlq_databases=["ar"])
+            d.failed_events_left = int(d.sql("ar", "SELECT count(*) FROM failed_events"))
+            d.posts = list(receiver.posts)
+        d.seconds = time.monotonic() - started
+        yield d
+    finally:
+        d.cleanup()
+
+
+def failure(run_):
+    return "%s failed (rc=%d):\n%s\n%s" % (run_["name"], run_["rc"], run_["stdout"][-3000:], run_["stderr"][-2000:])
+
+
+def test_the_runs_did_what_they_should(drill):
+    v1, v2, v3, backup, restore, dlq = drill.runs
+    for ok in (v1, v2, backup, restore, dlq):
+        assert ok["rc"] == 0, failure(ok)
+    assert v3["rc"] != 0, failure(v3)
+    assert "rolled back to the live release" in v3["stdout"], v3["stdout"][-3000:]
+    assert drill.backup_taken, "backup.yml took no backup of ar into %s" % BACKUP_DIR
+    assert drill.failed_events_left == 0  # replayed, then removed
+    # The webhook was used (v1, v2 succeeded, v3 failed): its URL, with the token, reached the receiver.
+    events = [json.loads(post["raw"])["event"] for post in drill.posts]
+    assert events == ["deploy_succeeded", "deploy_succeeded", "deploy_failed"], events
+    assert all(post["path"].endswith(drill.secret["NOTIFY_TOKEN"]) for post in drill.posts)
+    # Every run was sampled many times, and the audit log was written to the file the runs were given.
+    assert all(r["samples"] >= 20 for r in drill.runs), [(r["name"], r["samples"]) for r in drill.runs]
+    assert os.path.getsize(drill.audit_log) > 0
+
+
+def test_the_env_files_hold_the_secrets_owner_only(drill):
+    env_files = sorted(p for p in walk(STATE_DIR) if is_env_file(p))
+    # The project's .env and one copy per release (v1, v2, v3-unhealthy, and none else).
+    assert os.path.join(STATE_DIR, "project", ".env") in env_files and len(env_files) == 4, env_files
+    for path in env_files:
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600", path
+        with open(path) as handle:
+            text = handle.read()
+        for name in ("AR_DB_PASSWORD", "PAYMENTS_DB_PASSWORD", "REGISTRY_PASSWORD"):
+            assert "%s='%s'" % (name, drill.secret[name]) in text, (path, name)
+        # ... and the search below would have found them there.
+        assert len(find(drill.needles, [(path, text.splitlines())])) >= 3
+
+
+def find(needles, sources):
+    """[(secret name, where, line number, excerpt with every secret masked)] for each line holding a secret."""
+    found = []
+    for where, lines in sources:
+        for number, line in enumerate(lines, 1):
+            hits = [name for name, value in needles.items() if value in line]
+            if hits:
+                found.append((hits, where, number, mask(needles, line)))
+    return found
+
+
+def mask(needles, line):
+    first = min(line.find(v) for v in needles.values() if v in line)
+    for name, value in sorted(needles.items(), key=lambda item: -len(item[1])):
+        line = line.replace(value, "<%s>" % name)
+    start = max(0, first - 100)
+    return ("..." if start else "") + line[start:start + 240]
+
+
+def lines_of(content):
+    return content.decode("utf-8", "replace").splitlines()
+
+
+def test_no_secret_appears_anywhere_else(drill, capsys):
+    sources = []
+    for r in drill.runs:
+        sources.append(("%s: stdout" % r["name"], r["stdout"].splitlines()))
+        sources.append(("%s: stderr" % r["name"], r["stderr"].splitlines()))
+        sources.append(("%s: process list" % r["name"], list(r["processes"])))
+    for content in sorted(drill.locks):
+        sources.append(("%s (held)" % os.path.join(STATE_DIR, "lock.json"), lines_of(content)))
+    searched_paths, env_files = set(), set()
+    for (path, digest), content in sorted(drill.files.items()):
+        if is_env_file(path):
+            env_files.add(path)
+            continue
+        searched_paths.add(path)
+        sources.append(("%s (sha256 %s)" % (path, digest[:12]), lines_of(content)))
+    with open(drill.audit_log, "rb") as handle:
+        sources.append((drill.audit_log + " (audit log)", lines_of(handle.read())))
+    for number, post in enumerate(drill.posts):
+        sources.append(("webhook body #%d" % number, post["raw"].splitlines()))
+
+    # The search reads what it claims to: the state's files, the backups and their manifests.
+    names = {os.path.relpath(p, STATE_DIR) for p in searched_paths if p.startswith(STATE_DIR + "/")}
+    assert "history.jsonl" in names and any(n.startswith("releases/") and n.endswith(".json") for n in names), names
+    assert any(p.startswith(BACKUP_DIR + "/") and p.endswith(".dump.json") for p in searched_paths), searched_paths
+    assert drill.locks, "the lock file was never seen while held: the sampler does not read the state dir"
+    assert len(searched_paths) >= MIN_FILES, sorted(searched_paths)
+    assert env_files  # excluded above, checked in test_the_env_files_hold_the_secrets_owner_only
+
+    found = find(drill.needles, sources)
+    lines = sum(len(lines) for _where, lines in sources)
+    sampled = sum(sum(r["processes"].values()) for r in drill.runs)
+    with capsys.disabled():
+        print("\nsecrets drill: %d runs in %.0f s (%s); searched %d sources, %d files (%d versions), %d lines "
+              "(process lines sampled: %d), for %d secrets: found %d"
+              % (len(drill.runs), drill.seconds, ", ".join("%s %.0f s" % (r["name"], r["seconds"]) for r in drill.runs),
+                 len(sources), len(searched_paths), len(drill.files) - sum(1 for p, _ in drill.files if is_env_file(p)),
+                 lines, sampled, len(drill.needles), len(found)))
+    assert not found, "secrets found:\n" + "\n".join(
+        "%s in %s line %d: %s" % (",".join(hits), where, number, excerpt)
+        for hits, where, number, excerpt in found[:60])
