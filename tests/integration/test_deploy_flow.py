@@ -36,6 +36,23 @@ def output(proc):
         return handle.read()
 
 
+def fault_during_phase(deploy, fault, phase="platform", wait=600):
+    """Let a running deploy (start_playbook) into the `up` of `phase`, cause `fault()`, and wait for
+    the deploy to end (killed if it does not within `wait` seconds). Returns its output."""
+    try:
+        wait_until("the deploy enters its phase %s" % phase,
+                   lambda: "Phase %s: services" % phase in output(deploy) or deploy.poll() is not None, timeout=300)
+        assert deploy.poll() is None, output(deploy)[-3000:]
+        time.sleep(1)  # into the phase's `up`
+        fault()
+        deploy.wait(wait)
+    finally:
+        if deploy.poll() is None:
+            os.killpg(deploy.pid, signal.SIGKILL)
+            deploy.wait(30)
+    return output(deploy)
+
+
 def lock_of(st):
     path = "/var/lib/vpsops/%s/lock.json" % st.project
     if not os.path.exists(path):

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT, Stack, container_names, run, wait_until
-from test_deploy_flow import db_rows, output, start_playbook
+from test_deploy_flow import db_rows, fault_during_phase, start_playbook
 from test_deploy_playbook import ROLLBACK_PLAYBOOK, playbook, releases, stack_vars
 
 pytestmark = pytest.mark.alone
@@ -63,18 +63,7 @@ def test_docker_daemon_restarted_during_a_phase_leaves_one_consistent_live_relea
                       "INSERT INTO drill VALUES ('written-before-the-deploy')")
 
     deploy = start_playbook(tmp_path, two_phases(st, "v2"), name="restart")
-    try:
-        wait_until("phase 2 of the v2 deploy starts",
-                   lambda: "Phase platform: services" in output(deploy) or deploy.poll() is not None, timeout=300)
-        assert deploy.poll() is None, output(deploy)[-3000:]
-        time.sleep(1)  # into the phase's `up`
-        restart_dockerd()
-        deploy.wait(600)
-    finally:
-        if deploy.poll() is None:
-            os.killpg(deploy.pid, signal.SIGKILL)
-            deploy.wait(30)
-    out = output(deploy)
+    out = fault_during_phase(deploy, restart_dockerd)
     if deploy.returncode != 0:
         # The deploy failed, said where, and released its lock, even when its own rollback failed
         # too (the daemon was still coming back) ...

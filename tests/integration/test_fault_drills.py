@@ -24,7 +24,7 @@ import time
 import pytest
 
 from conftest import ROOT, Stack, ansible_env, ansible_module, run, wait_until
-from test_deploy_flow import output
+from test_deploy_flow import fault_during_phase
 from test_deploy_playbook import ANSIBLE, PLAYBOOK, ROLLBACK_PLAYBOOK, images, stack_vars
 
 SSH_DIR = os.path.join(ROOT, ".lab", "ssh")
@@ -144,19 +144,7 @@ def test_ssh_lost_during_a_phase_then_rollback_playbook_converges(drill, tmp_pat
         live = store_info(drill)["live"]
 
         deploy = drill_playbook(host.inventory, tmp_path, "v2", drill_stack(drill, "v2"), background=True)
-        try:
-            wait_until("the v2 deploy enters its phase",
-                       lambda: "Phase platform: services" in output(deploy) or deploy.poll() is not None,
-                       timeout=300)
-            assert deploy.poll() is None, output(deploy)[-3000:]
-            time.sleep(1)  # into the phase's `up`
-            host.kill()
-            deploy.wait(180)
-        finally:
-            if deploy.poll() is None:
-                os.killpg(deploy.pid, signal.SIGKILL)
-                deploy.wait(30)
-        lost = output(deploy)
+        lost = fault_during_phase(deploy, host.kill, wait=180)
         assert deploy.returncode != 0
         assert "UNREACHABLE" in lost, lost[-3000:]
         # The host was left mid-phase with its lock held by a run that is gone.

@@ -29,6 +29,16 @@ PLAYBOOKS = os.path.join(ROOT, "playbooks")
 # --------------------------------------------------------------------------------------------
 # the stack and how the playbooks are run
 # --------------------------------------------------------------------------------------------
+
+def psql(st, which, text):
+    """Run SQL with psql inside a module's database container ("ar" or "payments"); its output."""
+    proc = subprocess.run(["docker", "exec", "-i", st.container("%s-postgres" % which), "psql", "-X", "-q",
+                           "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "%s_user" % which, "-d", "%s_db" % which],
+                          input=text, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
 class Ops:
     """The deployed stack, its variables and its directories."""
 
@@ -116,11 +126,7 @@ class Ops:
         return proc, tasks
 
     def sql(self, which, text):
-        proc = subprocess.run(["docker", "exec", "-i", self.st.container("%s-postgres" % which), "psql", "-X", "-q",
-                               "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "%s_user" % which, "-d", "%s_db" % which],
-                              input=text, capture_output=True, text=True, timeout=120, check=False)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout.strip()
+        return psql(self.st, which, text)
 
     def count(self, which, table, where=""):
         return int(self.sql(which, "SELECT count(*) FROM %s %s" % (table, where)))

@@ -40,8 +40,12 @@ SERVICES = ("web", "api", "worker")
 CHECK_SECRET = "check-header-secret-93af"
 PHASES = [
     {"name": "front", "compose_files": ["front.yml"],
+     # The first check's header is the env file's APP_TOKEN (recorded as a reference to it); the
+     # second's is in no variable of the env file (not recorded at all).
      "checks": [{"name": "web", "type": "http", "url": "http://127.0.0.1:%d/api/health" % WEB_PORT,
-                 "json": {"status": "ok"}, "headers": {"X-Token": CHECK_SECRET}}]},
+                 "json": {"status": "ok"}, "headers": {"X-Token": SECRET}},
+                {"name": "web-other", "type": "http", "url": "http://127.0.0.1:%d/api/health" % WEB_PORT,
+                 "headers": {"X-Other": CHECK_SECRET}}]},
     {"name": "back", "compose_files": ["back.yml"]},
 ]
 
@@ -170,9 +174,15 @@ def test_release_pins_every_service_and_keeps_secrets_off_the_output(rel, histor
     assert rc == 0 and again["changed"] is False and again["release"] == history["r2"], again
     assert SECRET not in proc.stdout + proc.stderr
     assert CHECK_SECRET not in proc.stdout + proc.stderr
-    # The phases' checks are recorded (for rollbacks to gate on), secrets included, in the 0600 manifest.
+    # The phases' checks are recorded (for rollbacks to gate on) without their secrets: one the env
+    # file holds is a reference to its variable (the rollbacks below gate with it read back), a check
+    # with any other secret is left out.
     front = [p for p in manifest["phases"] if p["name"] == "front"][0]
-    assert front["services"] == ["web"] and front["checks"][0]["headers"] == {"X-Token": CHECK_SECRET}
+    assert front["services"] == ["web"] and [c["name"] for c in front["checks"]] == ["web"]
+    assert front["checks"][0]["headers"] == {"X-Token": {"from_env": "APP_TOKEN"}}
+    with open(os.path.join(release_dir, "manifest.json")) as handle:
+        text = handle.read()
+    assert SECRET not in text and CHECK_SECRET not in text
     assert [e["event"] for e in rel.history()].count("release_created") == 2
 
 

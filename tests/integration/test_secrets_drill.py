@@ -28,6 +28,7 @@ import pytest
 
 from conftest import ROOT, VENV_BIN, Stack, ansible_env, run
 from test_deploy_playbook import stack_vars
+from test_ops_playbooks import psql
 from test_slo_notify import receiving, webhook
 
 PROJECT = "vpsops-itsec"
@@ -179,11 +180,7 @@ class Drill:
                 self.files[(path, hashlib.sha256(content).hexdigest())] = content
 
     def sql(self, which, text):
-        proc = subprocess.run(["docker", "exec", "-i", self.st.container("%s-postgres" % which), "psql", "-X", "-q",
-                               "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "%s_user" % which, "-d", "%s_db" % which],
-                              input=text, capture_output=True, text=True, timeout=120, check=False)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout.strip()
+        return psql(self.st, which, text)
 
     def cleanup(self):
         self.st.down()
