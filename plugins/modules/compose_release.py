@@ -168,6 +168,11 @@ live:
   description: The live release of the stack when the call was made (null when none is live).
   returned: when O(state=present)
   type: str
+phases:
+  description: Per phase of O(phases), the services its compose files define (as recorded with the release).
+  returned: when O(state=present)
+  type: dict
+  sample: {"infrastructure": ["ar-db", "nats", "payments-db"], "modules": ["ar", "payments"]}
 replaced:
   description: The release that was live before, when O(state=live) moved the pointer.
   returned: when O(state=live)
@@ -293,7 +298,8 @@ def present(module, store, docker):
         store.save(manifest)
     result = dict(changed=changed, release=manifest["id"], status=manifest["status"],
                   release_dir=store.release_dir(manifest["id"]), project_dir=project_dir,
-                  services=public_services(manifest["services"]), live=store.live_id())
+                  services=public_services(manifest["services"]), live=store.live_id(),
+                  phases=dict((p["name"], p["services"]) for p in manifest.get("phases") or []))
     if module.check_mode and changed:
         result.update(files=[], env_file=None)
     else:

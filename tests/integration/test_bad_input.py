@@ -271,8 +271,8 @@ def seed(lab):
               "phases": [{"name": "app", "compose_files": ["app.yml"]}]}
     tasks = []
     for release, sleep in (("r1", "infinity"), ("r2", "99999")):
-        tasks += [{"name": "Write the compose file of %s" % release, "ansible.builtin.copy": {
-                       "dest": os.path.join(project, "app.yml"), "content": APP % sleep, "mode": "0644"}},
+        write = {"dest": os.path.join(project, "app.yml"), "content": APP % sleep, "mode": "0644"}
+        tasks += [{"name": "Write the compose file of %s" % release, "ansible.builtin.copy": write},
                   {"name": "Record %s" % release, "vpsops.deploy.compose_release": dict(record, release=release)}]
     tasks.append({"name": "Make r2 live", "vpsops.deploy.compose_release": {"stack": SEED, "release": "r2",
                                                                             "state": "live"}})

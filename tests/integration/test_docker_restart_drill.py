@@ -32,7 +32,7 @@ def restart_dockerd():
     with open(DOCKERD_MARK) as handle:
         pid = int(handle.read().strip())
     os.kill(pid, signal.SIGTERM)
-    for _ in range(300):
+    for _attempt in range(300):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

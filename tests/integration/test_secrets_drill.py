@@ -327,7 +327,7 @@ def test_no_secret_appears_anywhere_else(drill, capsys):
         print("\nsecrets drill: %d runs in %.0f s (%s); searched %d sources, %d files (%d versions), %d lines "
               "(process lines sampled: %d), for %d secrets: found %d"
               % (len(drill.runs), drill.seconds, ", ".join("%s %.0f s" % (r["name"], r["seconds"]) for r in drill.runs),
-                 len(sources), len(searched_paths), len(drill.files) - sum(1 for p, _ in drill.files if is_env_file(p)),
+                 len(sources), len(searched_paths), len(drill.files) - sum(1 for p, _digest in drill.files if is_env_file(p)),
                  lines, sampled, len(drill.needles), len(found)))
     assert not found, "secrets found:\n" + "\n".join(
         "%s in %s line %d: %s" % (",".join(hits), where, number, excerpt)
