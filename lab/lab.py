@@ -315,17 +315,36 @@ def ensure_dockerd():
                    "overlay mounts and iptables, then run bin/lab up again." % (logfile, tail))
 
 
+def process_running(pid):
+    """True while the process runs. One that exited but was not reaped yet (a zombie: dockerd stays
+    one while `bin/lab test`, its parent, runs the gates) counts as stopped."""
+    try:
+        with open("/proc/%d/stat" % int(pid)) as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError, ValueError):
+        return False
+    return state not in ("Z", "X")
+
+
+def stop_process(pid, what, timeout=60):
+    """SIGTERM, then wait until it has stopped; LabError if it still runs after `timeout` seconds."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while process_running(pid):
+        if time.monotonic() > deadline:
+            raise LabError("%s (pid %d) did not stop within %d s of SIGTERM" % (what, pid, timeout))
+        time.sleep(0.1)
+
+
 def stop_dockerd():
     if not os.path.exists(DOCKERD_MARK):
         return
     pid = int(open(DOCKERD_MARK).read().strip() or 0)
-    try:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
-            os.kill(pid, 0)
-            time.sleep(0.1)
-    except ProcessLookupError:
-        pass
+    if pid > 1:
+        stop_process(pid, "dockerd")
     os.unlink(DOCKERD_MARK)
     log("stopped dockerd")
 
@@ -563,10 +582,9 @@ def sshd_config(name, listen, port, host_key):
 def pid_alive(pidfile):
     try:
         pid = int(open(pidfile).read().strip())
-        os.kill(pid, 0)
-        return pid
     except (OSError, ValueError):
         return None
+    return pid if process_running(pid) else None
 
 
 def write_known_hosts(entries):

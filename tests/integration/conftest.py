@@ -4,6 +4,7 @@
 project and its own loopback ports, and is removed by the test (down -v).
 """
 
+import functools
 import json
 import os
 import secrets
@@ -50,6 +51,22 @@ def pytest_xdist_make_scheduler(config, log):
             return scope_of(nodeid)
 
     return ModuleGroups(config, log)
+
+
+@functools.lru_cache(maxsize=None)
+def load_lab_module():
+    """lab/lab.py as a module (it is a script, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vpsops_lab", os.path.join(ROOT, "lab", "lab.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def process_running(pid):
+    """True while the process runs; an exited one its parent has not reaped yet counts as stopped."""
+    return load_lab_module().process_running(pid)
 
 
 def run(argv, check=True, env=None, timeout=600, cwd=ROOT):

@@ -8,11 +8,10 @@ database rows written before the deploy still there.
 
 import os
 import signal
-import time
 
 import pytest
 
-from conftest import ROOT, Stack, container_names, run, wait_until
+from conftest import ROOT, Stack, container_names, process_running, run, wait_until
 from test_deploy_flow import db_rows, fault_during_phase, start_playbook
 from test_deploy_playbook import ROLLBACK_PLAYBOOK, playbook, releases, stack_vars
 
@@ -32,14 +31,7 @@ def restart_dockerd():
     with open(DOCKERD_MARK) as handle:
         pid = int(handle.read().strip())
     os.kill(pid, signal.SIGTERM)
-    for _attempt in range(300):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("dockerd (pid %d) did not stop within 30 s" % pid)
+    wait_until("dockerd (pid %d) stopped" % pid, lambda: not process_running(pid), timeout=60, interval=0.1)
     run([os.path.join(ROOT, "bin", "lab"), "up"])
 
 

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Stack, ansible_env, ansible_module, run, wait_until
+from conftest import ROOT, Stack, ansible_env, ansible_module, process_running, run, wait_until
 from test_deploy_flow import fault_during_phase
 from test_deploy_playbook import ANSIBLE, PLAYBOOK, ROLLBACK_PLAYBOOK, images, stack_vars
 
@@ -68,10 +68,9 @@ class SSHHost:
         try:
             with open(self.pidfile) as handle:
                 pid = int(handle.read().strip())
-            os.kill(pid, 0)
-            return pid
         except (OSError, ValueError):
             return None
+        return pid if process_running(pid) else None
 
     def start(self):
         run(["/usr/sbin/sshd", "-f", self.conf, "-E", os.path.join(self.tmp, "sshd.log")])

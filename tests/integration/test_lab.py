@@ -3,12 +3,13 @@
 import asyncio
 import json
 import os
+import subprocess
 import uuid
 
 import psycopg2
 import pytest
 
-from conftest import ROOT, SSH_PORT, Stack, ansible_env, http_json, run, wait_until
+from conftest import ROOT, SSH_PORT, Stack, ansible_env, http_json, load_lab_module, run, wait_until
 
 LAB = [os.path.join(ROOT, "bin", "lab")]
 
@@ -286,15 +287,6 @@ def test_lab_as_a_user_without_rights_says_what_to_do(lab):
     assert "Traceback" not in proc.stderr
 
 
-def load_lab_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("vpsops_lab", os.path.join(ROOT, "lab", "lab.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_source_digest_follows_content(tmp_path):
     lab_module = load_lab_module()
     (tmp_path / "a.py").write_text("print(1)\n")
@@ -310,3 +302,20 @@ def test_standard_release_images_are_built_from_the_current_sources(lab, tag):
     lab_module = load_lab_module()
     for service in ("auth", "ar", "payments", "lb"):
         assert lab_module.image_current("vpsops-demo/%s:%s" % (service, tag), lab_module.app_digest()), service
+
+
+def test_process_running_counts_an_unreaped_child_as_stopped():
+    """dockerd started by `bin/lab test` stays its unreaped child once stopped: a zombie must not
+    count as running, or stopping it (bin/lab down, the daemon restart drill) waits forever."""
+    lab_module = load_lab_module()
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert lab_module.process_running(child.pid)
+        child.terminate()
+        wait_until("the child exited", lambda: open("/proc/%d/stat" % child.pid).read().split(")")[-1].split()[0] == "Z",
+                   timeout=10, interval=0.05)
+        assert not lab_module.process_running(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert not lab_module.process_running(child.pid)
