@@ -1,0 +1,97 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, vpsops.deploy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""A stack's project directory on the host: its compose files and its `.env`, written in one go
+(owner only, atomically, only what differs). Private to this collection."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+import stat
+
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import makedirs_owner_only, write_atomic
+
+FILE_MODE = 0o600
+ENV_FILE = ".env"
+ENV_HEADER = "# Written by vpsops.deploy; secrets: keep this file owner-only.\n"
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ProjectError(Exception):
+    """Input the project directory cannot be written from; the message names the option."""
+
+
+def check_name(name, option="files"):
+    """A file name relative to the project directory, without a way out of it."""
+    if not isinstance(name, str) or not name.strip():
+        raise ProjectError("%s: every entry must be a non-empty file name, got %r" % (option, name))
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith("/") or ".." in parts or name in (ENV_FILE,):
+        raise ProjectError("%s: %r must be a path relative to the project directory, without '..', and not %s"
+                           % (option, name, ENV_FILE))
+    return os.path.normpath(name)
+
+
+def env_text(env):
+    """The `.env` compose reads: one KEY='value' line per variable, literal (no interpolation)."""
+    lines = [ENV_HEADER]
+    for key, value in (env or {}).items():
+        value = str(value)
+        if not ENV_NAME_RE.match(str(key)):
+            raise ProjectError("env: %r is not a valid variable name (letters, digits and '_', not starting "
+                               "with a digit)" % (key,))
+        if "'" in value or "\n" in value:
+            raise ProjectError("env.%s: the value holds a single quote or a newline, which compose's .env "
+                               "format cannot hold literally" % key)
+        lines.append("%s='%s'\n" % (key, value))
+    return "".join(lines)
+
+
+def read_bytes(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def sync(path, files, env=None, check_mode=False, want_diff=False):
+    """Make `path` hold `files` ({name: text}) and, when `env` is not None, the `.env` of `env`.
+
+    Every file is written owner-only (0600) through a temporary file and a rename, and only when
+    its content differs; a file whose content is right but whose mode is wider is narrowed.
+    A replaced file keeps its owner and group. Missing directories are made 0700.
+    Returns (changed names in order, diffs); no diff is given for `.env` (it holds secrets)."""
+    wanted = []
+    for name in sorted(files):
+        wanted.append((check_name(name), files[name].encode("utf-8"), True))
+    if env is not None:
+        wanted.append((ENV_FILE, env_text(env).encode("utf-8"), False))
+    changed, diffs = [], []
+    for name, data, show in wanted:
+        target = os.path.join(path, name)
+        before = read_bytes(target)
+        if before == data:
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+            if mode & ~FILE_MODE:
+                changed.append(name)
+                if not check_mode:
+                    os.chmod(target, FILE_MODE)
+            continue
+        changed.append(name)
+        if want_diff and show:
+            diffs.append(dict(before_header=target, after_header=target,
+                              before=(before or b"").decode("utf-8", "replace"), after=data.decode("utf-8")))
+        if check_mode:
+            continue
+        makedirs_owner_only(os.path.dirname(target))
+        owner = os.stat(target) if before is not None else None
+        write_atomic(target, data, FILE_MODE)
+        if owner is not None and os.geteuid() == 0:
+            os.chown(target, owner.st_uid, owner.st_gid)
+    return changed, diffs
