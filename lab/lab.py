@@ -838,7 +838,20 @@ def cmd_test(args):
     sys.exit(rc)
 
 
-def main(argv=None):
+def parse_args(parser, argv):
+    """`demo` and `test` pass every argument after them through, in order and as given:
+    ansible-playbook options (`-e release_tag=v2 --check`), gate names and `-- pytest args`."""
+    if argv and argv[0] in ("demo", "test"):
+        args = parser.parse_args(argv[:1])
+        extra = argv[1:]
+        if args.command == "demo" and extra[:1] == ["--"]:
+            extra = extra[1:]
+        args.extra = extra
+        return args
+    return parser.parse_args(argv)
+
+
+def build_parser():
     parser = argparse.ArgumentParser(prog="bin/lab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup", help="system packages, .venv, collection link").set_defaults(func=cmd_setup)
@@ -865,12 +878,11 @@ def main(argv=None):
     test = sub.add_parser("test", help="up + every test gate")
     test.add_argument("extra", nargs=argparse.REMAINDER, help="gate names to run (default: all)")
     test.set_defaults(func=cmd_test)
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        if args.command not in ("demo", "test"):
-            parser.error("unrecognized arguments: %s" % " ".join(unknown))
-        # ansible-playbook options (-e, -v, --check ...) and `-- pytest args` pass through
-        args.extra = list(args.extra) + unknown
+    return parser
+
+
+def main(argv=None):
+    args = parse_args(build_parser(), sys.argv[1:] if argv is None else list(argv))
     try:
         args.func(args)
     except LabError as exc:

@@ -319,3 +319,16 @@ def test_process_running_counts_an_unreaped_child_as_stopped():
         child.kill()
         child.wait()
     assert not lab_module.process_running(child.pid)
+
+
+@pytest.mark.parametrize("argv, extra", [
+    (["demo", "-e", "release_tag=v2"], ["-e", "release_tag=v2"]),
+    (["demo", "--", "-e", "release_tag=v2", "--check"], ["-e", "release_tag=v2", "--check"]),
+    (["test", "pytest", "--", "-k", "rollout"], ["pytest", "--", "-k", "rollout"]),
+    (["demo"], []),
+])
+def test_demo_and_test_pass_their_arguments_through_in_order(argv, extra):
+    lab_module = load_lab_module()
+    args = lab_module.parse_args(lab_module.build_parser(), argv)
+    assert args.command == argv[0]
+    assert args.extra == extra
