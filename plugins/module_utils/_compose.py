@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import default_runner
 
@@ -177,14 +178,40 @@ class Compose:
         return sorted(l.strip() for l in self.run(["config", "--services"]).splitlines() if l.strip())
 
     def up(self, services=(), wait_timeout=120, remove_orphans=False, pull="never", build=False, no_deps=False):
+        """`up -d --wait`. build: False never builds, True always, None builds a missing image of a
+        service with a build section (compose's own default)."""
         args = ["up", "-d", "--wait", "--wait-timeout", str(int(wait_timeout)), "--pull", pull]
-        if not build:
+        if build is False:
             args.append("--no-build")
+        elif build is True:
+            args.append("--build")
         if no_deps:
             args.append("--no-deps")
         if remove_orphans:
             args.append("--remove-orphans")
         return self.run(args + list(services), timeout=wait_timeout + 120, what="docker compose up")
+
+    def dry_run_up(self, services=(), pull="never"):
+        """What `up -d` would do (`docker compose --dry-run up`): its output, one line per container."""
+        argv = [self.docker.cli, "compose", "--dry-run"] + self.base()[1:] + ["up", "-d", "--pull", pull] + list(services)
+        rc, out, err = self.docker.runner(argv, timeout=self.docker.timeout)
+        text = "%s\n%s" % (out or "", err or "")
+        if rc != 0:
+            raise_if_daemon_down(self.docker.cli, text)
+            raise DockerError("docker compose --dry-run up failed (rc=%s): %s" % (rc, text.strip()[-2000:]))
+        return text
+
+
+def resolve_files(project_dir, paths, option):
+    """Paths relative to the project directory, each a file on the host; ValueError names `option`."""
+    resolved = []
+    for path in paths:
+        full = path if os.path.isabs(path) else os.path.join(project_dir, path)
+        if not os.path.isfile(full):
+            raise ValueError("%s: %s is not a file on the host (relative paths are taken from project_dir %s)"
+                             % (option, full, project_dir))
+        resolved.append(full)
+    return resolved
 
 
 def service_image(project, name, service):

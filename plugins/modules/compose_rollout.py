@@ -171,22 +171,10 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker, DockerError
+from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker, DockerError, resolve_files
 from ansible_collections.vpsops.deploy.plugins.module_utils._rollout import (
     PULL_POLICIES, Rollout, RolloutError, check_options,
 )
-
-
-def resolve(project_dir, paths, option, module):
-    """Paths relative to the project directory; each must be a file on the host."""
-    resolved = []
-    for path in paths:
-        full = path if os.path.isabs(path) else os.path.join(project_dir, path)
-        if not os.path.isfile(full):
-            module.fail_json(msg="%s: %s is not a file on the host (relative paths are taken from project_dir %s)"
-                             % (option, full, project_dir))
-        resolved.append(full)
-    return resolved
 
 
 def diff_of(services):
@@ -231,8 +219,11 @@ def main():
         module.fail_json(msg="project_dir %s is not a directory on the host" % project_dir)
     if not params["files"]:
         module.fail_json(msg="files must list at least one compose file")
-    files = resolve(project_dir, params["files"], "files", module)
-    env_files = resolve(project_dir, params["env_files"], "env_files", module)
+    try:
+        files = resolve_files(project_dir, params["files"], "files")
+        env_files = resolve_files(project_dir, params["env_files"], "env_files")
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
 
     docker = Docker(params["docker_cli"])
     compose = Compose(docker, params["project"], files, project_dir=project_dir, env_files=env_files)

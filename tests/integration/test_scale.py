@@ -23,7 +23,7 @@ INVENTORY = os.path.join(ROOT, "inventories", "lab")
 STACK = "benchscale-it"
 PORT_BASE = 29750
 SERVICES = int(os.environ.get("VPSOPS_SCALE_SERVICES", "50"))
-UP_ACTION = "community.docker.docker_compose_v2"
+UP_ACTION = "vpsops.deploy.compose_phase"
 
 
 class Platform:
