@@ -66,8 +66,10 @@ class Scale:
         argv = ["docker", "compose", "-p", STACK]
         for name in self.files:
             argv += ["-f", os.path.join(self.source, name)]
+        # Four containers at a time: Docker 20.10 can deadlock when many containers of one network
+        # stop at once (moby/moby#46661).
         return sh(argv + list(args), check=check, cwd=self.source,
-                  env=dict(os.environ, SCALE_DB_PASSWORD=self.password))
+                  env=dict(os.environ, SCALE_DB_PASSWORD=self.password, COMPOSE_PARALLEL_LIMIT="4"))
 
     def reset(self):
         self.compose("down", "-v", "--remove-orphans", "-t", "3", check=False)

@@ -688,10 +688,12 @@ def check_container_state(name, state, restart_count, running_for, tracker, now=
         raise FatalProbeError("container %s is restarting (restart count %d, last exit code %s)"
                               % (name, restart_count, state.get("ExitCode")))
     if restart_count > tracker.restarts_seen:
-        raise FatalProbeError("container %s restarted %d time(s) %s (last exit code %s)"
+        # Docker resets ExitCode to 0 when it starts the container again: only a stopped one has one to tell.
+        raise FatalProbeError("container %s restarted %d time(s) %s%s"
                               % (name, restart_count - tracker.restarts_seen,
                                  "since it was created" if tracker.restarts_seen == 0 and since is not None
-                                 else "while it was watched", state.get("ExitCode")))
+                                 else "while it was watched",
+                                 "" if status == "running" else " (last exit code %s)" % state.get("ExitCode")))
     if status != "running":
         raise Exception("container %s is %s" % (name, status))
     health = (state.get("Health") or {}).get("Status")

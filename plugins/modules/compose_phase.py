@@ -15,8 +15,8 @@ version_added: 0.1.0
 description:
   - Runs C(docker compose up -d --wait) for O(services), finds out what that changed (containers
     created, recreated, started or removed), then gates the phase as M(vpsops.deploy.health_wait)
-    does: O(checks) and every container of O(gate_services) (running, Docker healthcheck C(healthy)
-    where one is defined, failing at once on an exit or a restart), all under one deadline.
+    does, on O(checks) and on every container of O(gate_services) (running, Docker healthcheck
+    C(healthy) where one is defined, failing at once on an exit or a restart), all under one deadline.
   - One module run per phase instead of two (C(community.docker.docker_compose_v2), then
     M(vpsops.deploy.health_wait)), and two C(docker) calls around C(up) instead of C(docker compose
     ps) runs before and after it.

@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import secrets
+import signal
 import subprocess
 import time
 import urllib.request
@@ -75,6 +76,34 @@ def run(argv, check=True, env=None, timeout=600, cwd=ROOT):
         raise AssertionError("command failed (rc=%d): %s\nstdout: %s\nstderr: %s"
                              % (proc.returncode, " ".join(argv), proc.stdout[-3000:], proc.stderr[-3000:]))
     return proc
+
+
+def compose_down(argv, env=None, cwd=ROOT, parallel=4, timeout=300):
+    """`ARGV down -v --remove-orphans -t 3` for a compose command line, `parallel` containers at a time.
+
+    The lab's Docker (Debian's docker.io 20.10.24) can deadlock in libnetwork when many containers
+    of one network stop at once (moby/moby#46661, fixed upstream after this version): every later
+    container operation then hangs. Stopping fewer at a time makes it rarer; when it happens all the
+    same, the lab's daemon is killed and started again and the `down` runs once more."""
+    env = dict(env or os.environ, COMPOSE_PARALLEL_LIMIT=str(parallel))
+    command = list(argv) + ["down", "-v", "--remove-orphans", "-t", "3"]
+    try:
+        return run(command, check=False, env=env, cwd=cwd, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        restart_hung_dockerd()
+        return run(command, check=False, env=env, cwd=cwd, timeout=timeout)
+
+
+def restart_hung_dockerd():
+    lab_module = load_lab_module()
+    if not os.path.exists(lab_module.DOCKERD_MARK):
+        raise AssertionError("the Docker daemon hangs and was not started by the lab: restart it by hand")
+    with open(lab_module.DOCKERD_MARK) as handle:
+        pid = int(handle.read().strip())
+    print("the Docker daemon (pid %d) hangs: killing it and starting it again" % pid)
+    os.kill(pid, signal.SIGKILL)
+    wait_until("the hung dockerd is gone", lambda: not process_running(pid), timeout=60, interval=0.2)
+    run([os.path.join(ROOT, "bin", "lab"), "up"])
 
 
 def http_json(url, timeout=3):

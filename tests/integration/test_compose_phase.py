@@ -54,8 +54,8 @@ def phase(project_dir, env, *options, **args):
 
 
 def test_up_reports_what_changed_gates_every_container_and_then_changes_nothing(project):
-    rc, result = phase(project, "v1.env", checks=[{"name": "web runs", "type": "command",
-                                                    "argv": ["docker", "exec", PROJECT + "-web-1", "true"]}])
+    web_runs = {"name": "web runs", "type": "command", "argv": ["docker", "exec", PROJECT + "-web-1", "true"]}
+    rc, result = phase(project, "v1.env", checks=[web_runs])
     assert rc == 0, result
     assert result["changed"] is True
     assert sorted((a["id"], a["status"]) for a in result["actions"]) == [

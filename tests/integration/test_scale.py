@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, ansible_env, ansible_module, container_names, http_json, remove_pin_tags, run
+from conftest import ROOT, ansible_env, ansible_module, compose_down, container_names, http_json, remove_pin_tags, run
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import scale_stack  # noqa: E402 pylint: disable=wrong-import-position
@@ -68,8 +68,7 @@ class Platform:
             argv = ["docker", "compose", "-p", STACK]
             for name in self.files:
                 argv += ["-f", os.path.join(self.source, name)]
-            run(argv + ["down", "-v", "--remove-orphans", "-t", "3"], check=False, cwd=self.source,
-                env=dict(os.environ, SCALE_DB_PASSWORD=self.password))
+            compose_down(argv, env=dict(os.environ, SCALE_DB_PASSWORD=self.password), cwd=self.source)
         remove_pin_tags(STACK)
 
 
