@@ -18,6 +18,7 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     build_probes,
     failure_message,
     gate_specs,
+    validate_checks,
     wait_for,
 )
 
@@ -87,8 +88,7 @@ def run_phase(compose, services, gate_services=None, gate_containers=None, check
     was done) when `up` or the gate fails. The checks are validated before anything changes."""
     docker = compose.docker
     gate_services = list(services if gate_services is None else gate_services)
-    if checks:
-        build_probes(gate_specs(checks, [], docker.cli))  # CheckSpecError before anything changes
+    validate_checks(checks, docker.cli)  # CheckSpecError before anything changes
     result = {"changed": False, "actions": [], "containers": [], "gate": None, "seconds": {}}
     if check_mode:
         if services:

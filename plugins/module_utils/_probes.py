@@ -774,6 +774,13 @@ def gate_specs(checks, containers, docker_cli="docker", since=None):
     return specs
 
 
+def validate_checks(checks, docker_cli="docker"):
+    """Build the probes of `checks` without probing: CheckSpecError names the first check that
+    cannot run. Modules call it before they change anything; no checks is fine."""
+    if checks:
+        build_probes(gate_specs(checks, [], docker_cli))
+
+
 def build_probes(checks, runner=None):
     """Checks (list of dicts) -> probes; raise CheckSpecError naming the first bad one."""
     if not isinstance(checks, list) or not checks:

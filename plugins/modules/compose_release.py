@@ -190,7 +190,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
-    CheckSpecError, build_probes, check_argument_spec, gate_specs,
+    CheckSpecError, check_argument_spec, validate_checks,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     ReleaseError, Store, read_env_file, seal_checks, snapshot, store_argument_spec,
@@ -229,11 +229,10 @@ def check_phases(module):
             module.fail_json(msg="phases: the name %r is used by more than one phase; phase names must be unique"
                              % phase["name"])
         seen.add(phase["name"])
-        if phase["checks"]:
-            try:
-                build_probes(gate_specs(stored_checks(phase["checks"]), [], module.params["docker_cli"]))
-            except CheckSpecError as exc:
-                module.fail_json(msg="phases[%s].checks: %s" % (phase["name"], exc))
+        try:
+            validate_checks(stored_checks(phase["checks"]), module.params["docker_cli"])
+        except CheckSpecError as exc:
+            module.fail_json(msg="phases[%s].checks: %s" % (phase["name"], exc))
 
 
 def phase_services(module, docker, stack, project_dir, env_file, files):

@@ -162,7 +162,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Docker, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
-    CheckSpecError, build_probes, check_argument_spec, failure_message, gate_specs, wait_for,
+    CheckSpecError, build_probes, check_argument_spec, failure_message, gate_specs, validate_checks, wait_for,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     ReleaseError, Store, rollback, store_argument_spec,
@@ -202,8 +202,7 @@ def main():
         module.fail_json(msg="timeout must be 1 second or more, got %d" % params["timeout"])
     try:
         # A bad check must fail before anything is rolled back, not in the health gate after `up`.
-        if params["checks"]:
-            build_probes(gate_specs(params["checks"], [], params["docker_cli"]))
+        validate_checks(params["checks"], params["docker_cli"])
     except CheckSpecError as exc:
         module.fail_json(msg="checks: %s; nothing was rolled back" % exc)
     try:
