@@ -44,6 +44,7 @@ author:
   - vpsops.deploy contributors (@vpsops)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - vpsops.deploy.compose_project
   - vpsops.deploy.docker
 attributes:
   check_mode:
@@ -55,27 +56,6 @@ attributes:
   platform:
     platforms: posix
 options:
-  project:
-    description: The compose project name (C(docker compose -p)).
-    type: str
-    required: true
-  project_dir:
-    description:
-      - The project directory (C(docker compose --project-directory)) on the managed host. Relative
-        paths in O(files) and O(env_files) are taken from here, and so is C(.env) when O(env_files)
-        is empty.
-    type: path
-    required: true
-  files:
-    description: The compose files, in order (C(docker compose -f)).
-    type: list
-    elements: path
-    required: true
-  env_files:
-    description: Env files, in order (C(docker compose --env-file)); a later one overrides an earlier one.
-    type: list
-    elements: path
-    default: []
   services:
     description: The services to roll out, one after the other.
     type: list
