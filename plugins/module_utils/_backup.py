@@ -192,13 +192,22 @@ def sha256_tree(path):
     """Checksum of a directory backup: the sha256 of the lines `<sha256 of file>  <name>\\n` of its
     files in bytewise name order, which is what `cd DIR && sha256sum $(LC_ALL=C ls) | sha256sum`
     prints. pg_dump's directory format is flat; anything but regular files is refused."""
-    digest = hashlib.sha256()
-    size = 0
-    for name in sorted(os.listdir(path), key=lambda n: n.encode("utf-8", "surrogateescape")):
+    sums = {}
+    for name in os.listdir(path):
         full = os.path.join(path, name)
         if os.path.islink(full) or not os.path.isfile(full):
             raise BackupError("%s is not a regular file: a pg_dump directory holds only files" % full)
-        file_sum, file_size = sha256_file(full)
+        sums[name] = sha256_file(full)
+    return tree_digest(sums)
+
+
+def tree_digest(sums):
+    """sha256_tree's (sha256, size) from {file name: (sha256 of the file, size)}, however the file
+    sums were had (read back, or hashed while the files were written)."""
+    digest = hashlib.sha256()
+    size = 0
+    for name in sorted(sums, key=lambda n: n.encode("utf-8", "surrogateescape")):
+        file_sum, file_size = sums[name]
         digest.update(("%s  %s\n" % (file_sum, name)).encode("utf-8", "surrogateescape"))
         size += file_size
     return digest.hexdigest(), size
@@ -255,6 +264,75 @@ def check_space(path, needed, option, what):
         raise BackupError("%s: not enough free space in %s: %d bytes free, %s needs about %d bytes"
                           % (option, path, free, what, needed))
     return free
+
+
+class SpaceLedger:
+    """Free space promised to backups that run at the same time (backup_many), per file system.
+    Each backup's space check counts what the others still running on the same file system asked
+    for, so concurrent dumps never together count on the same free bytes. Conservative: what a
+    running dump has already written is counted both as used and as promised."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held = {}
+
+    def claim(self, path, needed, option, what):
+        """check_space, counting the claims still held on the same file system; returns a claim
+        for release()."""
+        device = os.stat(path).st_dev
+        with self._lock:
+            held = self._held.get(device, 0)
+            free = free_bytes(path)
+            if needed + held > free:
+                raise BackupError("%s: not enough free space in %s: %d bytes free, %d of them needed by backups "
+                                  "running at the same time, %s needs about %d bytes"
+                                  % (option, path, free, held, what, needed))
+            self._held[device] = held + needed
+        return device, needed
+
+    def release(self, claim):
+        device, needed = claim
+        with self._lock:
+            self._held[device] -= needed
+
+
+def claim_space(ledger, path, needed, option, what):
+    """check_space, through `ledger` when backups run at the same time; returns the claim (or None)."""
+    if ledger is None:
+        check_space(path, needed, option, what)
+        return None
+    return ledger.claim(path, needed, option, what)
+
+
+def release_space(ledger, claim):
+    if ledger is not None and claim is not None:
+        ledger.release(claim)
+
+
+class Background:
+    """func(*args) in a thread of its own; result() waits for it and returns its value or raises
+    its exception. Used to overlap a docker exec round trip with local work."""
+
+    def __init__(self, func, *args):
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(func,) + args)
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self, func, *args):
+        try:
+            self._value = func(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+            self._error = exc
+
+    def wait(self):
+        self._thread.join()
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 # ------------------------------------------------------------------------------------------------
@@ -424,8 +502,10 @@ def container_remove(cli, path):
 
 def copy_out_of_container(cli, src, dest, timeout=None):
     """Stream directory `src` of the container into new host directory `dest` (0700, files 0600,
-    fsynced) through `docker cp CONTAINER:SRC -`, a tar stream, never through memory."""
+    fsynced) through `docker cp CONTAINER:SRC -`, a tar stream, never through memory. Each file is
+    hashed as it is written; returns {file name: (sha256, size)} for tree_digest."""
     os.mkdir(dest, 0o700)
+    sums = {}
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen([cli.docker_cli, "cp", "%s:%s" % (cli.container, src), "-"],
                                 stdout=subprocess.PIPE, stderr=errors)
@@ -441,7 +521,7 @@ def copy_out_of_container(cli, src, dest, timeout=None):
                         problem = "unexpected entry %r in the dump directory" % member.name
                         break
                     with create_private(os.path.join(dest, name)) as out:
-                        shutil.copyfileobj(tar.extractfile(member), out, CHUNK)
+                        sums[name] = copy_hashed(tar.extractfile(member), out)
                         out.flush()
                         os.fsync(out.fileno())
         except (tarfile.TarError, OSError) as exc:
@@ -459,6 +539,18 @@ def copy_out_of_container(cli, src, dest, timeout=None):
         raise BackupError("docker cp of %s out of container %s failed (rc=%s): %s"
                           % (src, cli.container, rc, stderr or problem or "no output"))
     fsync_dir(dest)
+    return sums
+
+
+def copy_hashed(source, out):
+    """Copy an open binary file into another, hashing what is written; returns (sha256, size)."""
+    digest = hashlib.sha256()
+    size = 0
+    for block in iter(lambda: source.read(CHUNK), b""):
+        out.write(block)
+        digest.update(block)
+        size += len(block)
+    return digest.hexdigest(), size
 
 
 def copy_into_container(cli, src, dest, timeout=None):
@@ -644,49 +736,100 @@ def run_module(module, action):
     module.exit_json(**result)
 
 
-def dump_to(cli, params, fmt, tmp, timeout):
-    """pg_dump into host path `tmp` (new file or directory); for a directory backup in a container
-    the dump goes to a temporary directory inside it, is verified there and streamed out.
-    Returns the verification dict."""
+def write_all(fd, block):
+    view = memoryview(block)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def stream_dump(cli, params, tmp, timeout):
+    """pg_dump -Fc into new host file `tmp` (0600), hashed as it is written: one pass over the
+    data, no second read for the checksum. Returns (sha256, size); the file is not yet fsynced."""
+    digest = hashlib.sha256()
+    written = [0]
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        def consume(block):
+            write_all(fd, block)
+            digest.update(block)
+            written[0] += len(block)
+
+        try:
+            cli.check_stream("pg_dump", pg_dump_args(params, "custom"), consume, timeout=timeout, chunk=CHUNK)
+        except PgCliError as exc:
+            raise BackupError(str(exc))
+        if os.fstat(fd).st_size != written[0]:
+            raise BackupError("the dump file %s holds %d bytes, %d were written to it" % (
+                tmp, os.fstat(fd).st_size, written[0]))
+    finally:
+        os.close(fd)
+    if written[0] == 0:
+        raise BackupError("pg_dump on %s wrote 0 bytes: not a backup" % cli.describe())
+    return digest.hexdigest(), written[0]
+
+
+def verify_beside(archive, params, timeout, local_work):
+    """verify_archive in a thread while `local_work()` (fsync, copy, checksum) runs in this one:
+    pg_restore's docker exec round trip overlaps the local I/O. Returns (verification, what
+    local_work returned); when both fail, the verification's error is raised."""
     level = params.get("verify") or "toc"
-    verify_tables = params.get("verify_tables") or ()
+    verifying = Background(verify_archive, archive, level, params["db"], params.get("verify_tables") or (), timeout)
+    try:
+        local = local_work()
+    finally:
+        verifying.wait()
+    return verifying.result(), local
+
+
+def dump_to(cli, params, fmt, tmp, timeout):
+    """pg_dump into host path `tmp` (new file or directory), fsynced, verified, checksummed. A
+    custom dump streams into the file and is hashed as it is written, then verified from the
+    written file while it is fsynced. For a directory backup in a container the dump goes to a
+    temporary directory inside it, is verified there while it is streamed out (and hashed).
+    Returns (verification, sha256, size)."""
     if fmt == "custom":
-        with create_private(tmp) as out:
-            try:
-                cli.check_io("pg_dump", pg_dump_args(params, fmt), stdout=out, timeout=timeout)
-            except PgCliError as exc:
-                raise BackupError(str(exc))
-            out.flush()
-            os.fsync(out.fileno())
-        if os.path.getsize(tmp) == 0:
-            raise BackupError("pg_dump on %s wrote 0 bytes: not a backup" % cli.describe())
-        return verify_archive(Archive(cli, host_path=tmp), level, params["db"], verify_tables, timeout)
+        digest, size = stream_dump(cli, params, tmp, timeout)
+        verification, _none = verify_beside(Archive(cli, host_path=tmp), params, timeout, lambda: fsync_dir(tmp))
+        return verification, digest, size
     if not cli.container:
         try:
             cli.check_io("pg_dump", pg_dump_args(params, fmt, target=tmp), timeout=timeout)
         except PgCliError as exc:
             raise BackupError(str(exc))
         os.chmod(tmp, 0o700)
-        fsync_tree(tmp)
-        return verify_archive(Archive(cli, host_path=tmp), level, params["db"], verify_tables, timeout)
+
+        def settle():
+            fsync_tree(tmp)
+            return sha256_tree(tmp)
+
+        verification, (digest, size) = verify_beside(Archive(cli, host_path=tmp), params, timeout, settle)
+        return verification, digest, size
     inside = _container_tmp(params, "bk")
     try:
         try:
             cli.check_io("pg_dump", pg_dump_args(params, fmt, target=inside), timeout=timeout)
         except PgCliError as exc:
             raise BackupError(str(exc))
-        verification = verify_archive(Archive(cli, container_path=inside), level, params["db"], verify_tables,
-                                      timeout)
-        copy_out_of_container(cli, inside, tmp, timeout)
-        verification["verified_in"] = "container, before the copy out"
-        return verification
+        verification, sums = verify_beside(Archive(cli, container_path=inside), params, timeout,
+                                           lambda: copy_out_of_container(cli, inside, tmp, timeout))
+        verification["verified_in"] = "container, while it was copied out"
+        digest, size = tree_digest(sums)
+        return verification, digest, size
     finally:
         container_remove(cli, inside)
 
 
-def make_backup(params, check_mode=False, cli=None):
+def dump_version(verification):
+    """The pg_dump version from the archive header pg_restore --list read ('15.18 (Debian …)' ->
+    '15.18', as `pg_dump --version` gives it), or None."""
+    text = (verification or {}).get("pg_dump_version") or ""
+    return text.split()[0] if text.split() else None
+
+
+def make_backup(params, check_mode=False, cli=None, space=None):
     """Take one backup as the pg_backup module does; returns its result dict. Raises BackupError
-    (after removing every temporary file) on any failure."""
+    (after removing every temporary file) on any failure. `space` is the SpaceLedger of backups
+    that run at the same time (backup_many); alone, the free-space check looks at the disk only."""
     validate_backup_params(params)
     cli = cli or PgCli(params)
     fmt = params.get("format") or "custom"
@@ -719,21 +862,35 @@ def make_backup(params, check_mode=False, cli=None):
                               listing(directories, params["db"], [e["path"] for e in new], deleted)))
 
     ensure_dir(dest, "dest")
-    if estimate:
-        check_space(dest, estimate, "dest", what)
+    claim = claim_space(space, dest, estimate, "dest", what) if estimate else None
     try:
-        pg_dump_version = cli.version("pg_dump")
-    except PgCliError as exc:
-        raise BackupError(str(exc))
+        return _make_backup(params, cli, info, fmt, dest, directories, estimate, started, timeout, warnings, space)
+    finally:
+        release_space(space, claim)
+
+
+def _make_backup(params, cli, info, fmt, dest, directories, estimate, started, timeout, warnings, space):
+    copy_to = params.get("copy_to")
+    # The archive header names the pg_dump that wrote it, and verification reads that header: a
+    # separate `pg_dump --version` round trip is only needed when nothing reads the archive.
     before = listing(directories, params["db"])
     name = unique_final(directories, params["db"], fmt, started, params.get("label"))
     final = os.path.join(dest, name)
     tmp = os.path.join(dest, ".%s.tmp-%s" % (name, secrets.token_hex(4)))
+    version = Background(cli.version, "pg_dump") if (params.get("verify") or "toc") == "none" else None
     try:
-        verification = dump_to(cli, params, fmt, tmp, timeout)
-        digest, size = checksum(tmp)
+        try:
+            verification, digest, size = dump_to(cli, params, fmt, tmp, timeout)
+        finally:
+            if version:
+                version.wait()
         if size == 0:
             raise BackupError("the dump of %s is empty: not a backup" % cli.describe())
+        pg_dump_version = dump_version(verification)
+        try:
+            pg_dump_version = version.result() if version else (pg_dump_version or cli.version("pg_dump"))
+        except PgCliError as exc:
+            raise BackupError(str(exc))
         finished = utcnow()
         sidecar = dict(
             tool=TOOL, format_version=SIDECAR_VERSION, path=name, database=params["db"],
@@ -769,7 +926,7 @@ def make_backup(params, check_mode=False, cli=None):
                   copy=None, deleted=[], warnings=warnings)
     if copy_to:
         try:
-            result["copy"] = copy_backup(final, sidecar, copy_to)
+            result["copy"] = copy_backup(final, sidecar, copy_to, space=space)
         except BackupError as exc:
             raise BackupError("%s (the backup itself is complete and verified at %s)" % (exc, final))
     deleted, more = apply_retention(directories, params["db"], params.get("keep"), params.get("keep_days"),
@@ -780,10 +937,17 @@ def make_backup(params, check_mode=False, cli=None):
     return result
 
 
-def copy_backup(final, sidecar, copy_to):
+def copy_backup(final, sidecar, copy_to, space=None):
     """Second copy in `copy_to`: temporary name, fsync, checksum compared, rename, sidecar."""
     ensure_dir(copy_to, "copy_to")
-    check_space(copy_to, sidecar["size"], "copy_to", "the copy of %s" % final)
+    claim = claim_space(space, copy_to, sidecar["size"], "copy_to", "the copy of %s" % final)
+    try:
+        return _copy_backup(final, sidecar, copy_to)
+    finally:
+        release_space(space, claim)
+
+
+def _copy_backup(final, sidecar, copy_to):
     name = os.path.basename(final)
     target = os.path.join(copy_to, name)
     tmp = os.path.join(copy_to, ".%s.tmp-%s" % (name, secrets.token_hex(4)))

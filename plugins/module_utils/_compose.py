@@ -4,7 +4,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """The Docker and Compose CLIs for vpsops.deploy: argument lists (never a shell), bounded in time,
-with failures turned into one readable error. Private to this collection."""
+with failures turned into one readable error. Reads of container state (ps, inspect, logs) go to
+the Engine API over the local socket when the CLI would talk to that same daemon (_docker_api),
+else to the CLI; either way they return the same values. Private to this collection."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -12,7 +14,9 @@ __metaclass__ = type
 
 import json
 import os
+import shutil
 
+from ansible_collections.vpsops.deploy.plugins.module_utils import _docker_api
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import default_runner
 
 DAEMON_DOWN = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "docker.sock: connect")
@@ -26,21 +30,50 @@ class DaemonDown(DockerError):
     """The Docker daemon does not answer."""
 
 
+class NoSuchContainer(DockerError):
+    """The container named in a read does not exist (any more)."""
+
+
 def raise_if_daemon_down(cli, text):
     if any(mark in (text or "") for mark in DAEMON_DOWN):
         raise DaemonDown("the Docker daemon is not reachable through %s: %s" % (cli, text.strip()))
 
 
-class Docker:
-    """One Docker CLI on the managed host."""
+def plain_cli(cli):
+    """True when `cli` is the Docker CLI binary itself (a bare name is looked up on PATH). A script
+    in its place may set its own DOCKER_HOST or context, so reads must go through it."""
+    if os.path.basename(cli) != "docker":
+        return False
+    path = cli if os.path.sep in cli else shutil.which(cli)
+    try:
+        with open(path or "", "rb") as handle:
+            return handle.read(2) != b"#!"
+    except (OSError, TypeError):
+        return False
 
-    def __init__(self, docker_cli="docker", runner=None, timeout=120):
+
+class Docker:
+    """One Docker CLI on the managed host, and the Engine API behind it for reads.
+
+    api: None chooses on the first read, once for this object: the Engine API over the local
+    socket when the CLI is the plain `docker` binary, the runner is the default one (a runner given
+    by the caller replays or wraps the CLI, so reads go through it too) and the socket answers;
+    else the CLI. False always uses the CLI; a _docker_api.DockerAPI is used as given."""
+
+    def __init__(self, docker_cli="docker", runner=None, timeout=120, api=None):
         self.cli = docker_cli or "docker"
         self.runner = runner or default_runner
         self.timeout = timeout
+        self._api = api
+        # How reads are done, for results and benchmarks ("api unix://... (API 1.41)" or "cli: why").
+        self.reads = None if api is None else ("cli" if api is False else "api %s" % api.endpoint())
 
     def run(self, args, timeout=None, what=None):
         """Run `docker ARGS`; return stdout, or raise DockerError with stderr."""
+        return self.cli_output(args, timeout=timeout, what=what)[0]
+
+    def cli_output(self, args, timeout=None, what=None):
+        """Run `docker ARGS`; return (stdout, stderr), or raise DockerError as run() does."""
         argv = [self.cli] + list(args)
         rc, out, err = self.runner(argv, timeout=timeout or self.timeout)
         if rc != 0:
@@ -48,8 +81,43 @@ class Docker:
             raise_if_daemon_down(self.cli, text)
             if rc == 127:
                 raise DockerError("cannot run %s: %s" % (self.cli, text))
-            raise DockerError("%s failed (rc=%s): %s" % (what or " ".join(argv[:3]), rc, text[-2000:]))
-        return out
+            error = NoSuchContainer if "No such container" in text else DockerError
+            raise error("%s failed (rc=%s): %s" % (what or " ".join(argv[:3]), rc, text[-2000:]))
+        return out, err
+
+    # the Engine API -----------------------------------------------------------------------------
+
+    def engine_api(self):
+        """The Engine API client reads use, or None when they use the CLI (chosen once)."""
+        if self._api is None:
+            self._api = self.choose_api() or False
+        return self._api or None
+
+    def choose_api(self):
+        if self.runner is not default_runner:
+            self.reads = "cli: the caller gave its own runner"
+            return None
+        if not plain_cli(self.cli):
+            self.reads = "cli: %s is not the plain docker binary" % self.cli
+            return None
+        try:
+            api = _docker_api.DockerAPI.from_env(timeout=min(self.timeout, 30))
+        except _docker_api.DockerAPIError as exc:
+            self.reads = "cli: %s" % exc
+            return None
+        self.reads = "api %s (API %s)" % (api.endpoint(), api.version)
+        return api
+
+    def api_call(self, what, call, *args, **kwargs):
+        """call(*args, **kwargs) on the API, its errors turned into the ones the CLI path raises."""
+        try:
+            return call(*args, **kwargs)
+        except _docker_api.Unreachable as exc:
+            raise DaemonDown("the Docker daemon is not reachable through %s: %s" % (self._api.endpoint(), exc))
+        except _docker_api.NotFound as exc:
+            raise NoSuchContainer("%s failed (HTTP %s): %s" % (what, exc.status, exc))
+        except _docker_api.DockerAPIError as exc:
+            raise DockerError("%s failed (HTTP %s): %s" % (what, exc.status, exc))
 
     def ping(self):
         self.run(["version", "--format", "{{.Server.Version}}"], timeout=15, what="docker version")
@@ -104,19 +172,80 @@ class Docker:
 
     # containers ---------------------------------------------------------------------------------
 
-    def project_containers(self, project):
-        """The containers of a compose project (one-off `run` containers excluded):
-        [{"id", "name", "service", "image_id", "image", "state", "health", "number"}]."""
-        out = self.run(["ps", "-aq", "--no-trunc", "--filter", "label=com.docker.compose.project=%s" % project],
-                       what="docker ps")
-        ids = out.split()
+    def container_ids(self, labels=(), all=True, timeout=None):
+        """Full IDs of the containers carrying every label ("key=value"), stopped ones too unless
+        all is False: `docker ps -[a]q --no-trunc --filter label=…`."""
+        api = self.engine_api()
+        if api is not None:
+            return self.api_call("docker ps", api.container_ids, labels, all=all, timeout=timeout)
+        args = ["ps", "-aq" if all else "-q", "--no-trunc"]
+        for label in labels:
+            args += ["--filter", "label=%s" % label]
+        return self.run(args, timeout=timeout, what="docker ps").split()
+
+    def inspect_containers(self, ids, timeout=None):
+        """The `docker inspect` documents of these containers; one removed meanwhile is left out."""
+        ids = list(ids)
         if not ids:
             return []
-        rc, text, err = self.runner([self.cli, "inspect", "--type", "container"] + ids, timeout=self.timeout)
+        api = self.engine_api()
+        if api is not None:
+            found = []
+            for ref in ids:
+                try:
+                    found.append(self.api_call("docker inspect", api.inspect_container, ref, timeout=timeout))
+                except NoSuchContainer:
+                    continue
+            return found
+        rc, text, err = self.runner([self.cli, "inspect", "--type", "container"] + ids, timeout=timeout or self.timeout)
+        if rc != 0:
+            raise_if_daemon_down(self.cli, err)
         try:
             found = json.loads(text or "[]")
         except ValueError:
             raise DockerError("docker inspect returned no JSON: %s" % (err or text)[:500])
+        if rc != 0 and not found and "No such" not in (err or ""):
+            raise DockerError("docker inspect failed (rc=%s): %s" % (rc, (err or "").strip()[-2000:]))
+        return found or []
+
+    def container_state(self, container, timeout=None):
+        """(State, RestartCount, Created) of one container as `docker inspect` gives them: the State
+        object, an int, the creation time as Docker's RFC 3339 text."""
+        api = self.engine_api()
+        if api is not None:
+            item = self.api_call("docker inspect", api.inspect_container, container, timeout=timeout)
+            return item.get("State") or {}, int(item.get("RestartCount") or 0), item.get("Created") or ""
+        out = self.run(["inspect", "--type", "container", "--format", "{{json .State}}|{{.RestartCount}}|{{.Created}}",
+                        container], timeout=timeout, what="docker inspect")
+        rest, _sep, created = out.strip().rpartition("|")
+        state_json, _sep, restarts = rest.rpartition("|")
+        return json.loads(state_json), int(restarts or 0), created
+
+    def container_started_at(self, container, timeout=None):
+        """When the container (last) started, as Docker's RFC 3339 text (State.StartedAt)."""
+        api = self.engine_api()
+        if api is not None:
+            item = self.api_call("docker inspect", api.inspect_container, container, timeout=timeout)
+            return (item.get("State") or {}).get("StartedAt") or ""
+        return self.run(["inspect", "--type", "container", "--format", "{{.State.StartedAt}}", container],
+                        timeout=timeout, what="docker inspect").strip()
+
+    def container_logs(self, container, tail=None, since=None, timeout=None):
+        """(stdout, stderr) of `docker logs [--since S] [--tail N] CONTAINER`."""
+        api = self.engine_api()
+        if api is not None:
+            return self.api_call("docker logs", api.container_logs, container, tail=tail, since=since, timeout=timeout)
+        args = ["logs"]
+        if since is not None:
+            args += ["--since", str(since)]
+        if tail is not None:
+            args += ["--tail", str(tail)]
+        return self.cli_output(args + [container], timeout=timeout, what="docker logs")
+
+    def project_containers(self, project):
+        """The containers of a compose project (one-off `run` containers excluded):
+        [{"id", "name", "service", "image_id", "image", "state", "health", "number"}]."""
+        found = self.inspect_containers(self.container_ids(["com.docker.compose.project=%s" % project]))
         containers = []
         for item in found:
             labels = (item.get("Config") or {}).get("Labels") or {}

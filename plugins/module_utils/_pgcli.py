@@ -18,6 +18,8 @@ __metaclass__ = type
 import json
 import os
 import subprocess
+import tempfile
+import threading
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._postgres import postgres_argument_spec, scrub
 
@@ -130,6 +132,53 @@ class PgCli:
         rc, err = self.run_io(tool, args, stdin=stdin, stdout=stdout, timeout=timeout)
         if rc != 0:
             raise PgCliError("%s on %s failed (rc=%s): %s" % (tool, self.describe(), rc, err.strip() or "no output"))
+
+    def check_stream(self, tool, args, consume, timeout=None, chunk=1 << 20):
+        """Run `tool` and hand its stdout to `consume(bytes)` chunk by chunk as it arrives (a dump is
+        written and hashed in one pass, never held in memory). Raises PgCliError naming tool, target
+        and stderr on a non-zero exit or a timeout; when `consume` raises OSError (a full disk) the
+        tool is stopped and the error names both."""
+        argv = self.argv(tool, args)
+        with tempfile.TemporaryFile() as errors:
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+                                        env=self.env())
+            except OSError as exc:
+                raise PgCliError("%s on %s failed (rc=127): %s" % (tool, self.describe(), self.scrub(exc)))
+            expired = threading.Event()
+
+            def expire():
+                expired.set()
+                proc.kill()
+
+            timer = threading.Timer(timeout, expire) if timeout else None
+            if timer:
+                timer.start()
+            problem = None
+            try:
+                read = proc.stdout.read1 if hasattr(proc.stdout, "read1") else proc.stdout.read
+                while True:
+                    block = read(chunk)
+                    if not block:
+                        break
+                    consume(block)
+            except OSError as exc:
+                problem = exc
+                proc.kill()
+            finally:
+                proc.stdout.close()
+                rc = proc.wait()
+                if timer:
+                    timer.cancel()
+            errors.seek(0)
+            err = self.scrub(errors.read().decode("utf-8", "replace")).strip()
+        if problem is not None:
+            raise PgCliError("%s on %s failed: writing its output failed: %s%s" % (
+                tool, self.describe(), problem.strerror or problem, "; %s" % err if err else ""))
+        if expired.is_set():
+            raise PgCliError("%s on %s failed (rc=124): %s timed out after %ss" % (tool, self.describe(), tool, timeout))
+        if rc != 0:
+            raise PgCliError("%s on %s failed (rc=%s): %s" % (tool, self.describe(), rc, err or "no output"))
 
     def version(self, tool):
         """`tool --version` where the tool runs (the container's own or the host's), e.g. '15.18'."""

@@ -236,21 +236,22 @@ class TcpProbe(Probe):
 
 
 class DockerProbe(Probe):
-    """A check about one container, read with the Docker CLI (argv, bounded by the deadline)."""
+    """A check about one container, read through the Docker wrapper (_compose.Docker): the Engine
+    API over the local socket where it can, else the Docker CLI (argv), bounded by the deadline."""
 
     def __init__(self, spec, index, runner=None):
         Probe.__init__(self, spec, index, runner)
         self.container = self.require("container")
         self.docker = spec.get("docker_cli") or "docker"
+        self.client = None
 
-    def docker_out(self, args, timeout):
-        rc, out, err = self.runner([self.docker] + args, timeout=max(timeout, 1))
-        if rc != 0:
-            raise Exception("docker %s failed (rc=%d): %s" % (args[0], rc, (err or out).strip()[:200]))
-        return out, err
+    def engine(self):
+        """The Docker wrapper, made at the first read: validating checks reads nothing."""
+        if self.client is None:
+            from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Docker
 
-    def inspect(self, fmt, timeout):
-        return self.docker_out(["inspect", "--type", "container", "--format", fmt, self.container], timeout)[0]
+            self.client = Docker(self.docker, runner=self.runner)
+        return self.client
 
 
 @register
@@ -272,11 +273,8 @@ class ContainerProbe(DockerProbe):
         return "container %s" % self.container
 
     def probe(self, timeout):
-        out = self.inspect("{{json .State}}|{{.RestartCount}}|{{.Created}}", timeout)
-        rest, _sep, created = out.strip().rpartition("|")
-        state_json, _sep, restarts = rest.rpartition("|")
-        state = json.loads(state_json)
-        return check_container_state(self.container, state, int(restarts or 0), self.running_for, self,
+        state, restarts, created = self.engine().container_state(self.container, timeout=max(timeout, 1))
+        return check_container_state(self.container, state, restarts, self.running_for, self,
                                      created=parse_docker_time(created), since=self.since)
 
 
@@ -600,11 +598,11 @@ class LogProbe(DockerProbe):
         return "log of %s /%s/" % (self.container, self.pattern.pattern)
 
     def probe(self, timeout):
-        started = parse_docker_time(self.inspect("{{.State.StartedAt}}", timeout).strip())
+        started = parse_docker_time(self.engine().container_started_at(self.container, timeout=max(timeout, 1)))
         # A line written at once may carry a timestamp a little before Docker's StartedAt; a
         # restart is always more than this margin after the previous run's last line.
         since = "%.3f" % (started - LOG_SINCE_MARGIN) if started is not None else "0"
-        out, err = self.docker_out(["logs", "--since", since, self.container], timeout)
+        out, err = self.engine().container_logs(self.container, since=since, timeout=max(timeout, 1))
         text = out + err
         if self.fail_pattern is not None:
             bad = self.fail_pattern.search(text)

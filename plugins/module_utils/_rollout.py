@@ -16,13 +16,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 import math
 import re
 import time
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import (
-    DockerError, raise_if_daemon_down, service_image,
+    DockerError, service_image,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     CheckSpecError, build_probes, failure_message, gate_specs, wait_for,
@@ -181,19 +180,9 @@ def container_info(item):
 def service_containers(docker, project, service):
     """The containers of one service of a compose project (one-off `run` containers excluded),
     ordered by container number."""
-    out = docker.run(["ps", "-aq", "--no-trunc", "--filter", "label=%s=%s" % (PROJECT_LABEL, project),
-                      "--filter", "label=%s=%s" % (SERVICE_LABEL, service)], what="docker ps")
-    ids = out.split()
-    if not ids:
-        return []
-    # A container removed between ps and inspect makes inspect fail for it alone: keep the others.
-    rc, text, err = docker.runner([docker.cli, "inspect", "--type", "container"] + ids, timeout=docker.timeout)
-    if rc != 0:
-        raise_if_daemon_down(docker.cli, err)
-    try:
-        found = json.loads(text or "[]")
-    except ValueError:
-        raise DockerError("docker inspect returned no JSON: %s" % (err or text)[:500])
+    ids = docker.container_ids(["%s=%s" % (PROJECT_LABEL, project), "%s=%s" % (SERVICE_LABEL, service)])
+    # A container removed between ps and inspect is left out: keep the others.
+    found = docker.inspect_containers(ids)
     containers = [container_info(item) for item in found or []]
     return sorted((c for c in containers if not c["oneoff"]), key=lambda c: (c["number"], c["name"]))
 
@@ -457,10 +446,11 @@ class Rollout:
     def log_tails(self, containers):
         tails = {}
         for container in containers:
-            rc, out, err = self.docker.runner([self.docker.cli, "logs", "--tail", str(LOG_LINES), container["id"]],
-                                              timeout=30)
-            if rc == 0:
-                tails[container["name"]] = ((out or "") + (err or "")).strip()[-1000:]
+            try:
+                out, err = self.docker.container_logs(container["id"], tail=LOG_LINES, timeout=30)
+            except DockerError:
+                continue
+            tails[container["name"]] = ((out or "") + (err or "")).strip()[-1000:]
         return tails
 
     def stop(self, containers, timeout):

@@ -1,0 +1,108 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, vpsops.deploy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Controller side of vpsops.deploy.deploy_host: names the run as the lock's owner, reads the compose
+files of `begin` from the stack's source on the controller, takes over the lock of a dead run of this
+controller when asked, and turns a host that became unreachable into a failure of the step. The
+documentation is in plugins/modules/deploy_host.py."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import socket
+
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.vpsops.deploy.plugins.action.deploy_lock import controller_pid, dead_holder
+from ansible_collections.vpsops.deploy.plugins.action.project_files import read_text
+
+
+def run_owner(task_vars):
+    """The lock's owner for this run, the same for every host and every step: the operator's
+    choice (lock_owner), else user@controller:AWX job id, else user@controller:run-<pid>-<start>."""
+    chosen = task_vars.get("lock_owner")
+    if isinstance(chosen, str) and chosen.strip():
+        return chosen.strip()
+    user = os.environ.get("USER") or "ansible"
+    job = task_vars.get("awx_job_id") or task_vars.get("tower_job_id")
+    if job not in (None, ""):
+        return "%s@%s:%s" % (user, socket.gethostname(), job)
+    pid = controller_pid()
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            started = handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        started = "0"
+    return "%s@%s:run-%d-%s" % (user, socket.gethostname(), pid, started)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def read_sources(self, stack):
+        src = stack.get("source")
+        names = []
+        for phase in stack.get("phases") or []:
+            for name in (phase.get("compose_files") or []) if isinstance(phase, dict) else []:
+                if isinstance(name, str) and name not in names:
+                    names.append(name)
+        if not isinstance(src, str) or not src:
+            raise AnsibleError("vpsops_stack.source must be the directory of the compose files on the controller")
+        contents = {}
+        for name in names:
+            try:
+                contents[name] = read_text(self._find_needle("files", os.path.join(src, name)), name)
+            except (AnsibleError, OSError) as exc:
+                raise AnsibleError("cannot read the compose file %s from vpsops_stack.source %s on the controller: %s"
+                                   % (name, src, exc))
+        return contents
+
+    def execute(self, args, task_vars):
+        try:
+            return self._execute_module(module_name="vpsops.deploy.deploy_host", module_args=args,
+                                        task_vars=task_vars)
+        except AnsibleConnectionFailure as exc:
+            # Reported as the step's failure, so that the deploy's rescue and its outcome handle it.
+            return dict(failed=True, host_unreachable=True, changed=False,
+                        msg="the host became unreachable during the %s step: %s" % (args.get("step"), exc))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        task_vars = task_vars or {}
+        args = dict(self._task.args)
+        stack = args.get("stack")
+        if not isinstance(stack, dict):
+            return dict(result, failed=True, msg="stack must be vpsops_stack (a mapping), got %s" % type(stack).__name__)
+        args.setdefault("owner", run_owner(task_vars))
+        args.setdefault("host_name", task_vars.get("inventory_hostname"))
+        takeover_dead = boolean(args.pop("takeover_dead", False), strict=False)
+        if args.get("step") == "begin":
+            try:
+                args["contents"] = self.read_sources(stack)
+            except AnsibleError as exc:
+                return dict(result, failed=True, msg=str(exc))
+            args.setdefault("controller", socket.gethostname())
+            args.setdefault("pid", controller_pid())
+        outcome = self.execute(args, task_vars)
+        if outcome.get("failed") and args.get("step") == "begin" and takeover_dead and not args.get("takeover"):
+            owner = dead_holder(outcome.get("lock"), args["controller"])
+            if owner:
+                args["takeover"] = owner
+                outcome = self.execute(args, task_vars)
+        result.update(outcome)
+        # The stack holds the secrets (its env, passwords, headers): no event, log or -vvv output
+        # shows it, nor the text of the compose files again.
+        invocation = result.get("invocation", {}).get("module_args")
+        if isinstance(invocation, dict):
+            if "stack" in invocation:
+                invocation["stack"] = "(vpsops_stack %s, not shown)" % stack.get("name")
+            if isinstance(invocation.get("contents"), dict):
+                invocation["contents"] = dict((n, "(%d characters)" % len(t))
+                                              for n, t in (args.get("contents") or {}).items())
+        return result

@@ -1,0 +1,786 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, vpsops.deploy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The deploy engine: one host's deploy of a stack as plain Python over the release store, the
+Compose wrapper, the backup engine and the gate. Private to this collection.
+
+A deploy on a host is four steps, each one module run (vpsops.deploy.deploy_host):
+
+- begin: take the stack's lock, stage the new compose files and .env, check them (compose config,
+  variables, tags, ports), record the release (pending, every image pinned), plan what each phase
+  changes, measure the SLO baseline. The running stack and the project directory are not touched.
+- phase (one per phase): put the release's files in the project directory, the phase's verified
+  backups, its migration, the rollout of its replicated services, `up` of the others and the gate.
+  A phase whose containers already run the release (same config hash, running, healthy) takes no
+  backup and no `up`: one probe round proves it.
+- finish: smoke tests, the SLO gate, every check of every phase twice in a row, the watch window,
+  then the release goes live (retention applies).
+- end: roll back to the live release when told to (the project directory shows it again), mark the
+  release this run recorded failed when it did not go live, release the lock.
+
+Every step refreshes the lock while it runs and refuses to act on a lock another owner holds.
+The decisions across hosts (who failed, who is rolled back) belong to the controller (the
+deploy_outcome action); nothing here knows of other hosts.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, DockerError
+from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_phase
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
+    CheckSpecError,
+    build_probes,
+    failure_message,
+    gate_specs,
+    validate_checks,
+    wait_for,
+    watch,
+)
+from ansible_collections.vpsops.deploy.plugins.module_utils._project import ENV_FILE, ProjectError, sync
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
+    ENV_COPY,
+    LockHeld,
+    ReleaseError,
+    lock_is_live,
+    lock_message,
+    makedirs_owner_only,
+    read_env_file,
+    rollback,
+    seal_checks,
+    snapshot,
+    write_atomic,
+)
+
+CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
+STAGING = ".staging"
+
+
+class DeployError(Exception):
+    """A step failed; `result` holds what it did before it failed."""
+
+    def __init__(self, message, result=None):
+        super(DeployError, self).__init__(message)
+        self.result = result or {}
+
+
+# the stack -------------------------------------------------------------------------------------
+
+def stack_files(stack):
+    """Every compose file of the stack, in phase order, each once."""
+    files = []
+    for phase in stack.get("phases") or []:
+        for name in phase.get("compose_files") or []:
+            if name not in files:
+                files.append(name)
+    return files
+
+
+SECRET_NAME_RE = re.compile(r"(?i)(pass|pwd|secret|token|key|credential|auth|cookie|session|dsn|hook|private)")
+SECRET_CHECK_KEYS = ("login_password", "password", "headers")
+
+
+def stack_secrets(stack):
+    """Every secret value of the stack: what a module masks in anything it returns. The env values
+    whose names look secret, the databases' passwords, the secret keys of checks, smoke tests and
+    SLO endpoints (headers' values), and the credentials and query strings of their URLs."""
+    found = set()
+
+    def add(value):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and len(str(value)) >= 3:
+            found.add(str(value))
+
+    for name, value in (stack.get("env") or {}).items():
+        if SECRET_NAME_RE.search(str(name)):
+            add(value)
+    for db in (stack.get("databases") or {}).values():
+        if isinstance(db, dict):
+            add(db.get("login_password"))
+    checks = list(stack.get("smoke_tests") or []) + list((stack.get("slo") or {}).get("endpoints") or [])
+    for phase in stack.get("phases") or []:
+        checks += list((phase or {}).get("checks") or [])
+    for check in checks:
+        if not isinstance(check, dict):
+            continue
+        for key in SECRET_CHECK_KEYS:
+            value = check.get(key)
+            if isinstance(value, dict):
+                for item in value.values():
+                    add(item)
+            else:
+                add(value)
+        url = check.get("url")
+        if isinstance(url, str):
+            match = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^@/?#]*)@", url)
+            if match:
+                add(match.group(1).partition(":")[2])
+            if "?" in url:
+                for pair in url.split("?", 1)[1].split("#")[0].split("&"):
+                    name, _eq, value = pair.partition("=")
+                    if SECRET_NAME_RE.search(name) or name.lower() in ("sig", "signature", "apikey"):
+                        add(value)
+    return found
+
+
+def phase_of(stack, name):
+    for phase in stack.get("phases") or []:
+        if phase.get("name") == name:
+            return phase
+    raise DeployError("phase %r is not a phase of the stack %s; its phases are %s"
+                      % (name, stack.get("name"), ", ".join(p.get("name", "?") for p in stack.get("phases") or [])))
+
+
+def given_checks(checks):
+    """Checks with only the keys that were given (a check's unset options are not recorded)."""
+    return [dict((k, v) for k, v in (check or {}).items() if v is not None) for check in checks or []]
+
+
+def stored_checks(checks, env=None):
+    """Checks as a manifest keeps them: no secret (one the env file holds becomes a reference)."""
+    given = given_checks(checks)
+    return given if env is None else seal_checks(given, env)
+
+
+def phase_services(docker, project, phases, files_by_name, project_dir, env_file):
+    """The phases as a release records them: name, files, services (compose config --services of
+    the phase's files alone, all phases at once) and checks without secrets."""
+    env = read_env_file(env_file)
+
+    def services_of(phase):
+        unknown = [f for f in phase["compose_files"] if f not in files_by_name]
+        if unknown or not phase["compose_files"]:
+            raise DeployError("phases: phase %r names compose_files %s that are not files of the stack (%s)"
+                              % (phase["name"], unknown or "[]", ", ".join(sorted(files_by_name))))
+        paths = [files_by_name[f] for f in phase["compose_files"]]
+        out = Compose(docker, project, paths, project_dir=project_dir, env_file=env_file).run(
+            ["config", "--services", "--no-consistency"], what="docker compose config --services")
+        return dict(name=phase["name"], files=[os.path.basename(p) for p in paths], services=sorted(out.split()),
+                    checks=stored_checks(phase.get("checks"), env))
+
+    phases = list(phases or [])
+    if len(phases) <= 1:
+        return [services_of(p) for p in phases]
+    with ThreadPoolExecutor(max_workers=min(4, len(phases))) as pool:
+        return list(pool.map(services_of, phases))
+
+
+# the lock --------------------------------------------------------------------------------------
+
+class Heartbeat:
+    """Refreshes the stack's lock while a step runs (at once, then every third of its TTL), and
+    refuses the step when the lock is not ours: another controller took it over, or it was released.
+    `lost` is set when a refresh during the step found the lock gone to someone else."""
+
+    def __init__(self, store, owner, ttl=None, clock=time.time):
+        self.store = store
+        self.owner = owner
+        self.ttl = ttl
+        self.clock = clock
+        self.lost = None
+        self._stop = threading.Event()
+        self._thread = None
+
+    def beat(self):
+        try:
+            return self.store.heartbeat(self.owner, self.ttl)
+        except LockHeld as exc:
+            raise DeployError("the deploy lock of stack %s is no longer held by this run (%s): nothing more "
+                              "was changed" % (self.store.stack, exc))
+        except ReleaseError as exc:
+            raise DeployError("the deploy lock of stack %s is not held by this run: %s" % (self.store.stack, exc))
+
+    def __enter__(self):
+        lock = self.beat()
+        period = max(1.0, float(self.ttl or lock.get("ttl") or 60) / 3.0)
+
+        def loop():
+            while not self._stop.wait(period):
+                try:
+                    self.beat()
+                except DeployError as exc:
+                    self.lost = str(exc)
+                    return
+                except Exception:  # noqa: BLE001 - a failed refresh is retried at the next period
+                    continue
+
+        self._thread = threading.Thread(target=loop, name="lock-heartbeat")
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        return False
+
+
+def refuse_foreign_lock(store, owner, now=None):
+    """Raise DeployError when a live lock of the stack belongs to another owner than `owner` (no
+    owner: any live lock). Modules that change the stack call it before they act."""
+    lock = store.read_lock() if store.exists() else None
+    now = time.time() if now is None else now
+    if lock and lock_is_live(lock, now) and (not owner or lock.get("owner") != owner):
+        raise DeployError("refused: %s. Wait for that run to end, or give its owner as lock_owner."
+                          % lock_message(lock, now))
+
+
+# the project directory -------------------------------------------------------------------------
+
+def publish(store, manifest, project_dir):
+    """Make the project directory hold the release's compose files and .env (owner only, only what
+    differs), so that what an operator finds there is what runs. Returns the names written."""
+    base = store.release_dir(manifest["id"])
+    files = {}
+    for entry in manifest.get("files") or []:
+        with open(os.path.join(base, entry["name"]), "rb") as handle:
+            files[entry["name"]] = handle.read().decode("utf-8")
+    written, _diffs = sync(project_dir, files)
+    env_copy = os.path.join(base, ENV_COPY)
+    if manifest.get("env_file") and os.path.isfile(env_copy):
+        with open(env_copy, "rb") as handle:
+            data = handle.read()
+        target = os.path.join(project_dir, ENV_FILE)
+        current = None
+        if os.path.isfile(target):
+            with open(target, "rb") as handle:
+                current = handle.read()
+        if current != data:
+            write_atomic(target, data, 0o600)
+            written.append(ENV_FILE)
+    return written
+
+
+# begin -----------------------------------------------------------------------------------------
+
+def stage(store, contents, env, check_mode):
+    """Write the new compose files and .env to a staging directory of the state directory (a
+    temporary directory in check mode). Returns its path."""
+    if check_mode:
+        path = tempfile.mkdtemp(prefix="vpsops-plan-")
+    else:
+        store.ensure()
+        path = os.path.join(store.state_dir, STAGING)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+    try:
+        sync(path, contents, env=env)
+    except ProjectError as exc:
+        raise DeployError(str(exc))
+    return path
+
+
+def container_hashes(docker, containers):
+    """{container id: config hash label} in one `docker inspect`."""
+    ids = [c["id"] for c in containers]
+    if not ids:
+        return {}
+    out = docker.run(["inspect", "--type", "container", "--format",
+                      '{{.Id}} {{index .Config.Labels "%s"}}' % CONFIG_HASH_LABEL] + ids, what="docker inspect")
+    hashes = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            hashes[parts[0]] = parts[1]
+    return hashes
+
+
+def unchanged_services(compose, services, containers, hashes=None):
+    """The services whose containers all run the compose config of `compose` already: every
+    container running, healthy where it has a healthcheck, labelled with the wanted config hash.
+    A service without a container is changed (it would be created)."""
+    services = [s for s in services]
+    if not services:
+        return set()
+    wanted = compose.config_hashes(services)
+    by_service = {}
+    for c in containers:
+        by_service.setdefault(c["service"], []).append(c)
+    hashes = container_hashes(compose.docker, [c for c in containers if c["service"] in wanted]) \
+        if hashes is None else hashes
+    same = set()
+    for name in services:
+        found = by_service.get(name) or []
+        if not found or name not in wanted:
+            continue
+        if all(c["state"] == "running" and c.get("health") in (None, "", "healthy")
+               and hashes.get(c["id"]) == wanted[name] for c in found):
+            same.add(name)
+    return same
+
+
+def plan_phases(compose, manifest, stack, containers):
+    """Per phase: its services and whether the release changes any of them on this host."""
+    migrations = dict((p["name"], (p.get("migration") or {}).get("service")) for p in stack["phases"])
+    services = []
+    for phase in manifest.get("phases") or []:
+        services += [s for s in phase["services"] if s != migrations.get(phase["name"])]
+    same = unchanged_services(compose, sorted(set(services)), containers)
+    running = {}
+    for c in containers:
+        running.setdefault(c["service"], set()).add(c.get("image") or c.get("image_id") or "?")
+    plan = []
+    for phase in manifest.get("phases") or []:
+        names = [s for s in phase["services"] if s != migrations.get(phase["name"])]
+        changes = sorted(set(names) - same)
+        moves = dict((s, {"from": sorted(running.get(s) or []) or None,
+                          "to": (manifest["services"].get(s) or {}).get("image")}) for s in changes)
+        plan.append(dict(name=phase["name"], services=phase["services"], changes=changes, moves=moves,
+                         unchanged=not changes))
+    return plan
+
+
+def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=None, takeover=None,
+          project_dir=None, pull="missing", user=None, git_sha=None, preflight=None, check_mode=False,
+          environ=None):
+    """Lock, stage, check, record and plan one host's deploy. Returns the result; raises LockHeld
+    when the lock belongs to another run, DeployError for anything else (and then releases the lock
+    it took: nothing on the host changed)."""
+    project_dir = project_dir or os.path.join(store.state_dir, "project")
+    names = stack_files(stack)
+    missing = [n for n in names if not isinstance(contents.get(n), str)]
+    if missing:
+        raise DeployError("no content for the compose files %s (the deploy_host action reads them from the "
+                          "stack's source on the controller)" % ", ".join(missing))
+    result = dict(changed=False, lock=None, took_over=None, warnings=[])
+    now = time.time()
+    if check_mode:
+        lock = store.read_lock() if store.exists() else None
+        if lock and lock.get("owner") != owner and lock_is_live(lock, now) and lock.get("owner") != takeover:
+            raise LockHeld("cannot lock: " + lock_message(lock, now), lock)
+    else:
+        store.ensure()
+        lock, _changed, took_over = store.acquire(owner, ttl, controller, pid, takeover=takeover)
+        result.update(lock=lock, took_over=took_over)
+        if took_over:
+            result["warnings"].append("took over the deploy lock (%s): %s" % (
+                "its holder is gone" if took_over.get("owner") == takeover else "stale",
+                lock_message(took_over, lock["heartbeat_epoch"])))
+    try:
+        return _begin(store, docker, stack, contents, names, owner, project_dir, pull, user, git_sha, preflight,
+                      check_mode, environ, result, lock)
+    except BaseException:
+        # Nothing changed on the host yet: the lock taken here goes with the failure.
+        if not check_mode and result.get("lock"):
+            try:
+                store.release_lock(owner)
+            except (ReleaseError, OSError):
+                pass
+        raise
+
+
+def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user, git_sha, preflight, check_mode,
+           environ, result, lock):
+    from ansible_collections.vpsops.deploy.plugins.module_utils import _preflight
+
+    staged = stage(store, dict((n, contents[n]) for n in names), stack.get("env") or {}, check_mode)
+    try:
+        files = [os.path.join(staged, n) for n in names]
+        env_file = os.path.join(staged, ENV_FILE)
+        if not check_mode:
+            if not os.path.isdir(project_dir):
+                makedirs_owner_only(project_dir)
+        compose_dir = project_dir if os.path.isdir(project_dir) else staged
+        if preflight is not None:
+            params = dict((k, v.get("default")) for k, v in _preflight.argument_spec().items())
+            params.update(preflight)
+            params.update(scope="stack", project=store.stack, project_dir=compose_dir, files=files,
+                          env_files=[env_file], docker_cli=docker.cli,
+                          required_env=sorted((stack.get("env") or {}).keys()))
+            checks, _services, problems = _preflight.stack_checks(params, docker, dict(os.environ) if environ is None
+                                                                  else environ)
+            if problems:
+                raise DeployError(_preflight.failure_message(params, problems))
+        files_by_name = dict(zip(names, files))
+        phases = phase_services(docker, store.stack, stack["phases"], files_by_name, compose_dir, env_file)
+        for phase in stack["phases"]:
+            rollout = phase.get("rollout") or []
+            known = next(p["services"] for p in phases if p["name"] == phase["name"])
+            stray = [s for s in rollout if s not in known]
+            if stray:
+                raise DeployError("vpsops_stack.phases[%s].rollout names %s, which are not services of the phase "
+                                  "(its services are %s)." % (phase["name"], stray, known))
+        compose = Compose(docker, store.stack, files, project_dir=compose_dir, env_file=env_file)
+        live = store.live_id() if store.exists() else None
+        manifest, recorded = snapshot(store, docker, compose, None, files, project_dir, env_file=env_file,
+                                      phases=phases, pull=pull, user=user, git_sha=git_sha, check_mode=check_mode)
+        containers = docker.project_containers(store.stack)
+        plan = plan_phases(compose, manifest, stack, containers)
+    finally:
+        # The release holds its own copies now; the staged files are never what compose runs.
+        shutil.rmtree(staged, ignore_errors=True)
+    result.update(
+        changed=bool(recorded),
+        release=manifest["id"],
+        status=manifest["status"],
+        live=live,
+        recorded=bool(recorded),
+        phases=dict((p["name"], p["services"]) for p in plan),
+        plan=plan,
+        services=dict((n, {"image": s.get("image"), "image_id": s.get("image_id"), "ref": s.get("ref")})
+                      for n, s in manifest["services"].items()),
+        started_epoch=(lock or {}).get("started_epoch"),
+    )
+    return result
+
+
+def slo_params(stack, **extra):
+    """slo_gate's parameters for the stack's `slo` (defaults filled as the module's spec fills them)."""
+    from ansible_collections.vpsops.deploy.plugins.module_utils import _slo
+
+    params = dict((k, v.get("default")) for k, v in _slo.slo_argument_spec().items())
+    params.update(dict((k, v) for k, v in (stack.get("slo") or {}).items() if v is not None))
+    endpoint_defaults = dict(method="GET", status=[200], headers=None, validate_certs=True)
+    params["endpoints"] = [dict(endpoint_defaults, **dict((k, v) for k, v in e.items() if v is not None))
+                           for e in params.get("endpoints") or []]
+    params.update(extra)
+    return params
+
+
+def slo_baseline(stack):
+    """The SLO endpoints measured before anything changes (the baseline of finish's SLO gate)."""
+    from ansible_collections.vpsops.deploy.plugins.module_utils import _slo
+
+    measured, _warnings = _slo.gate(slo_params(stack, fail_on_exceeded=False))
+    return measured
+
+
+# phase -----------------------------------------------------------------------------------------
+
+def backup_params(stack, name, label, state_dir):
+    """pg_backup's parameters for database `name` of the stack (the backup role's mapping)."""
+    from ansible_collections.vpsops.deploy.plugins.module_utils._backup import backup_argument_spec
+
+    db = stack["databases"][name]
+    settings = stack.get("backup") or {}
+    params = dict((k, v.get("default")) for k, v in backup_argument_spec().items())
+    params.update(
+        db=db.get("db") or db.get("login_db"),
+        container=db.get("container"),
+        login_host=db.get("login_host"),
+        port=db.get("port") or db.get("login_port") or params.get("port"),
+        login_user=db.get("login_user") or params.get("login_user"),
+        login_password=db.get("login_password"),
+        dest=settings.get("dest") or "/var/backups/vpsops/%s" % stack["name"],
+        label=label,
+        format=settings.get("format") or "custom",
+        verify=settings.get("verify") or "toc",
+        copy_to=settings.get("copy_to") or None,
+        keep=int(settings.get("keep") or 10) or None,
+        keep_days=float(settings.get("keep_days") or 0) or None,
+        release_state_dir=state_dir,
+        timeout=3600,
+    )
+    for key in ("ssl_mode", "connect_timeout"):
+        if db.get(key) is not None:
+            params[key] = db[key]
+    return params
+
+
+def take_backups(store, docker, stack, phase, manifest, live):
+    """The phase's verified backups, taken concurrently and pinned to the release. Before the first
+    release went live, a database whose container does not run has no data to lose and is skipped."""
+    from ansible_collections.vpsops.deploy.plugins.module_utils._backup import BackupError, make_backup
+
+    names = list(phase.get("backup") or [])
+    skipped = []
+    if not live:
+        running = set(c["name"] for c in docker.project_containers(store.stack) if c["state"] == "running")
+        for name in list(names):
+            container = (stack["databases"].get(name) or {}).get("container")
+            if container and container not in running:
+                skipped.append(name)
+                names.remove(name)
+    if not names:
+        return [], skipped
+
+    def one(name):
+        try:
+            return name, make_backup(backup_params(stack, name, manifest["id"], store.state_dir)), None
+        except BackupError as exc:
+            return name, None, str(exc)
+
+    with ThreadPoolExecutor(max_workers=min(4, len(names))) as pool:
+        done = list(pool.map(one, names))
+    failed = ["%s: %s" % (name, error) for name, _r, error in done if error]
+    backups = []
+    for name, run, _error in done:
+        if run:
+            backups.append(dict(name=name, database=run.get("database"), path=run.get("path"), size=run.get("size"),
+                                sha256=run.get("sha256"), verified=run.get("verified", False),
+                                manifest=run.get("manifest")))
+    if backups:
+        with store.guard():
+            current = store.load(manifest["id"])
+            known = set(b.get("path") for b in current.get("backups") or [])
+            current.setdefault("backups", []).extend(b for b in backups if b["path"] not in known)
+            store.save(current)
+            store.record("backups_pinned", release=manifest["id"], backups=[b["path"] for b in backups])
+    if failed:
+        raise DeployError("backup before phase %s failed: %s" % (phase["name"], "; ".join(failed)),
+                          dict(backups=backups))
+    return backups, skipped
+
+
+def restore_backups(stack, backups):
+    from ansible_collections.vpsops.deploy.plugins.module_utils._backup import restore, restore_argument_spec
+
+    restored = []
+    for backup in backups:
+        db = stack["databases"][backup["name"]]
+        params = dict((k, v.get("default")) for k, v in restore_argument_spec().items())
+        params.update(src=backup["path"], db=db.get("db") or db.get("login_db"), container=db.get("container"),
+                      login_host=db.get("login_host"),
+                      port=db.get("port") or db.get("login_port") or params.get("port"),
+                      login_user=db.get("login_user") or params.get("login_user"),
+                      login_password=db.get("login_password"))
+        restore(params)
+        restored.append(backup["name"])
+    return restored
+
+
+def migrate(compose, phase, backups, stack):
+    """The phase's migration: `docker compose run --rm` of its service, once. On failure, the
+    databases are restored from the backups just taken when the stack asks for it."""
+    migration = phase["migration"]
+    timeout = int(migration.get("timeout") or 600)
+    argv = [compose.docker.cli] + compose.base() + ["run", "--rm", "--no-TTY", migration["service"]] + \
+        list(migration.get("command") or [])
+    rc, out, err = compose.docker.runner(argv, timeout=timeout)
+    if rc == 0:
+        return dict(service=migration["service"], rc=0)
+    timed_out = rc == 124 and "timed out" in (err or "")
+    text = ("%s %s" % (err or "", out or "")).strip()
+    if len(text) > 600:
+        text = text[:597] + "..."
+    if migration.get("restore_on_failure"):
+        restored = restore_backups(stack, backups)
+        after = "Restored %s from the backups taken before it." % ", ".join(restored)
+    else:
+        after = "The databases were not restored (set migration.restore_on_failure to restore them)."
+    raise DeployError("Migration %s of phase %s failed (exit code %s%s): %s. %s"
+                      % (migration["service"], phase["name"], rc if rc is not None else "?",
+                         ", timed out" if timed_out else "", text, after))
+
+
+def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=None, timeout=120,
+                 consecutive=1, pull="missing", project_dir=None, clock=time.monotonic):
+    """One phase of the deploy of `release_id` on this host (see the module docstring)."""
+    from ansible_collections.vpsops.deploy.plugins.module_utils._rollout import Rollout, RolloutError
+
+    phase = phase_of(stack, name)
+    manifest = store.load(release_id)
+    project_dir = project_dir or manifest.get("project_dir") or os.path.join(store.state_dir, "project")
+    recorded = next((p for p in manifest.get("phases") or [] if p["name"] == name), None)
+    if recorded is None:
+        raise DeployError("release %s records no phase %s: record the release with the stack's phases first"
+                          % (release_id, name))
+    migration = (phase.get("migration") or {}).get("service")
+    rollout = list(phase.get("rollout") or [])
+    services = [s for s in recorded["services"] if s != migration]
+    plain = [s for s in services if s not in rollout]
+    timeout = int(phase.get("timeout") or timeout)
+    checks = given_checks(phase.get("checks"))
+    validate_checks(checks, docker.cli)
+    compose = Compose(docker, store.stack, store.compose_files(manifest), project_dir=project_dir,
+                      env_file=store.env_path(manifest))
+    result = dict(changed=False, phase=name, release=release_id, services=services, unchanged=False, backups=[],
+                  skipped_backups=[], migration=None, rolled_out={}, actions=[], containers=[], gate=None,
+                  seconds={})
+    started = clock()
+    with Heartbeat(store, owner, ttl) as beat:
+        containers = docker.project_containers(store.stack)
+        same = unchanged_services(compose, services, containers)
+        live = store.live_id()
+        # A new migration runs even when the services it serves are unchanged.
+        result["unchanged"] = bool(services) and same >= set(services) and (not migration or live == release_id)
+        result["seconds"]["plan"] = round(clock() - started, 3)
+        if result["unchanged"]:
+            # Nothing to change: one probe round of the phase's checks and containers proves it.
+            try:
+                gated = run_phase(compose, [], gate_services=services, checks=checks, since=since, timeout=timeout,
+                                  consecutive=1, pull="never")
+            except PhaseError as exc:
+                raise DeployError(str(exc), dict(result, **exc.result))
+            result.update(containers=gated["containers"], gate=gated["gate"])
+            result["seconds"]["total"] = round(clock() - started, 3)
+            return result
+        written = publish(store, manifest, project_dir)
+        result["changed"] = bool(written)
+        mark = clock()
+        backups, skipped = take_backups(store, docker, stack, phase, manifest, live)
+        result.update(backups=backups, skipped_backups=skipped)
+        result["seconds"]["backups"] = round(clock() - mark, 3)
+        if migration:
+            mark = clock()
+            result["migration"] = migrate(compose, phase, backups, stack)
+            result["changed"] = True
+            result["seconds"]["migration"] = round(clock() - mark, 3)
+        new_replicas = []
+        if rollout:
+            mark = clock()
+            try:
+                rolled = Rollout(compose, timeout=timeout, pull=pull).run(rollout)
+            except RolloutError as exc:
+                result["rolled_out"] = exc.services
+                raise DeployError(str(exc), result)
+            result["rolled_out"] = rolled
+            result["changed"] = result["changed"] or any(r.get("changed") for r in rolled.values())
+            for r in rolled.values():
+                new_replicas += list(r.get("new") or [])
+            result["seconds"]["rollout"] = round(clock() - mark, 3)
+        try:
+            done = run_phase(compose, plain, gate_services=services, gate_containers=new_replicas, checks=checks,
+                             since=since, timeout=timeout, consecutive=consecutive, pull=pull)
+        except PhaseError as exc:
+            raise DeployError(str(exc), dict(result, **exc.result))
+        result.update(actions=done["actions"], containers=done["containers"], gate=done["gate"])
+        result["changed"] = result["changed"] or done["changed"]
+        for key, value in done["seconds"].items():
+            result["seconds"][key] = value
+        if beat.lost:
+            raise DeployError(beat.lost, result)
+    result["gated"] = sorted(set([c["name"] for c in result["containers"]] + new_replicas))
+    result["seconds"]["total"] = round(clock() - started, 3)
+    return result
+
+
+# finish ----------------------------------------------------------------------------------------
+
+def gate(checks, containers, timeout, consecutive, since=None, docker_cli="docker", interval=1.0):
+    """Every check and container at once; (ok, runs, elapsed, probes)."""
+    specs = gate_specs(checks, containers, docker_cli, since)
+    if not specs:
+        return True, [], 0.0, []
+    probes = build_probes(specs)
+    ok, runs, elapsed = wait_for(probes, timeout, interval, 5.0, consecutive, True)
+    return ok, runs, elapsed, probes
+
+
+def finish(store, docker, stack, release_id, owner, ttl=None, since=None, gated=None, timeout=120, consecutive=2,
+           watch_seconds=0, smoke_timeout=60, baseline=None, keep=5, user=None, host="this host"):
+    """Smoke tests, SLO gate, the final gate (every check twice in a row), watch window, promote."""
+    from ansible_collections.vpsops.deploy.plugins.module_utils import _slo
+
+    result = dict(changed=False, release=release_id, smoke=None, slo=None, gate=None, watch=None, removed=[],
+                  replaced=None, seconds={})
+    checks = []
+    for phase in stack.get("phases") or []:
+        checks += given_checks(phase.get("checks"))
+    with Heartbeat(store, owner, ttl) as beat:
+        smoke = [dict(c, type=c.get("type") or "http") for c in given_checks(stack.get("smoke_tests"))]
+        if smoke:
+            mark = time.monotonic()
+            ok, runs, elapsed, _probes = gate(smoke, [], smoke_timeout, 1, docker_cli=docker.cli)
+            result["smoke"] = dict(ready=ok, checks=dict((r.probe.name, r.result()) for r in runs))
+            result["seconds"]["smoke"] = round(time.monotonic() - mark, 3)
+            if not ok:
+                failed = [r for r in runs if not r.ready]
+                raise DeployError("%d of %d smoke tests failed on %s within %ss: %s." % (
+                    len(failed), len(runs), host, smoke_timeout,
+                    "; ".join("%s (%s)" % (r.probe.name, r.last_error or r.fatal or "not run") for r in failed)), result)
+        if stack.get("slo"):
+            mark = time.monotonic()
+            try:
+                measured, _warnings = _slo.gate(slo_params(stack, baseline=baseline or None, fail_on_exceeded=True))
+            except _slo.SloSpecError as exc:
+                raise DeployError(str(exc), result)
+            result["slo"] = measured
+            result["seconds"]["slo"] = round(time.monotonic() - mark, 3)
+            if measured.get("exceeded"):
+                raise DeployError("SLO gate failed: %s." % "; ".join(measured["exceeded"]), result)
+        if checks or gated:
+            mark = time.monotonic()
+            ok, runs, elapsed, probes = gate(checks, gated or [], timeout, consecutive, since, docker.cli)
+            result["gate"] = dict(ready=ok, elapsed=elapsed, checks=dict((r.probe.name, r.result()) for r in runs),
+                                  not_ready=[r.probe.name for r in runs if not r.ready])
+            result["seconds"]["gate"] = round(time.monotonic() - mark, 3)
+            if not ok:
+                raise DeployError(failure_message(runs, elapsed, timeout), result)
+            if watch_seconds and float(watch_seconds) > 0:
+                watched, failure, seconds, made = watch(probes, float(watch_seconds), 1.0, consecutive)
+                result["watch"] = dict(ok=watched, failure=failure, seconds=seconds, probes=made)
+                if not watched:
+                    raise DeployError("Watch window: %s failed %.1fs after the gate passed (window %ss): %s"
+                                      % (failure["check"], failure["after"], watch_seconds, failure["error"]), result)
+        if beat.lost:
+            raise DeployError(beat.lost, result)
+        with store.guard():
+            manifest = store.load(release_id)
+            replaced, changed = store.make_live(manifest, user=user)
+            if changed:
+                store.record("release_live", release=release_id, replaced=replaced, user=user)
+            for old in store.retention_plan(keep):
+                store.retire(old, docker)
+                store.record("release_retired", release=old, reason="retention keep=%d" % keep)
+                result["removed"].append(old)
+        result.update(changed=changed or bool(result["removed"]), replaced=replaced)
+    return result
+
+
+# end -------------------------------------------------------------------------------------------
+
+def end(store, docker, release_id, owner, live=None, roll_back=False, reason=None, timeout=120, project_dir=None,
+        user=None, gate_fn=None):
+    """Close this host's part of a deploy: roll back to `live` when told to, mark the release this run
+    recorded failed unless it went live and stays, release the lock. Every part is tried even when
+    one fails; the result says what was done and `errors` what could not be."""
+    result = dict(changed=False, rolled_back=None, marked=None, lock_released=False, lock_note=None, errors=[])
+    if not store.exists():
+        return result
+    manifest = None
+    if release_id:
+        try:
+            manifest = store.load(release_id)
+        except ReleaseError as exc:
+            result["errors"].append("cannot read release %s: %s" % (release_id, exc))
+    if roll_back and live and release_id and live != release_id:
+        try:
+            refuse_foreign_lock(store, owner)
+            done = rollback(store, docker, to=live, timeout=timeout, user=user, gate=gate_fn)
+            result["rolled_back"] = dict(to=live, changed=done.get("changed"),
+                                         services=sorted(n for n, p in (done.get("services") or {}).items()
+                                                         if p.get("changes")))
+            result["changed"] = True
+            publish(store, store.load(live), project_dir or store.load(live).get("project_dir")
+                    or os.path.join(store.state_dir, "project"))
+        except (ReleaseError, DockerError, DeployError, OSError) as exc:
+            result["errors"].append("the rollback to %s failed: %s" % (live, exc))
+    if manifest is not None and not result["errors"]:
+        try:
+            manifest = store.load(release_id)
+            status = manifest["status"]
+            if status == "pending" or (status == "live" and roll_back and live and live != release_id):
+                new = "failed"
+                with store.guard():
+                    manifest = store.load(release_id)
+                    if store.set_status(manifest, new, by="deploy", reason=(reason or "")[:500]):
+                        store.record("release_failed", release=release_id, reason=(reason or "")[:500])
+                result["marked"] = new
+                result["changed"] = True
+        except (ReleaseError, OSError) as exc:
+            result["errors"].append("cannot mark release %s failed: %s" % (release_id, exc))
+    try:
+        _lock, released = store.release_lock(owner)
+        result["lock_released"] = released
+    except LockHeld as exc:
+        result["lock_note"] = "the lock is held by another run and was left alone: %s" % lock_message(
+            exc.lock, time.time())
+    except (ReleaseError, OSError) as exc:
+        result["errors"].append("cannot release the lock: %s" % exc)
+    return result
+
+
+__all__ = ["DeployError", "Heartbeat", "begin", "deploy_phase", "end", "finish", "publish", "refuse_foreign_lock",
+           "stack_files", "CheckSpecError"]

@@ -1,0 +1,333 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, vpsops.deploy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: deploy_host
+short_description: One step of a stack's deploy on a host (begin, a phase, finish, end) in one module run
+version_added: "0.3.0"
+description:
+  - The deploy engine of C(playbooks/deploy.yml): each step of one host's deploy is one module run, so
+    a deploy of N phases costs N + 3 module runs per host.
+  - C(begin) takes the stack's lock, stages the new compose files and C(.env), checks them (compose
+    config, variables, image tags, ports), records the release (pending, every image pinned) and plans
+    per phase what changes. The running stack and the project directory are left as they are.
+  - C(phase) puts the release's files in the project directory, takes the phase's verified backups
+    (concurrently), runs its migration, rolls out its replicated services, brings up the others and
+    gates the phase. A phase whose containers already run the release takes no backup and no C(up):
+    one probe round proves it.
+  - C(finish) runs the smoke tests, the SLO gate, every check of every phase twice in a row and the
+    watch window, then makes the release live (retention applies).
+  - C(end) rolls back to the live release when told to (the project directory then shows the live
+    release again), marks the release of this run failed unless it went live and stays, and releases
+    the lock. It never fails on what it could not do: C(errors) says.
+  - Every step refreshes the lock while it runs and refuses to act when another run holds it.
+  - Runs through its action plugin, which reads the compose files from the stack's C(source) on the
+    controller, names the run as the lock's owner and reports a host that became unreachable as a
+    failure of the step (so the deploy's rescue can handle it).
+options:
+  step:
+    description: The step to run.
+    type: str
+    required: true
+    choices: [begin, phase, finish, end]
+  stack:
+    description:
+      - The stack (C(vpsops_stack), see C(docs/stack.md)). Holds secrets; never logged or returned.
+    type: dict
+    required: true
+  state_dir:
+    description: The stack's state directory on the host. Default C(/var/lib/vpsops/<stack name>).
+    type: path
+  project_dir:
+    description: The project directory on the host. Default C(<state_dir>/project).
+    type: path
+  owner:
+    description: The lock's owner (the action names the run when not given).
+    type: str
+    required: true
+  ttl:
+    description: Seconds the lock stays valid after each refresh; refreshed every third of it while a step runs.
+    type: int
+    default: 1800
+  controller:
+    description: The controller's name, kept in the lock (set by the action).
+    type: str
+  pid:
+    description: The controller's process id, kept in the lock (set by the action).
+    type: int
+  takeover:
+    description: The owner of a lock to take over (C(begin)); set by the action for a dead holder.
+    type: str
+  contents:
+    description: "C({file name: text}) of the compose files (C(begin)); set by the action."
+    type: dict
+    default: {}
+  release:
+    description: The release this run recorded (C(phase), C(finish), C(end)).
+    type: str
+  live:
+    description: The release that was live before the deploy (C(end)).
+    type: str
+  phase:
+    description: The phase to deploy (C(phase)).
+    type: str
+  since:
+    description: Host time the deploy took its lock; a container created after it fails the gate on any restart.
+    type: float
+  timeout:
+    description: Seconds a phase or the final gate may take to become healthy (a phase's own C(timeout) wins).
+    type: int
+    default: 120
+  consecutive:
+    description: Successes in a row every check needs in the final gate (C(finish)); a phase advances on its first.
+    type: int
+    default: 2
+  pull:
+    description: Image pull policy.
+    type: str
+    default: missing
+    choices: [missing, always, never]
+  keep:
+    description: Releases kept on the host when the release goes live.
+    type: int
+    default: 5
+  user:
+    description: Who deploys, recorded with the release.
+    type: str
+  git_sha:
+    description: The source revision, recorded with the release.
+    type: str
+  preflight:
+    description:
+      - Options of the stack preflight in C(begin) (C(allow_latest), C(check_ports)); omit to skip it.
+    type: dict
+  gated:
+    description: The containers the phases gated (C(finish)).
+    type: list
+    elements: str
+    default: []
+  watch:
+    description: Seconds of the watch window after the final gate (C(finish)).
+    type: float
+    default: 0
+  smoke_timeout:
+    description: Seconds the smoke tests may take (C(finish)).
+    type: int
+    default: 60
+  baseline:
+    description: The SLO baseline C(begin) measured (C(finish)).
+    type: dict
+  rollback:
+    description: Roll back to C(live) (C(end)).
+    type: bool
+    default: false
+  reason:
+    description: Why the deploy failed, kept with the failed release (C(end)).
+    type: str
+  host_name:
+    description: The host's name in messages.
+    type: str
+  docker_cli:
+    description: The Docker CLI on the host.
+    type: path
+    default: docker
+attributes:
+  check_mode:
+    support: full
+    details: C(begin) plans from the new files in a temporary directory and takes no lock; the other steps change nothing.
+  diff_mode:
+    support: none
+author:
+  - vpsops.deploy contributors
+"""
+
+EXAMPLES = r"""
+- name: Begin the deploy on the host
+  vpsops.deploy.deploy_host:
+    step: begin
+    stack: "{{ vpsops_stack }}"
+  register: begun
+
+- name: Deploy the phase modules
+  vpsops.deploy.deploy_host:
+    step: phase
+    stack: "{{ vpsops_stack }}"
+    release: "{{ begun.release }}"
+    phase: modules
+    since: "{{ begun.started_epoch }}"
+"""
+
+RETURN = r"""
+release:
+  description: The release of this deploy.
+  returned: begin, phase, finish
+  type: str
+live:
+  description: The release live before the deploy (C(begin)).
+  returned: begin
+  type: str
+plan:
+  description: Per phase its services, the services the release changes and whether it is unchanged (C(begin)).
+  returned: begin
+  type: list
+  elements: dict
+phases:
+  description: "C({phase: [services]}) of the release (C(begin))."
+  returned: begin
+  type: dict
+owner:
+  description: The lock's owner.
+  returned: always
+  type: str
+unchanged:
+  description: The phase's containers already ran the release; no backup and no C(up) (C(phase)).
+  returned: phase
+  type: bool
+gated:
+  description: The containers the phase gated (C(phase)).
+  returned: phase
+  type: list
+  elements: str
+errors:
+  description: What C(end) could not do.
+  returned: end
+  type: list
+  elements: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Docker, DockerError
+from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import (
+    CheckSpecError,
+    DeployError,
+    begin,
+    deploy_phase,
+    end,
+    finish,
+    slo_baseline,
+    stack_secrets,
+)
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import LockHeld, ReleaseError, Store
+
+
+def health_gate(docker_cli):
+    from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import gate
+    from ansible_collections.vpsops.deploy.plugins.module_utils._probes import failure_message
+
+    def run(checks, containers, timeout):
+        try:
+            ok, runs, elapsed, _probes = gate(checks, containers, timeout, 1, docker_cli=docker_cli)
+        except CheckSpecError as exc:
+            return False, "bad check: %s" % exc, {"elapsed": 0, "checks": {}}
+        details = {"elapsed": elapsed, "checks": dict((r.probe.name, r.ready) for r in runs)}
+        return ok, "" if ok else failure_message(runs, elapsed, timeout), details
+    return run
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            step=dict(type="str", required=True, choices=["begin", "phase", "finish", "end"]),
+            # Not no_log: that would mask every name of the stack in the results. The module masks
+            # the stack's secrets itself (stack_secrets), the action keeps the stack out of events.
+            stack=dict(type="dict", required=True),
+            state_dir=dict(type="path"),
+            project_dir=dict(type="path"),
+            owner=dict(type="str", required=True),
+            ttl=dict(type="int", default=1800),
+            controller=dict(type="str"),
+            pid=dict(type="int"),
+            takeover=dict(type="str"),
+            contents=dict(type="dict", default={}),
+            release=dict(type="str"),
+            live=dict(type="str"),
+            phase=dict(type="str"),
+            since=dict(type="float"),
+            timeout=dict(type="int", default=120),
+            consecutive=dict(type="int", default=2),
+            pull=dict(type="str", default="missing", choices=["missing", "always", "never"]),
+            keep=dict(type="int", default=5),
+            user=dict(type="str"),
+            git_sha=dict(type="str"),
+            preflight=dict(type="dict"),
+            gated=dict(type="list", elements="str", default=[]),
+            watch=dict(type="float", default=0),
+            smoke_timeout=dict(type="int", default=60),
+            baseline=dict(type="dict"),
+            rollback=dict(type="bool", default=False),
+            reason=dict(type="str"),
+            host_name=dict(type="str"),
+            docker_cli=dict(type="path", default="docker"),
+        ),
+        supports_check_mode=True,
+        required_if=[("step", "phase", ["release", "phase"]), ("step", "finish", ["release"])],
+    )
+    p = module.params
+    stack = p["stack"]
+    module.no_log_values.update(stack_secrets(stack))
+    if not 60 <= p["ttl"] <= 7 * 86400:
+        module.fail_json(msg="ttl must be between 60 and 604800 seconds, got %d" % p["ttl"])
+    if not 1 <= p["timeout"] <= 86400:
+        module.fail_json(msg="timeout must be between 1 and 86400 seconds, got %d" % p["timeout"])
+    if p["consecutive"] < 1:
+        module.fail_json(msg="consecutive must be 1 or more, got %d" % p["consecutive"])
+    if p["keep"] < 2:
+        module.fail_json(msg="keep must be 2 or more (the live release and the one before it), got %d" % p["keep"])
+    if not isinstance(stack.get("name"), str) or not isinstance(stack.get("phases"), list):
+        module.fail_json(msg="stack must be vpsops_stack, with a 'name' and a list of 'phases'")
+    docker = Docker(p["docker_cli"])
+    result = dict(changed=False, owner=p["owner"], step=p["step"])
+    try:
+        store = Store(stack["name"], p["state_dir"])
+        project_dir = p["project_dir"] or os.path.join(store.state_dir, "project")
+        if p["step"] == "begin":
+            done = begin(store, docker, stack, p["contents"], p["owner"], ttl=p["ttl"], controller=p["controller"],
+                         pid=p["pid"], takeover=p["takeover"], project_dir=project_dir, pull=p["pull"],
+                         user=p["user"], git_sha=p["git_sha"], preflight=p["preflight"],
+                         check_mode=module.check_mode)
+            for warning in done.pop("warnings", []):
+                module.warn(warning)
+            if stack.get("slo") and done.get("live") and not module.check_mode:
+                done["baseline"] = slo_baseline(stack)
+        elif module.check_mode:
+            done = dict(changed=p["step"] != "end", msg="check mode: the %s step changes nothing" % p["step"])
+        elif p["step"] == "phase":
+            done = deploy_phase(store, docker, stack, p["release"], p["phase"], p["owner"], ttl=p["ttl"],
+                                since=p["since"], timeout=p["timeout"], consecutive=1, pull=p["pull"],
+                                project_dir=project_dir)
+        elif p["step"] == "finish":
+            done = finish(store, docker, stack, p["release"], p["owner"], ttl=p["ttl"], since=p["since"],
+                          gated=p["gated"], timeout=p["timeout"], consecutive=p["consecutive"],
+                          watch_seconds=p["watch"], smoke_timeout=p["smoke_timeout"], baseline=p["baseline"],
+                          keep=p["keep"], user=p["user"], host=p["host_name"] or "this host")
+        else:
+            done = end(store, docker, p["release"], p["owner"], live=p["live"], roll_back=p["rollback"],
+                       reason=p["reason"], timeout=p["timeout"], project_dir=project_dir, user=p["user"],
+                       gate_fn=health_gate(p["docker_cli"]))
+    except LockHeld as exc:
+        text = str(exc)
+        module.fail_json(msg=text if text.startswith("cannot lock") else "cannot lock: %s" % text, lock=exc.lock,
+                         **result)
+    except DeployError as exc:
+        result.update(exc.result)
+        module.fail_json(msg=str(exc), **result)
+    except CheckSpecError as exc:
+        module.fail_json(msg="checks: %s" % exc, **result)
+    except (ReleaseError, DockerError) as exc:
+        module.fail_json(msg=str(exc), **result)
+    result.update(done)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
