@@ -51,10 +51,12 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
 from ansible_collections.vpsops.deploy.plugins.module_utils._project import ENV_FILE, ProjectError, sync
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     ENV_COPY,
+    LOCK_OVERRIDE,
     LockHeld,
     ReleaseError,
     lock_is_live,
     lock_message,
+    lock_override_text,
     makedirs_owner_only,
     read_env_file,
     rollback,
@@ -320,7 +322,7 @@ def unchanged_services(compose, services, containers, hashes=None):
     return same
 
 
-def plan_phases(compose, manifest, stack, containers):
+def plan_phases(compose, manifest, stack, containers, images_of_refs=None):
     """Per phase: its services and whether the release changes any of them on this host."""
     migrations = dict((p["name"], (p.get("migration") or {}).get("service")) for p in stack["phases"])
     services = []
@@ -329,7 +331,8 @@ def plan_phases(compose, manifest, stack, containers):
     same = unchanged_services(compose, sorted(set(services)), containers)
     running = {}
     for c in containers:
-        running.setdefault(c["service"], set()).add(c.get("image") or c.get("image_id") or "?")
+        ref = c.get("image") or c.get("image_id") or "?"
+        running.setdefault(c["service"], set()).add((images_of_refs or {}).get(ref) or ref)
     plan = []
     for phase in manifest.get("phases") or []:
         names = [s for s in phase["services"] if s != migrations.get(phase["name"])]
@@ -416,7 +419,18 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
         manifest, recorded = snapshot(store, docker, compose, None, files, project_dir, env_file=env_file,
                                       phases=phases, pull=pull, user=user, git_sha=git_sha, check_mode=check_mode)
         containers = docker.project_containers(store.stack)
-        plan = plan_phases(compose, manifest, stack, containers)
+        # Planned with the pins the release records, as the phase step will run it.
+        override = os.path.join(staged, LOCK_OVERRIDE)
+        write_atomic(override, lock_override_text(manifest["id"], dict(
+            (n, s["ref"]) for n, s in manifest["services"].items())).encode("utf-8"), 0o600)
+        pinned = Compose(docker, store.stack, files + [override], project_dir=compose_dir, env_file=env_file)
+        known = {}
+        if live:
+            try:
+                known = dict((s.get("ref"), s.get("image")) for s in store.load(live)["services"].values())
+            except ReleaseError:
+                known = {}
+        plan = plan_phases(pinned, manifest, stack, containers, known)
     finally:
         # The release holds its own copies now; the staged files are never what compose runs.
         shutil.rmtree(staged, ignore_errors=True)

@@ -133,6 +133,8 @@ def report(stack, hosts, reachable, states, check_mode=False):
                 line = "%s: planned release %s (check mode: nothing changed)" % (host, begin.get("release") or "?")
             else:
                 line = "%s: release %s is live" % (host, state.get("promoted") or begin.get("release") or "?")
+            if done:
+                line += "; " + done
         per_host[host] = dict(event=event, line=line, outcome=done or None, release=begin.get("release"),
                               live_before=begin.get("live"), status="failed" if failed else "ok")
         lines.append(line)
