@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import concurrent.futures
 import datetime
 import glob
 import hashlib
@@ -935,6 +936,115 @@ def _make_backup(params, cli, info, fmt, dest, directories, estimate, started, t
     result["warnings"] += more
     result["diff"] = diff(dest, before, listing(directories, params["db"]))
     return result
+
+
+class BackupManyError(BackupError):
+    """Some backups of a backup_many call failed. `results` holds each job's result in job order
+    (None for a failed one); `failures` holds (job index, database, message) of each failure."""
+
+    def __init__(self, message, results, failures):
+        BackupError.__init__(self, message)
+        self.results = results
+        self.failures = failures
+
+
+MAKE_BACKUP_KWARGS = ("params", "check_mode", "cli")
+
+
+def check_jobs(jobs, max_workers):
+    """backup_many's input checked before anything runs: every job's options, and no two jobs
+    backing up the same database name into the same directory (their file names and retention would
+    collide). Raises BackupError naming the job."""
+    if not isinstance(max_workers, int) or isinstance(max_workers, bool) or not 1 <= max_workers <= 32:
+        raise BackupError("max_workers must be between 1 and 32, got %r" % (max_workers,))
+    if not isinstance(jobs, (list, tuple)):
+        raise BackupError("jobs must be a list of make_backup keyword arguments, got %s" % type(jobs).__name__)
+    seen = {}
+    for index, job in enumerate(jobs):
+        if not isinstance(job, dict) or not isinstance(job.get("params"), dict):
+            raise BackupError("job %d: expected a dict with the make_backup keyword arguments (params, and "
+                              "optionally check_mode and cli), got %r" % (index, type(job).__name__))
+        unknown = sorted(set(job) - set(MAKE_BACKUP_KWARGS))
+        if unknown:
+            raise BackupError("job %d: unknown make_backup argument(s) %s (expected %s)"
+                              % (index, ", ".join(unknown), ", ".join(MAKE_BACKUP_KWARGS)))
+        params = job["params"]
+        for key in ("db", "dest"):
+            if not params.get(key):
+                raise BackupError("job %d: %s is required" % (index, key))
+        try:
+            validate_backup_params(params)
+        except BackupError as exc:
+            raise BackupError("job %d (database %s): %s" % (index, params["db"], exc))
+        for directory in (params["dest"], params.get("copy_to")):
+            if not directory:
+                continue
+            key = (os.path.realpath(directory), safe_component(params["db"]))
+            if key in seen:
+                raise BackupError("jobs %d and %d both back up database %s into %s: their backups and retention "
+                                  "would collide; give each its own dest" % (seen[key], index, params["db"], directory))
+            seen[key] = index
+
+
+def _job_target(job):
+    params = job["params"]
+    cli = job.get("cli") or PgCli(params)
+    return cli.describe()
+
+
+def backup_many(jobs, max_workers=4):
+    """Back up several databases at the same time (the databases one deploy phase names), each its
+    own verified, atomic backup exactly as make_backup (the pg_backup module) takes it.
+
+    `jobs` is a list; each job is a dict of make_backup's keyword arguments: `params` (the pg_backup
+    options of one database: db, dest, container or login_host/port, login_user, login_password,
+    label, verify, copy_to, keep, ...) and optionally `check_mode` and `cli`. At most `max_workers`
+    (1-32) backups run at once, each in a thread of its own.
+
+    Before anything runs, every job's options are checked, and two jobs may not back up the same
+    database name into the same directory (dest or copy_to); a bad job raises BackupError naming it
+    and no backup is taken. The free-space checks of backups running at the same time count each
+    other's estimates, per file system.
+
+    Every job runs to its end whatever happens to the others: a failure neither stops nor undoes
+    another backup. Returns the results in job order, each exactly what make_backup returns for its
+    database (path, manifest, sha256, size, verified, verification, ..., warnings, diff).
+
+    When any job failed, it waits for all of them, removes nothing that succeeded (a failed job
+    leaves no file under a final name, as make_backup never does), and raises BackupManyError whose
+    message names each failed database, where it runs and why, then the backups that succeeded;
+    its `results` are the job-ordered results (None where a job failed) and its `failures` the
+    (job index, database, message) of each failure."""
+    check_jobs(jobs, max_workers)
+    if not jobs:
+        return []
+    ledger = SpaceLedger()
+    results = [None] * len(jobs)
+    failures = []
+
+    def run(index):
+        job = jobs[index]
+        try:
+            results[index] = make_backup(space=ledger, **job)
+        except BackupError as exc:
+            return index, str(exc)
+        except Exception as exc:  # noqa: BLE001 - reported with the other failures, never lost in a thread
+            return index, "%s: %s" % (type(exc).__name__, exc)
+        return index, None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(max_workers, len(jobs))) as pool:
+        outcomes = list(pool.map(run, range(len(jobs))))
+    for index, problem in outcomes:
+        if problem is not None:
+            failures.append((index, jobs[index]["params"]["db"], problem))
+    if not failures:
+        return results
+    lines = ["%s (%s): %s" % (db, _job_target(jobs[index]), problem) for index, db, problem in failures]
+    done = [r["path"] for r in results if r is not None]
+    raise BackupManyError("%d of %d backups failed: %s. %s" % (
+        len(failures), len(jobs), "; ".join(lines),
+        "Kept the backups that succeeded: %s" % ", ".join(done) if done else "No backup succeeded"),
+        results, failures)
 
 
 def copy_backup(final, sidecar, copy_to, space=None):

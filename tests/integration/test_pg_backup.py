@@ -1,8 +1,8 @@
 """pg_backup and pg_restore against the lab's real PostgreSQL 15 in a container of our own:
 both ways in (docker exec and host/port), both formats, every verification level, copy and
-retention, restore with safety backup, and every fault of the issue (wrong password, missing
-database, container not running, destination not writable, disk full, PostgreSQL killed during
-the dump). Containers are `vpsops-bk-*`, ports 26433-26439, files under /tmp/vpsops-bk-*."""
+retention, restore with safety backup, the backups of one phase at the same time on two servers
+(backup_many), and every fault of the issue (wrong password, missing database, container not
+running, destination not writable, disk full, PostgreSQL killed during the dump). Containers are `vpsops-bk-*`, ports 26433-26439, files under /tmp/vpsops-bk-*."""
 
 import glob
 import hashlib
@@ -85,6 +85,17 @@ def pg(lab):
     server = Pg("vpsops-bk-pg", 26433)
     server.start()
     server.sql(SEED)
+    yield server
+    server.remove()
+
+
+@pytest.fixture(scope="module")
+def pg2(lab):
+    """A second server, for the backups of one phase taken at the same time (backup_many)."""
+    server = Pg("vpsops-bk-pg2", 26436)
+    server.start()
+    server.sql(SEED)
+    server.sql("CREATE TABLE ledger AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 20000) g")
     yield server
     server.remove()
 
@@ -221,6 +232,59 @@ def test_copy_to_retention_and_release_references(pg, workdir):
         assert os.path.basename(made[0]["path"]) in names
         assert os.path.basename(made[1]["path"]) not in names and os.path.basename(made[2]["path"]) not in names
     assert "shop_manual.sql" in final_names(dest)
+
+
+# ------------------------------------------------------------------------------------------------
+# the backups of one phase at the same time (backup_many), on two servers
+# ------------------------------------------------------------------------------------------------
+def test_backup_many_takes_each_database_s_own_verified_atomic_backup(pg, pg2, workdir):
+    dest = os.path.join(workdir, "phase")
+    results = backup.backup_many([
+        dict(params=pg.container_params(dest=dest, label="r7")),
+        dict(params=pg2.container_params(dest=os.path.join(dest, "pg2"), label="r7", verify="full")),
+        dict(params=pg2.host_params(dest=dest, db="postgres", label="r7", format="directory", jobs=2)),
+    ])
+    assert [(r["database"], r["format"]) for r in results] == [(DB, "custom"), (DB, "custom"),
+                                                                ("postgres", "directory")]
+    for result in results:
+        assert result["verified"] and result["sha256"] == sha256_of(result["path"])
+        sidecar = json.load(open(result["manifest"]))
+        assert sidecar["sha256"] == result["sha256"] and sidecar["label"] == "r7"
+        assert sidecar["pg_dump_version"] == result["pg_dump_version"] and result["pg_dump_version"].startswith("15.")
+    assert results[1]["verification"]["full_read"] is True
+    # each backup holds its own server's data
+    assert "TABLE DATA public ledger" in run(["pg_restore", "--list", results[1]["path"]]).stdout
+    assert "ledger" not in run(["pg_restore", "--list", results[0]["path"]]).stdout
+    assert final_names(dest) == sorted(["pg2"] + [os.path.basename(p) for r in (results[0], results[2])
+                                                  for p in (r["path"], r["manifest"])])
+    assert files_in(os.path.join(dest, "pg2")) == sorted(os.path.basename(p) for p in (results[1]["path"],
+                                                                                        results[1]["manifest"]))
+    assert container_tmp_leftovers(pg) == [] and container_tmp_leftovers(pg2) == []
+
+
+def test_backup_many_keeps_what_succeeded_and_names_each_failed_database(pg, pg2, workdir):
+    jobs = [dict(params=pg.container_params(dest=workdir)),
+            dict(params=pg2.container_params(dest=workdir, db="nosuchdb")),
+            dict(params=pg2.host_params(dest=os.path.join(workdir, "pg2"),
+                                        login_password="wrong-" + secrets.token_hex(4))),
+            dict(params=pg2.container_params(dest=workdir, db="postgres"))]
+    with pytest.raises(backup.BackupManyError) as failure:
+        backup.backup_many(jobs, max_workers=4)
+    error = failure.value
+    message = str(error)
+    assert message.startswith("2 of 4 backups failed: ")
+    assert 'nosuchdb (%s@container vpsops-bk-pg2/nosuchdb): cannot read database nosuchdb before the dump' % USER \
+        in message and 'database "nosuchdb" does not exist' in message
+    assert "%s (%s@127.0.0.1:26436/%s): cannot read database %s" % (DB, USER, DB, DB) in message
+    assert "password authentication failed" in message
+    assert [index for index, _db, _why in error.failures] == [1, 2]
+    kept = [error.results[0], error.results[3]]
+    assert error.results[1] is None and error.results[2] is None
+    for result in kept:
+        assert result["path"] in message and result["verified"] and sha256_of(result["path"]) == result["sha256"]
+    assert files_in(workdir) == sorted(os.path.basename(p) for r in kept for p in (r["path"], r["manifest"]))
+    for secret in [pg.password, pg2.password] + [job["params"]["login_password"] for job in jobs]:
+        assert secret not in message
 
 
 # ------------------------------------------------------------------------------------------------
