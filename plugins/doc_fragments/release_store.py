@@ -30,3 +30,16 @@ notes:
     C(manifest.json). Every write is atomic (temporary file, fsync, rename); releases are ordered by a
     counter in their manifests, never by file times."
 """
+
+    # Modules that change the stack: they refuse to act on a lock another run holds.
+    LOCK_OWNER = r"""
+options:
+  lock_owner:
+    description:
+      - The owner of the stack's deploy lock that this task acts for (the C(owner) given to
+        M(vpsops.deploy.deploy_lock), e.g. C(lock_owner_effective) of the C(lock) role).
+      - While the lock's TTL runs, the module refuses to change anything unless the lock is this
+        owner's; without O(lock_owner) it refuses whenever the stack is locked. A stack without a
+        lock is changed as asked.
+    type: str
+"""

@@ -48,9 +48,8 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     wait_for,
     watch,
 )
-from ansible_collections.vpsops.deploy.plugins.module_utils._project import ENV_FILE, ProjectError, sync
+from ansible_collections.vpsops.deploy.plugins.module_utils._project import ENV_FILE, ProjectError, publish, sync
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
-    ENV_COPY,
     LOCK_OVERRIDE,
     LockHeld,
     ReleaseError,
@@ -59,6 +58,7 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     lock_override_text,
     makedirs_owner_only,
     read_env_file,
+    refuse_foreign_lock,
     rollback,
     seal_checks,
     snapshot,
@@ -228,42 +228,6 @@ class Heartbeat:
         return False
 
 
-def refuse_foreign_lock(store, owner, now=None):
-    """Raise DeployError when a live lock of the stack belongs to another owner than `owner` (no
-    owner: any live lock). Modules that change the stack call it before they act."""
-    lock = store.read_lock() if store.exists() else None
-    now = time.time() if now is None else now
-    if lock and lock_is_live(lock, now) and (not owner or lock.get("owner") != owner):
-        raise DeployError("refused: %s. Wait for that run to end, or give its owner as lock_owner."
-                          % lock_message(lock, now))
-
-
-# the project directory -------------------------------------------------------------------------
-
-def publish(store, manifest, project_dir):
-    """Make the project directory hold the release's compose files and .env (owner only, only what
-    differs), so that what an operator finds there is what runs. Returns the names written."""
-    base = store.release_dir(manifest["id"])
-    files = {}
-    for entry in manifest.get("files") or []:
-        with open(os.path.join(base, entry["name"]), "rb") as handle:
-            files[entry["name"]] = handle.read().decode("utf-8")
-    written, _diffs = sync(project_dir, files)
-    env_copy = os.path.join(base, ENV_COPY)
-    if manifest.get("env_file") and os.path.isfile(env_copy):
-        with open(env_copy, "rb") as handle:
-            data = handle.read()
-        target = os.path.join(project_dir, ENV_FILE)
-        current = None
-        if os.path.isfile(target):
-            with open(target, "rb") as handle:
-                current = handle.read()
-        if current != data:
-            write_atomic(target, data, 0o600)
-            written.append(ENV_FILE)
-    return written
-
-
 # begin -----------------------------------------------------------------------------------------
 
 def stage(store, contents, env, check_mode):
@@ -337,8 +301,12 @@ def plan_phases(compose, manifest, stack, containers, images_of_refs=None):
     for phase in manifest.get("phases") or []:
         names = [s for s in phase["services"] if s != migrations.get(phase["name"])]
         changes = sorted(set(names) - same)
-        moves = dict((s, {"from": sorted(running.get(s) or []) or None,
-                          "to": (manifest["services"].get(s) or {}).get("image")}) for s in changes)
+        moves = {}
+        for name in names:
+            now = sorted(running.get(name) or [])
+            action = "unchanged" if name in same else ("recreate" if now else "create")
+            moves[name] = {"action": action, "from": now or None,
+                           "to": (manifest["services"].get(name) or {}).get("image")}
         plan.append(dict(name=phase["name"], services=phase["services"], changes=changes, moves=moves,
                          unchanged=not changes))
     return plan
@@ -356,7 +324,17 @@ def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=
     if missing:
         raise DeployError("no content for the compose files %s (the deploy_host action reads them from the "
                           "stack's source on the controller)" % ", ".join(missing))
+    for phase in stack.get("phases") or []:
+        try:
+            validate_checks(given_checks(phase.get("checks")), docker.cli)
+        except CheckSpecError as exc:
+            raise DeployError("vpsops_stack.phases[%s].checks: %s; nothing was changed" % (phase.get("name"), exc))
     result = dict(changed=False, lock=None, took_over=None, warnings=[])
+    if preflight is not None and preflight.get("check_host", True):
+        try:
+            result["host"] = host_preflight(docker, preflight, preflight.get("host") or "this host")
+        except _preflight_error() as exc:
+            raise DeployError("preflight: %s" % exc)
     now = time.time()
     if check_mode:
         lock = store.read_lock() if store.exists() else None
@@ -383,6 +361,47 @@ def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=
         raise
 
 
+def version_tuple(text):
+    parts = re.findall(r"\d+", text or "")[:3]
+    return tuple(int(p) for p in parts) + (0,) * (3 - len(parts))
+
+
+def _preflight_error():
+    from ansible_collections.vpsops.deploy.plugins.module_utils._preflight import PreflightError
+
+    return PreflightError
+
+
+def host_preflight(docker, options, host="this host"):
+    """The host can run the stack: the Docker daemon answers, Compose v2 is recent enough, and the
+    disk, memory and cores are enough (the checks of the preflight role, in the same run)."""
+    from ansible_collections.vpsops.deploy.plugins.module_utils import _preflight
+
+    rc, out, err = docker.runner([docker.cli, "version", "--format", "{{.Server.Version}}"], timeout=30)
+    if rc != 0:
+        raise DeployError("Docker is not usable on %s: `%s version` failed (rc=%s): %s. Install Docker Engine and "
+                          "start the daemon (the host role does both)." % (host, docker.cli, rc, (err or out).strip()))
+    minimum = str(options.get("compose_min_version") or "2.20.0")
+    rc, out, err = docker.runner([docker.cli, "compose", "version", "--short"], timeout=30)
+    if rc != 0 or version_tuple(out) < version_tuple(minimum):
+        found = ("found " + out.strip()) if rc == 0 else "`docker compose version` failed: " + (err or "").strip()
+        raise DeployError("Docker Compose v2 >= %s is needed on %s: %s. Install the docker-compose-plugin package."
+                          % (minimum, host, found))
+    params = dict((k, v.get("default")) for k, v in _preflight.argument_spec().items())
+    params.update(dict((k, v) for k, v in options.items() if k in params and v is not None))
+    try:
+        for key in ("min_disk_free_mb", "min_memory_mb", "min_cores"):
+            params[key] = int(params[key])
+    except (TypeError, ValueError):
+        raise DeployError("preflight: %s must be a whole number, got %r" % (key, params[key]))
+    params["scope"] = "host"
+    _preflight.validate(params)
+    checks, problems = _preflight.host_checks(params, docker)
+    if problems:
+        raise DeployError(_preflight.failure_message(params, problems))
+    return checks
+
+
 def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user, git_sha, preflight, check_mode,
            environ, result, lock):
     from ansible_collections.vpsops.deploy.plugins.module_utils import _preflight
@@ -397,7 +416,7 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
         compose_dir = project_dir if os.path.isdir(project_dir) else staged
         if preflight is not None:
             params = dict((k, v.get("default")) for k, v in _preflight.argument_spec().items())
-            params.update(preflight)
+            params.update(dict((k, v) for k, v in preflight.items() if k in params and v is not None))
             params.update(scope="stack", project=store.stack, project_dir=compose_dir, files=files,
                           env_files=[env_file], docker_cli=docker.cli,
                           required_env=sorted((stack.get("env") or {}).keys()))

@@ -14,7 +14,7 @@ import os
 import re
 import stat
 
-from ansible_collections.vpsops.deploy.plugins.module_utils._releases import makedirs_owner_only, write_atomic
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import ENV_COPY, makedirs_owner_only, write_atomic
 
 FILE_MODE = 0o600
 ENV_FILE = ".env"
@@ -95,3 +95,27 @@ def sync(path, files, env=None, check_mode=False, want_diff=False):
         if owner is not None and os.geteuid() == 0:
             os.chown(target, owner.st_uid, owner.st_gid)
     return changed, diffs
+
+
+def publish(store, manifest, project_dir):
+    """Make the project directory hold the release's compose files and .env (owner only, only what
+    differs), so that what an operator finds there is what runs. Returns the names written."""
+    base = store.release_dir(manifest["id"])
+    files = {}
+    for entry in manifest.get("files") or []:
+        with open(os.path.join(base, entry["name"]), "rb") as handle:
+            files[entry["name"]] = handle.read().decode("utf-8")
+    written, _diffs = sync(project_dir, files)
+    env_copy = os.path.join(base, ENV_COPY)
+    if manifest.get("env_file") and os.path.isfile(env_copy):
+        with open(env_copy, "rb") as handle:
+            data = handle.read()
+        target = os.path.join(project_dir, ENV_FILE)
+        current = None
+        if os.path.isfile(target):
+            with open(target, "rb") as handle:
+                current = handle.read()
+        if current != data:
+            write_atomic(target, data, 0o600)
+            written.append(ENV_FILE)
+    return written

@@ -621,6 +621,16 @@ def lock_message(lock, now):
                lock.get("started") or "?", age, lock.get("ttl")))
 
 
+def refuse_foreign_lock(store, owner, now=None):
+    """Raise LockHeld when a live lock of the stack belongs to another owner than `owner` (no owner:
+    any live lock). Every module that changes the stack calls it before it acts."""
+    lock = store.read_lock() if store.exists() else None
+    now = time.time() if now is None else now
+    if lock and lock_is_live(lock, now) and (not owner or lock.get("owner") != owner):
+        raise LockHeld("refused: %s. Nothing was changed; wait for that run to end, or give its owner as "
+                       "lock_owner." % lock_message(lock, now), lock)
+
+
 def manifest_problem(manifest, release_id, stack):
     """Why a manifest cannot be trusted, or None."""
     if not isinstance(manifest, dict):

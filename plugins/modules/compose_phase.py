@@ -28,6 +28,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - vpsops.deploy.checks
   - vpsops.deploy.compose_project
+  - vpsops.deploy.release_store.lock_owner
   - vpsops.deploy.docker
 attributes:
   check_mode:
@@ -80,6 +81,9 @@ options:
     description: Successes in a row for a check to count as ready (a stability window).
     type: int
     default: 1
+  state_dir:
+    description: The stack's state directory, whose deploy lock O(lock_owner) is checked against. Default C(/var/lib/vpsops/<project>).
+    type: path
   pull:
     description: The image pull policy of C(docker compose up) (C(--pull)).
     type: str
@@ -164,6 +168,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker, DockerError, resolve_files
 from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_phase
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import CheckSpecError, check_argument_spec
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import ReleaseError, Store, refuse_foreign_lock
 from ansible_collections.vpsops.deploy.plugins.module_utils._rollout import PULL_POLICIES
 
 
@@ -185,6 +190,8 @@ def main():
             consecutive=dict(type="int", default=1),
             pull=dict(type="str", choices=list(PULL_POLICIES), default="missing"),
             docker_cli=dict(type="path", default="docker"),
+            lock_owner=dict(type="str"),
+            state_dir=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -209,6 +216,11 @@ def main():
             module.exit_json(changed=True, actions=[], containers=[], gate=None,
                              msg="check mode: %s; the phase would be brought up from the new files" % exc)
         module.fail_json(msg=str(exc))
+    if not module.check_mode:
+        try:
+            refuse_foreign_lock(Store(params["project"], params["state_dir"]), params["lock_owner"])
+        except ReleaseError as exc:
+            module.fail_json(msg=str(exc), changed=False, actions=[], containers=[], gate=None)
     compose = Compose(Docker(params["docker_cli"]), params["project"], files, project_dir=params["project_dir"],
                       env_files=env_files)
     try:

@@ -32,6 +32,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - vpsops.deploy.release_store
+  - vpsops.deploy.release_store.lock_owner
   - vpsops.deploy.checks.phases
   - vpsops.deploy.docker
 attributes:
@@ -193,7 +194,7 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     CheckSpecError, check_argument_spec, validate_checks,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
-    ReleaseError, Store, read_env_file, seal_checks, snapshot, store_argument_spec,
+    ReleaseError, Store, read_env_file, refuse_foreign_lock, seal_checks, snapshot, store_argument_spec,
 )
 
 
@@ -382,6 +383,7 @@ def main():
         pull=dict(type="str", default="missing", choices=["missing", "never"]),
         keep=dict(type="int", default=5),
         user=dict(type="str"),
+        lock_owner=dict(type="str"),
         git_sha=dict(type="str"),
         backups=dict(type="list", elements="dict", default=[]),
     )
@@ -392,6 +394,8 @@ def main():
         store = Store(module.params["stack"], module.params["state_dir"])
         docker = Docker(module.params["docker_cli"])
         state = module.params["state"]
+        if not module.check_mode:
+            refuse_foreign_lock(store, module.params["lock_owner"])
         if state == "present":
             result = present(module, store, docker)
         elif state == "live":

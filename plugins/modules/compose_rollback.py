@@ -34,6 +34,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - vpsops.deploy.release_store
+  - vpsops.deploy.release_store.lock_owner
   - vpsops.deploy.checks
   - vpsops.deploy.docker
 attributes:
@@ -158,6 +159,8 @@ health:
   type: dict
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Docker, DockerError
@@ -165,8 +168,9 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     CheckSpecError, build_probes, check_argument_spec, failure_message, gate_specs, validate_checks, wait_for,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
-    ReleaseError, Store, rollback, store_argument_spec,
+    ReleaseError, Store, refuse_foreign_lock, rollback, store_argument_spec,
 )
+from ansible_collections.vpsops.deploy.plugins.module_utils._project import publish
 
 
 def health_gate(docker_cli):
@@ -195,6 +199,7 @@ def main():
         timeout=dict(type="int", default=120),
         pull=dict(type="bool", default=False),
         user=dict(type="str"),
+        lock_owner=dict(type="str"),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     params = module.params
@@ -210,14 +215,24 @@ def main():
         if not store.exists():
             module.fail_json(msg="stack %s has no release store in %s: nothing to roll back to"
                              % (params["stack"], store.state_dir))
+        if not module.check_mode:
+            refuse_foreign_lock(store, params["lock_owner"])
         docker = Docker(params["docker_cli"])
         docker.ping()
         result = rollback(store, docker, to=params["to"], phases=params["phases"], services=params["services"],
                           checks=params["checks"], recorded_checks=params["recorded_checks"],
                           timeout=params["timeout"], pull_digests=params["pull"],
                           check_mode=module.check_mode, user=params["user"], gate=health_gate(params["docker_cli"]))
+        if result.get("changed") and not module.check_mode:
+            # The project directory shows what runs now, not the release rolled back from.
+            now_live = store.load(result.get("release") or result["to"])
+            project_dir = now_live.get("project_dir") or os.path.join(store.state_dir, "project")
+            if os.path.isdir(project_dir):
+                result["project_files"] = publish(store, now_live, project_dir)
     except (ReleaseError, DockerError) as exc:
         module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg="the rollback ran, but the project directory could not show it: %s" % exc)
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)

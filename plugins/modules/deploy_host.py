@@ -54,7 +54,10 @@ options:
     type: str
     required: true
   ttl:
-    description: Seconds the lock stays valid after each refresh; refreshed every third of it while a step runs.
+    description:
+      - Seconds the lock stays valid after each refresh; refreshed every third of it while a step runs.
+      - Between two steps of a host nothing refreshes it: keep it longer than a host waits for the others
+        (the canary waits for every later batch).
     type: int
     default: 1800
   controller:
@@ -107,7 +110,10 @@ options:
     type: str
   preflight:
     description:
-      - Options of the stack preflight in C(begin) (C(allow_latest), C(check_ports)); omit to skip it.
+      - The checks of C(begin) before it takes the lock, with the options of M(vpsops.deploy.compose_preflight)
+        (C(allow_latest), C(check_ports), C(min_disk_free_mb), C(disk_paths), C(min_memory_mb), C(min_cores)),
+        C(compose_min_version) and C(check_host) (false skips the host's Docker, Compose, disk, memory
+        and cores). Omit to check nothing.
     type: dict
   gated:
     description: The containers the phases gated (C(finish)).
@@ -275,8 +281,8 @@ def main():
     p = module.params
     stack = p["stack"]
     module.no_log_values.update(stack_secrets(stack))
-    if not 60 <= p["ttl"] <= 7 * 86400:
-        module.fail_json(msg="ttl must be between 60 and 604800 seconds, got %d" % p["ttl"])
+    if not 5 <= p["ttl"] <= 7 * 86400:
+        module.fail_json(msg="ttl must be between 5 and 604800 seconds, got %d" % p["ttl"])
     if not 1 <= p["timeout"] <= 86400:
         module.fail_json(msg="timeout must be between 1 and 86400 seconds, got %d" % p["timeout"])
     if p["consecutive"] < 1:
@@ -293,7 +299,9 @@ def main():
         if p["step"] == "begin":
             done = begin(store, docker, stack, p["contents"], p["owner"], ttl=p["ttl"], controller=p["controller"],
                          pid=p["pid"], takeover=p["takeover"], project_dir=project_dir, pull=p["pull"],
-                         user=p["user"], git_sha=p["git_sha"], preflight=p["preflight"],
+                         user=p["user"], git_sha=p["git_sha"],
+                         preflight=None if p["preflight"] is None else dict(p["preflight"],
+                                                                             host=p["host_name"] or "this host"),
                          check_mode=module.check_mode)
             for warning in done.pop("warnings", []):
                 module.warn(warning)
@@ -325,6 +333,8 @@ def main():
         module.fail_json(msg="checks: %s" % exc, **result)
     except (ReleaseError, DockerError) as exc:
         module.fail_json(msg=str(exc), **result)
+    except (IOError, OSError) as exc:
+        module.fail_json(msg="the %s step failed on the host: %s" % (p["step"], exc), **result)
     result.update(done)
     module.exit_json(**result)
 

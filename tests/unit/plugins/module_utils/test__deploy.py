@@ -11,13 +11,12 @@ import pytest
 from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import (
     DeployError,
     Heartbeat,
-    publish,
-    refuse_foreign_lock,
     stack_files,
     stack_secrets,
     unchanged_services,
 )
-from ansible_collections.vpsops.deploy.plugins.module_utils._releases import Store
+from ansible_collections.vpsops.deploy.plugins.module_utils._project import publish
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import LockHeld, Store, refuse_foreign_lock
 
 
 def test_stack_secrets_are_the_passwords_tokens_and_secret_env_values_only():
@@ -74,9 +73,9 @@ def test_modules_refuse_a_live_lock_of_another_owner(tmp_path):
     refuse_foreign_lock(store, "me")  # no store yet: nothing to refuse
     store.ensure()
     store.acquire("them", 60)
-    with pytest.raises(DeployError, match="refused: stack shop is locked by them"):
+    with pytest.raises(LockHeld, match="refused: stack shop is locked by them"):
         refuse_foreign_lock(store, "me")
-    with pytest.raises(DeployError, match="locked by them"):
+    with pytest.raises(LockHeld, match="locked by them"):
         refuse_foreign_lock(store, None)
     refuse_foreign_lock(store, "them")
     refuse_foreign_lock(store, "me", now=time.time() + 120)  # stale
