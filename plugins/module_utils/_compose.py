@@ -101,7 +101,7 @@ class Docker:
             self.reads = "cli: %s is not the plain docker binary" % self.cli
             return None
         try:
-            api = _docker_api.DockerAPI.from_env(timeout=min(self.timeout, 30))
+            api = _docker_api.DockerAPI.from_env(timeout=min(self.timeout or 30, 30))
         except _docker_api.DockerAPIError as exc:
             self.reads = "cli: %s" % exc
             return None
