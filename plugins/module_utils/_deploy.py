@@ -331,10 +331,7 @@ def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=
             raise DeployError("vpsops_stack.phases[%s].checks: %s; nothing was changed" % (phase.get("name"), exc))
     result = dict(changed=False, lock=None, took_over=None, warnings=[])
     if preflight is not None and preflight.get("check_host", True):
-        try:
-            result["host"] = host_preflight(docker, preflight, preflight.get("host") or "this host")
-        except _preflight_error() as exc:
-            raise DeployError("preflight: %s" % exc)
+        result["host"] = host_preflight(docker, preflight, preflight.get("host") or "this host")
     now = time.time()
     if check_mode:
         lock = store.read_lock() if store.exists() else None
@@ -361,32 +358,11 @@ def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=
         raise
 
 
-def version_tuple(text):
-    parts = re.findall(r"\d+", text or "")[:3]
-    return tuple(int(p) for p in parts) + (0,) * (3 - len(parts))
-
-
-def _preflight_error():
-    from ansible_collections.vpsops.deploy.plugins.module_utils._preflight import PreflightError
-
-    return PreflightError
-
-
 def host_preflight(docker, options, host="this host"):
     """The host can run the stack: the Docker daemon answers, Compose v2 is recent enough, and the
     disk, memory and cores are enough (the checks of the preflight role, in the same run)."""
     from ansible_collections.vpsops.deploy.plugins.module_utils import _preflight
 
-    rc, out, err = docker.runner([docker.cli, "version", "--format", "{{.Server.Version}}"], timeout=30)
-    if rc != 0:
-        raise DeployError("Docker is not usable on %s: `%s version` failed (rc=%s): %s. Install Docker Engine and "
-                          "start the daemon (the host role does both)." % (host, docker.cli, rc, (err or out).strip()))
-    minimum = str(options.get("compose_min_version") or "2.20.0")
-    rc, out, err = docker.runner([docker.cli, "compose", "version", "--short"], timeout=30)
-    if rc != 0 or version_tuple(out) < version_tuple(minimum):
-        found = ("found " + out.strip()) if rc == 0 else "`docker compose version` failed: " + (err or "").strip()
-        raise DeployError("Docker Compose v2 >= %s is needed on %s: %s. Install the docker-compose-plugin package."
-                          % (minimum, host, found))
     params = dict((k, v.get("default")) for k, v in _preflight.argument_spec().items())
     params.update(dict((k, v) for k, v in options.items() if k in params and v is not None))
     try:
@@ -394,12 +370,15 @@ def host_preflight(docker, options, host="this host"):
             params[key] = int(params[key])
     except (TypeError, ValueError):
         raise DeployError("preflight: %s must be a whole number, got %r" % (key, params[key]))
-    params["scope"] = "host"
-    _preflight.validate(params)
-    checks, problems = _preflight.host_checks(params, docker)
-    if problems:
-        raise DeployError(_preflight.failure_message(params, problems))
-    return checks
+    params.update(scope="host", compose_min_version=str(options.get("compose_min_version") or "2.20.0"),
+                  docker_cli=docker.cli)
+    try:
+        found = _preflight.preflight(params, docker)
+    except _preflight.PreflightError as exc:
+        raise DeployError("preflight: %s" % exc)
+    if found["problems"]:
+        raise DeployError("%s on %s" % (_preflight.failure_message(params, found["problems"]), host))
+    return found["checks"]
 
 
 def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user, git_sha, preflight, check_mode,
@@ -524,7 +503,7 @@ def backup_params(stack, name, label, state_dir):
 def take_backups(store, docker, stack, phase, manifest, live):
     """The phase's verified backups, taken concurrently and pinned to the release. Before the first
     release went live, a database whose container does not run has no data to lose and is skipped."""
-    from ansible_collections.vpsops.deploy.plugins.module_utils._backup import BackupError, make_backup
+    from ansible_collections.vpsops.deploy.plugins.module_utils._backup import BackupError, BackupManyError, backup_many
 
     names = list(phase.get("backup") or [])
     skipped = []
@@ -538,17 +517,16 @@ def take_backups(store, docker, stack, phase, manifest, live):
     if not names:
         return [], skipped
 
-    def one(name):
-        try:
-            return name, make_backup(backup_params(stack, name, manifest["id"], store.state_dir)), None
-        except BackupError as exc:
-            return name, None, str(exc)
-
-    with ThreadPoolExecutor(max_workers=min(4, len(names))) as pool:
-        done = list(pool.map(one, names))
-    failed = ["%s: %s" % (name, error) for name, _r, error in done if error]
+    jobs = [dict(params=backup_params(stack, name, manifest["id"], store.state_dir)) for name in names]
+    failure = None
+    try:
+        runs = backup_many(jobs)
+    except BackupManyError as exc:
+        runs, failure = exc.results, str(exc)
+    except BackupError as exc:
+        raise DeployError("backup before phase %s failed, nothing was backed up: %s" % (phase["name"], exc))
     backups = []
-    for name, run, _error in done:
+    for name, run in zip(names, runs):
         if run:
             backups.append(dict(name=name, database=run.get("database"), path=run.get("path"), size=run.get("size"),
                                 sha256=run.get("sha256"), verified=run.get("verified", False),
@@ -560,9 +538,8 @@ def take_backups(store, docker, stack, phase, manifest, live):
             current.setdefault("backups", []).extend(b for b in backups if b["path"] not in known)
             store.save(current)
             store.record("backups_pinned", release=manifest["id"], backups=[b["path"] for b in backups])
-    if failed:
-        raise DeployError("backup before phase %s failed: %s" % (phase["name"], "; ".join(failed)),
-                          dict(backups=backups))
+    if failure:
+        raise DeployError("backup before phase %s failed: %s" % (phase["name"], failure), dict(backups=backups))
     return backups, skipped
 
 
@@ -608,7 +585,7 @@ def migrate(compose, phase, backups, stack):
 
 
 def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=None, timeout=120,
-                 consecutive=1, pull="missing", project_dir=None, clock=time.monotonic):
+                 consecutive=1, pull="missing", project_dir=None, planned_unchanged=False, clock=time.monotonic):
     """One phase of the deploy of `release_id` on this host (see the module docstring)."""
     from ansible_collections.vpsops.deploy.plugins.module_utils._rollout import Rollout, RolloutError
 
@@ -633,9 +610,13 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
                   seconds={})
     started = clock()
     with Heartbeat(store, owner, ttl) as beat:
-        containers = docker.project_containers(store.stack)
-        same = unchanged_services(compose, services, containers)
         live = store.live_id()
+        if planned_unchanged:
+            # begin compared the config hashes with the release's pins moments ago; the gate below
+            # still proves every container runs and is healthy.
+            same = set(services)
+        else:
+            same = unchanged_services(compose, services, docker.project_containers(store.stack))
         # A new migration runs even when the services it serves are unchanged.
         result["unchanged"] = bool(services) and same >= set(services) and (not migration or live == release_id)
         result["seconds"]["plan"] = round(clock() - started, 3)

@@ -55,6 +55,7 @@ def argument_spec():
         disk_paths=dict(type="list", elements="path", default=[]),
         min_memory_mb=dict(type="int", default=256),
         min_cores=dict(type="int", default=1),
+        compose_min_version=dict(type="str"),
         allow_latest=dict(type="bool", default=False),
         required_env=dict(type="list", elements="str", default=[]),
         check_ports=dict(type="bool", default=True),
@@ -476,6 +477,29 @@ def cpu_cores():
         return os.cpu_count() or 1
 
 
+def version_tuple(text):
+    parts = re.findall(r"\d+", text or "")[:3]
+    return tuple(int(p) for p in parts) + (0,) * (3 - len(parts))
+
+
+def runtime_checks(docker, compose_min_version):
+    """(checks, problems): the Docker daemon answers and Compose v2 is at least compose_min_version.
+    A daemon that does not answer is the only problem returned: nothing else can be checked then."""
+    checks = {"docker": None, "compose": None}
+    rc, out, err = docker.runner([docker.cli, "version", "--format", "{{.Server.Version}}"], timeout=30)
+    if rc != 0:
+        return checks, ["docker: `%s version` failed (rc=%s): %s. Install Docker Engine and start the daemon (the "
+                        "host role does both)." % (docker.cli, rc, (err or out or "").strip()[-500:])]
+    checks["docker"] = out.strip()
+    rc, out, err = docker.runner([docker.cli, "compose", "version", "--short"], timeout=30)
+    checks["compose"] = out.strip() if rc == 0 else None
+    if rc != 0 or version_tuple(out) < version_tuple(compose_min_version):
+        found = ("found " + out.strip()) if rc == 0 else "`docker compose version` failed: " + (err or "").strip()[-300:]
+        return checks, ["compose: Docker Compose v2 >= %s (compose_min_version) is needed: %s. Install the "
+                        "docker-compose-plugin package." % (compose_min_version, found)]
+    return checks, []
+
+
 def host_checks(params, docker, proc="/proc"):
     """(checks, problems) for disk, memory and cores."""
     problems = []
@@ -687,6 +711,11 @@ def preflight(params, docker=None, environ=None, binder=bind_test, owner_of=sock
     checks = {"disk": {}, "memory_mb": None, "cores": None, "images": {}, "ports": {}}
     problems = []
     services = []
+    if params["scope"] in ("all", "host") and params.get("compose_min_version"):
+        found, runtime_problems = runtime_checks(docker, params["compose_min_version"])
+        checks.update(found)
+        if runtime_problems:
+            return {"problems": runtime_problems, "checks": checks, "services": services}
     if params["scope"] in ("all", "stack"):
         found, services, stack_problems = stack_checks(params, docker, environ, binder, owner_of)
         checks.update(found)

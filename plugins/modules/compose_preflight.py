@@ -106,6 +106,12 @@ options:
     type: list
     elements: str
     default: []
+  compose_min_version:
+    description:
+      - With O(scope=all) or O(scope=host), check first that the Docker daemon answers (C(docker version))
+        and that the Compose v2 plugin is at least this version; a daemon that does not answer is then
+        the only problem reported. Omit to skip both.
+    type: str
   check_ports:
     description: Check the published host ports.
     type: bool

@@ -131,6 +131,12 @@ options:
   baseline:
     description: The SLO baseline C(begin) measured (C(finish)).
     type: dict
+  unchanged:
+    description:
+      - The plan of C(begin) found every container of the phase already running the release (C(phase)):
+        the phase then takes no backup and no C(up), and its gate proves it in one probe round.
+    type: bool
+    default: false
   rollback:
     description: Roll back to C(live) (C(end)).
     type: bool
@@ -271,6 +277,7 @@ def main():
             smoke_timeout=dict(type="int", default=60),
             baseline=dict(type="dict"),
             rollback=dict(type="bool", default=False),
+            unchanged=dict(type="bool", default=False),
             reason=dict(type="str"),
             host_name=dict(type="str"),
             docker_cli=dict(type="path", default="docker"),
@@ -312,7 +319,7 @@ def main():
         elif p["step"] == "phase":
             done = deploy_phase(store, docker, stack, p["release"], p["phase"], p["owner"], ttl=p["ttl"],
                                 since=p["since"], timeout=p["timeout"], consecutive=1, pull=p["pull"],
-                                project_dir=project_dir)
+                                project_dir=project_dir, planned_unchanged=p["unchanged"])
         elif p["step"] == "finish":
             done = finish(store, docker, stack, p["release"], p["owner"], ttl=p["ttl"], since=p["since"],
                           gated=p["gated"], timeout=p["timeout"], consecutive=p["consecutive"],

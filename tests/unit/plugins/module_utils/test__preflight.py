@@ -331,3 +331,34 @@ def test_failure_message_joins_every_problem():
     assert message == ("preflight of project p found 2 problems: variable A is not set. "
                        "service web uses image x with tag latest.")
     assert pf.failure_message(params(scope="host"), ["cpu: 1 core(s)."]).startswith("preflight of the host found 1 problem:")
+
+
+class RuntimeDocker:
+    """A Docker whose CLI answers `version` and `compose version` as recorded."""
+    cli = "docker"
+
+    def __init__(self, server=(0, "20.10.24\n", ""), compose=(0, "2.40.3\n", "")):
+        self.answers = {"version": server, "compose": compose}
+
+    def runner(self, argv, timeout=None):
+        return self.answers["compose" if argv[1] == "compose" else "version"]
+
+
+@pytest.mark.parametrize("docker, minimum, problem", [
+    (RuntimeDocker(), "2.20.0", None),
+    (RuntimeDocker(compose=(0, "v2.19.1\n", "")), "2.20.0",
+     "compose: Docker Compose v2 >= 2.20.0 (compose_min_version) is needed: found v2.19.1."),
+    (RuntimeDocker(compose=(1, "", "docker: 'compose' is not a docker command.")), "2.20.0",
+     "compose: Docker Compose v2 >= 2.20.0 (compose_min_version) is needed: `docker compose version` failed: "
+     "docker: 'compose' is not a docker command.."),
+    (RuntimeDocker(server=(1, "", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock.")), "2.20.0",
+     "docker: `docker version` failed (rc=1): Cannot connect to the Docker daemon"),
+])
+def test_runtime_checks_name_what_is_missing(docker, minimum, problem):
+    from ansible_collections.vpsops.deploy.plugins.module_utils._preflight import runtime_checks
+
+    checks, problems = runtime_checks(docker, minimum)
+    if problem is None:
+        assert problems == [] and checks == {"docker": "20.10.24", "compose": "2.40.3"}
+    else:
+        assert len(problems) == 1 and problems[0].startswith(problem), problems
