@@ -743,9 +743,10 @@ def write_all(fd, block):
         view = view[os.write(fd, view):]
 
 
-def stream_dump(cli, params, tmp, timeout):
+def stream_dump(cli, params, tmp, timeout, follower=None):
     """pg_dump -Fc into new host file `tmp` (0600), hashed as it is written: one pass over the
-    data, no second read for the checksum. Returns (sha256, size); the file is not yet fsynced."""
+    data, no second read for the checksum. `follower` (a TocFollower) is told how far the file is
+    written. Returns (sha256, size); the file is not yet fsynced."""
     digest = hashlib.sha256()
     written = [0]
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -754,6 +755,8 @@ def stream_dump(cli, params, tmp, timeout):
             write_all(fd, block)
             digest.update(block)
             written[0] += len(block)
+            if follower is not None:
+                follower.progress(written[0])
 
         try:
             cli.check_stream("pg_dump", pg_dump_args(params, "custom"), consume, timeout=timeout, chunk=CHUNK)
@@ -767,6 +770,118 @@ def stream_dump(cli, params, tmp, timeout):
     if written[0] == 0:
         raise BackupError("pg_dump on %s wrote 0 bytes: not a backup" % cli.describe())
     return digest.hexdigest(), written[0]
+
+
+class TocFollower:
+    """`pg_restore --list` (verification level toc) of a custom dump that reads the dump file while
+    it is being written, so the round trip to the tool hides behind the dump instead of following it.
+
+    pg_dump writes a custom archive to a pipe (its stdout is never a file here) as header, table of
+    contents, then data, and never seeks back to rewrite any of it: the header and TOC it reads
+    are final once written, the same bytes a read of the finished file would give. pg_restore
+    --list reads only them and exits; the feeder then stops. It reads the file itself, never the
+    bytes in memory, and only the part already written."""
+
+    def __init__(self, cli, path, timeout=None):
+        self.cli = cli
+        self.path = path
+        self.timeout = timeout
+        self.cond = threading.Condition()
+        self.written = 0
+        self.done = False
+        self.listing = tempfile.TemporaryFile()
+        self.errors = tempfile.TemporaryFile()
+        self.feed_error = None
+        self.proc = subprocess.Popen(cli.argv("pg_restore", ["--list"], stdin=True), stdin=subprocess.PIPE,
+                                     stdout=self.listing, stderr=self.errors, env=cli.env())
+        self.feeder = threading.Thread(target=self._feed)
+        self.feeder.daemon = True
+        self.feeder.start()
+
+    def progress(self, written):
+        with self.cond:
+            self.written = written
+            self.cond.notify()
+
+    def finish(self):
+        """The dump is complete: what is left of the file goes to pg_restore, then end of input."""
+        with self.cond:
+            self.done = True
+            self.cond.notify()
+
+    def _feed(self):
+        source = None
+        position = 0
+        try:
+            while True:
+                with self.cond:
+                    while self.written <= position and not self.done:
+                        self.cond.wait()
+                    limit, done = self.written, self.done
+                if limit > position:
+                    if source is None:
+                        source = open(self.path, "rb")
+                    source.seek(position)
+                    while position < limit:
+                        block = source.read(min(CHUNK, limit - position))
+                        if not block:
+                            raise OSError("%s is shorter than the %d bytes written to it" % (self.path, limit))
+                        self.proc.stdin.write(block)
+                        position += len(block)
+                    self.proc.stdin.flush()
+                if done and position >= limit:
+                    break
+        except BrokenPipeError:
+            pass  # pg_restore read the TOC and exited: it needs no more
+        except OSError as exc:
+            self.feed_error = exc
+        finally:
+            if source is not None:
+                source.close()
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def abort(self):
+        """The dump failed: stop pg_restore and the feeder."""
+        self.proc.kill()
+        self.finish()
+        self.feeder.join()
+        self.proc.wait()
+        self._close()
+
+    def _close(self):
+        self.listing.close()
+        self.errors.close()
+
+    def result(self):
+        """The verification dict, as verify_archive gives it for level toc; BackupError on failure."""
+        try:
+            self.finish()
+            try:
+                rc = self.proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                rc = self.proc.wait()
+                raise BackupError("verification (toc) failed: pg_restore on %s timed out after %ss"
+                                  % (self.cli.describe(), self.timeout))
+            finally:
+                self.feeder.join()
+            self.errors.seek(0)
+            err = self.cli.scrub(self.errors.read().decode("utf-8", "replace")).strip()
+            if rc != 0:
+                raise BackupError("verification (toc) failed: pg_restore on %s failed (rc=%s): %s"
+                                  % (self.cli.describe(), rc, err or "no output"))
+            if self.feed_error is not None:
+                raise BackupError("verification (toc) failed: reading %s back failed: %s" % (self.path, self.feed_error))
+            self.listing.seek(0)
+            result = dict(level="toc", ok=False)
+            result.update(parse_toc(self.listing.read().decode("utf-8", "replace")))
+            result.update(ok=True, verified_in="the file, while it was written")
+            return result
+        finally:
+            self._close()
 
 
 def verify_beside(archive, params, timeout, local_work):
@@ -784,12 +899,23 @@ def verify_beside(archive, params, timeout, local_work):
 
 def dump_to(cli, params, fmt, tmp, timeout):
     """pg_dump into host path `tmp` (new file or directory), fsynced, verified, checksummed. A
-    custom dump streams into the file and is hashed as it is written, then verified from the
-    written file while it is fsynced. For a directory backup in a container the dump goes to a
-    temporary directory inside it, is verified there while it is streamed out (and hashed).
+    custom dump streams into the file and is hashed as it is written; its table of contents is
+    read from the file while the dump goes on (TocFollower), deeper verification reads the written
+    file while it is fsynced. For a directory backup in a container the dump goes to a temporary
+    directory inside it and is verified there while it is streamed out (and hashed).
     Returns (verification, sha256, size)."""
     if fmt == "custom":
-        digest, size = stream_dump(cli, params, tmp, timeout)
+        follower = TocFollower(cli, tmp, timeout) if (params.get("verify") or "toc") == "toc" else None
+        try:
+            digest, size = stream_dump(cli, params, tmp, timeout, follower)
+        except BaseException:
+            if follower:
+                follower.abort()
+            raise
+        if follower:
+            follower.finish()
+            fsync_dir(tmp)
+            return follower.result(), digest, size
         verification, _none = verify_beside(Archive(cli, host_path=tmp), params, timeout, lambda: fsync_dir(tmp))
         return verification, digest, size
     if not cli.container:

@@ -116,3 +116,66 @@ def test_tree_digest_of_hashed_files_equals_the_digest_of_the_files_read_back(tm
 ])
 def test_the_pg_dump_version_comes_from_the_archive_header(verification, expected):
     assert backup.dump_version(verification) == expected
+
+
+# ------------------------------------------------------------------------------------------------
+# the table of contents read from the file while it is written (TocFollower)
+# ------------------------------------------------------------------------------------------------
+# `pg_restore --list` of the lab's PostgreSQL 15 (header lines recorded), printed by a stand-in
+# that reads its stdin up to an end-of-TOC marker and exits, as pg_restore stops after the TOC.
+LISTING = """;
+; Archive created at 2026-11-23 16:33:16 UTC
+;     dbname: bkdb
+;     TOC Entries: 10
+;     Format: CUSTOM
+;     Dumped from database version: 15.18 (Debian 15.18-0+deb12u1)
+;     Dumped by pg_dump version: 15.18 (Debian 15.18-0+deb12u1)
+;
+215; 1259 16389 TABLE public items bk
+3345; 0 16389 TABLE DATA public items bk
+"""
+TOC_READER = """import sys
+seen = b""
+while b"END-OF-TOC" not in seen:
+    block = sys.stdin.buffer.read1(4096)
+    if not block:
+        sys.stderr.write("pg_restore: error: could not read input file: end of file")
+        sys.exit(1)
+    seen += block
+sys.stdout.write(%r)
+""" % LISTING
+
+
+def test_the_toc_is_read_from_the_file_while_the_dump_is_still_written(tmp_path):
+    path = str(tmp_path / "dump")
+    follower = backup.TocFollower(ScriptCli(TOC_READER), path, timeout=30)
+    with open(path, "wb") as out:
+        for part in (b"PGDMP header ", b"toc END-OF-TOC "):
+            out.write(part)
+            out.flush()
+            follower.progress(out.tell())
+        follower.proc.wait(30)  # it has its TOC and is gone before the data comes
+        assert follower.proc.returncode == 0
+        out.write(b"data " * 100000)
+        out.flush()
+        follower.progress(out.tell())
+    result = follower.result()
+    assert result == dict(level="toc", ok=True, toc_entries=2, dbname="bkdb", format="CUSTOM",
+                          dumped_from="15.18 (Debian 15.18-0+deb12u1)",
+                          pg_dump_version="15.18 (Debian 15.18-0+deb12u1)", verified_in="the file, while it was written")
+
+
+def test_a_dump_that_ends_before_its_toc_fails_verification_with_pg_restore_s_stderr(tmp_path):
+    path = tmp_path / "dump"
+    path.write_bytes(b"PGDMP trunc")
+    follower = backup.TocFollower(ScriptCli(TOC_READER), str(path), timeout=30)
+    follower.progress(len(b"PGDMP trunc"))
+    with pytest.raises(backup.BackupError, match=r"verification \(toc\) failed: pg_restore on ar_user@127.0.0.1:5434/ar "
+                                                 r"failed \(rc=1\): pg_restore: error: could not read input file"):
+        follower.result()
+
+
+def test_an_aborted_dump_stops_the_toc_reader(tmp_path):
+    follower = backup.TocFollower(ScriptCli(TOC_READER), str(tmp_path / "never-written"), timeout=30)
+    follower.abort()
+    assert follower.proc.returncode is not None and not follower.feeder.is_alive()
