@@ -17,7 +17,7 @@ import os
 import shutil
 
 from ansible_collections.vpsops.deploy.plugins.module_utils import _docker_api
-from ansible_collections.vpsops.deploy.plugins.module_utils._probes import default_runner
+from ansible_collections.vpsops.deploy.plugins.module_utils._runner import default_runner
 
 DAEMON_DOWN = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "docker.sock: connect")
 

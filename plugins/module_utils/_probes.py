@@ -17,14 +17,15 @@ __metaclass__ = type
 import json
 import re
 import socket
-import ssl
-import subprocess
 import threading
 import time
 
 from urllib.error import URLError
-from urllib.parse import urlsplit, urlunsplit
-from urllib.request import HTTPErrorProcessor, HTTPSHandler, Request, build_opener
+from urllib.parse import urlsplit
+from urllib.request import Request
+
+from ansible_collections.vpsops.deploy.plugins.module_utils._http import http_opener, redact_url
+from ansible_collections.vpsops.deploy.plugins.module_utils._runner import default_runner
 
 PROBES = {}
 TIMELINE_MAX = 20
@@ -46,32 +47,6 @@ def register(cls):
 
 def probe_types():
     return sorted(PROBES)
-
-
-def default_runner(argv, timeout=None):
-    """Run argv (never a shell); return (rc, stdout, stderr)."""
-    try:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                              check=False, universal_newlines=True)
-    except OSError as exc:
-        return 127, "", str(exc)
-    except subprocess.TimeoutExpired:
-        return 124, "", "timed out after %ss" % timeout
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def redact_url(url):
-    """Drop user:password@ from a URL before it is shown anywhere."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<malformed url>"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = "%s:%d" % (host, parts.port)
-    return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
 
 
 def json_contains(actual, expected):
@@ -133,27 +108,6 @@ class Probe:
     def probe(self, timeout):
         """Return a short detail string when ready; raise an Exception saying why not."""
         raise NotImplementedError
-
-
-class NoRaise(HTTPErrorProcessor):
-    """Hand every status back to the probe instead of raising on 4xx/5xx."""
-
-    def http_response(self, request, response):
-        return response
-
-    https_response = http_response
-
-
-def http_opener(https, validate_certs):
-    """An opener that returns every status; a TLS context (costly: it loads the CA store) only for
-    https. Openers hold no per-request state, so the probes of one call share them."""
-    if not https:
-        return build_opener(NoRaise)
-    context = ssl.create_default_context()
-    if not validate_certs:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return build_opener(HTTPSHandler(context=context), NoRaise)
 
 
 @register

@@ -267,7 +267,7 @@ def main():
     if not checks:
         module.fail_json(msg="give at least one check in 'checks' or one container in 'containers'")
     try:
-        # Probes run programs (docker, command checks) through _probes.default_runner: argv lists,
+        # Probes run programs (docker, command checks) through _runner.default_runner: argv lists,
         # never a shell, and each bounded by the time left to the deadline, which run_command
         # cannot do.
         probes = build_probes(checks)

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from ansible_collections.vpsops.deploy.plugins.module_utils import _probes as probes
+from ansible_collections.vpsops.deploy.plugins.module_utils._http import redact_url
 
 # `docker inspect --format '{{json .State}}'` as recorded from the lab's Docker 20.10.
 STATE_HEALTHY = json.loads(
@@ -59,8 +60,8 @@ def test_json_contains(actual, expected, result):
     ("https://token@example.invalid/", "https://***@example.invalid/"),
 ])
 def test_redact_url_drops_credentials(url, shown):
-    assert probes.redact_url(url) == shown
-    assert "s3cret" not in probes.redact_url(url)
+    assert redact_url(url) == shown
+    assert "s3cret" not in redact_url(url)
 
 
 @pytest.mark.parametrize("checks, message", [
