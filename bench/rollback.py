@@ -29,7 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, ".lab", "collections"))
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker  # noqa: E402
-from ansible_collections.vpsops.deploy.plugins.module_utils._releases import Store, rollback, snapshot  # noqa: E402
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import Store, snapshot  # noqa: E402
+from ansible_collections.vpsops.deploy.plugins.module_utils._rollback import rollback  # noqa: E402
 from ansible_collections.vpsops.deploy.plugins.modules.compose_rollback import health_gate  # noqa: E402
 
 STACK = "vpsops-benchrb"

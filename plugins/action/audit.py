@@ -21,7 +21,7 @@ import re
 import socket
 
 from ansible.plugins.action import ActionBase
-from ansible_collections.vpsops.deploy.plugins.module_utils._releases import makedirs_owner_only
+from ansible_collections.vpsops.deploy.plugins.module_utils._files import makedirs_owner_only
 
 DEFAULT_PATH = "~/.vpsops/audit.jsonl"
 PATH_ENV = "VPSOPS_AUDIT_LOG"

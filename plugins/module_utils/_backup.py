@@ -32,12 +32,13 @@ import threading
 import time
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._pgcli import PgCli, PgCliError, pgcli_argument_spec
-from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
+from ansible_collections.vpsops.deploy.plugins.module_utils._files import (
     fsync_dir,
     makedirs_owner_only,
-    referenced_backups as store_references,
+    sha256_file,
     write_json_atomic,
 )
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import referenced_backups as store_references
 
 FORMATS = {"custom": ("c", ".dump"), "directory": ("d", ".dir")}
 VERIFY_LEVELS = ["none", "toc", "full", "restore"]
@@ -177,16 +178,6 @@ def backup_basename(db, fmt, when, label=None):
     if label:
         name += "_" + safe_component(label)
     return name + FORMATS[fmt][1]
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 def sha256_tree(path):

@@ -38,6 +38,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, DockerError
+from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
+from ansible_collections.vpsops.deploy.plugins.module_utils._files import makedirs_owner_only, write_atomic
 from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_phase
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     CheckSpecError,
@@ -56,14 +58,11 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     lock_is_live,
     lock_message,
     lock_override_text,
-    makedirs_owner_only,
-    read_env_file,
     refuse_foreign_lock,
-    rollback,
     seal_checks,
     snapshot,
-    write_atomic,
 )
+from ansible_collections.vpsops.deploy.plugins.module_utils._rollback import rollback
 
 CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 STAGING = ".staging"

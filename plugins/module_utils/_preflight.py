@@ -22,6 +22,8 @@ import re
 import socket
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker, DockerError, raise_if_daemon_down
+from ansible_collections.vpsops.deploy.plugins.module_utils._env import parse_env
+from ansible_collections.vpsops.deploy.plugins.module_utils._files import read_text
 
 SCOPES = ("all", "host", "stack")
 DEFAULT_STATE_ROOT = "/var/lib/vpsops"
@@ -95,52 +97,6 @@ def validate(params):
 
 
 # env files -----------------------------------------------------------------------------------
-
-def parse_env(text):
-    """{name: value} of a dotenv file as compose reads it: KEY=value, export KEY=value, KEY: value,
-    'single' (literal) and "double" quoted values that may span lines, ` #` comments after unquoted
-    values. A line holding only a name sets nothing (compose then looks in the environment)."""
-    values = {}
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i].strip()
-        i += 1
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export ") or line.startswith("export\t"):
-            line = line[7:].lstrip()
-        match = re.match(r"([A-Za-z_][A-Za-z0-9_.-]*)\s*(?:=|:\s)\s*(.*)$", line)
-        if not match:
-            continue
-        name, raw = match.group(1), match.group(2)
-        if raw[:1] in ("'", '"'):
-            quote, body = raw[0], raw[1:]
-            end = _closing_quote(body, quote)
-            while end < 0 and i < len(lines):
-                body += "\n" + lines[i]
-                i += 1
-                end = _closing_quote(body, quote)
-            value = body[:end] if end >= 0 else body
-            if quote == '"':
-                value = re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(m.group(1), m.group(1)), value)
-        else:
-            value = re.split(r"\s#", raw, 1)[0].strip()
-        values[name] = value
-    return values
-
-
-def _closing_quote(body, quote):
-    pos = 0
-    while True:
-        pos = body.find(quote, pos)
-        if pos < 0 or quote == "'":
-            return pos
-        backslashes = len(body[:pos]) - len(body[:pos].rstrip("\\"))
-        if backslashes % 2 == 0:
-            return pos
-        pos += 1
-
 
 def referenced_variables(text):
     """Names a compose file interpolates."""
@@ -562,11 +518,6 @@ class PreflightCompose(Compose):
 
 def resolve(project_dir, path):
     return path if os.path.isabs(path) else os.path.join(project_dir, path)
-
-
-def read_text(path):
-    with open(path, "rb") as handle:
-        return handle.read().decode("utf-8", "replace")
 
 
 def running_containers(docker):

@@ -14,7 +14,8 @@ import os
 import re
 import stat
 
-from ansible_collections.vpsops.deploy.plugins.module_utils._releases import ENV_COPY, makedirs_owner_only, write_atomic
+from ansible_collections.vpsops.deploy.plugins.module_utils._files import makedirs_owner_only, write_atomic
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import ENV_COPY
 
 FILE_MODE = 0o600
 ENV_FILE = ".env"

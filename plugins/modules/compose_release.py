@@ -190,11 +190,12 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker, DockerError
+from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     CheckSpecError, check_argument_spec, validate_checks,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
-    ReleaseError, Store, read_env_file, refuse_foreign_lock, seal_checks, snapshot, store_argument_spec,
+    ReleaseError, Store, refuse_foreign_lock, seal_checks, snapshot, store_argument_spec,
 )
 
 

@@ -168,9 +168,10 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     CheckSpecError, build_probes, check_argument_spec, failure_message, gate_specs, validate_checks, wait_for,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
-    ReleaseError, Store, refuse_foreign_lock, rollback, store_argument_spec,
+    ReleaseError, Store, refuse_foreign_lock, store_argument_spec,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._project import publish
+from ansible_collections.vpsops.deploy.plugins.module_utils._rollback import rollback
 
 
 def health_gate(docker_cli):

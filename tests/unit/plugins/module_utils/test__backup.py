@@ -13,7 +13,6 @@ import datetime
 import hashlib
 import json
 import os
-import stat
 import subprocess
 
 import pytest
@@ -219,15 +218,6 @@ def test_directory_checksum_refuses_anything_but_files(tmp_path):
     (d / "sub").mkdir()
     with pytest.raises(backup.BackupError, match="not a regular file"):
         backup.sha256_tree(str(d))
-
-
-def test_manifest_is_written_atomically_with_mode_0600(tmp_path):
-    path = str(tmp_path / "b.dump.json")
-    backup.write_json_atomic(path, {"a": 1})
-    backup.write_json_atomic(path, {"a": 2})
-    assert json.loads(open(path).read()) == {"a": 2}
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert os.listdir(str(tmp_path)) == ["b.dump.json"]
 
 
 @pytest.mark.parametrize("db, label, fmt, expected", [

@@ -53,20 +53,6 @@ INSPECT = "\n".join([
 ])
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("A=1\nB='two words'\nC=\"x\\ny\"\n", {"A": "1", "B": "two words", "C": "x\ny"}),
-    ("# comment\n\nexport D=4 # trailing comment\nE=five#not-a-comment\n", {"D": "4", "E": "five#not-a-comment"}),
-    ("F: yaml style\nG=\nH\n", {"F": "yaml style", "G": ""}),
-    ("I='multi\nline'\nJ=after\n", {"I": "multi\nline", "J": "after"}),
-    ("K=\"say \\\"hi\\\"\"\nL='it''s'\n", {"K": 'say "hi"', "L": "it"}),
-    # As deploy_phase writes .env: KEY='value'.
-    ("# Written by vpsops.deploy; secrets: keep this file owner-only.\nAR_DB_PASSWORD='p@ss=word#1'\n",
-     {"AR_DB_PASSWORD": "p@ss=word#1"}),
-])
-def test_parse_env(text, expected):
-    assert pf.parse_env(text) == expected
-
-
 def test_referenced_variables_skip_escaped_dollars():
     text = 'image: app:${TAG:-v1}\ncommand: ["sh", "-c", "echo $$HOME $USER_X ${A:?set A}"]\n'
     assert pf.referenced_variables(text) == {"TAG", "USER_X", "A"}

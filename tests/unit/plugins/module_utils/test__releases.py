@@ -11,6 +11,8 @@ import time
 import pytest
 
 from ansible_collections.vpsops.deploy.plugins.module_utils import _releases as rel
+from ansible_collections.vpsops.deploy.plugins.module_utils import _rollback as rb
+from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
 
 
 def make_store(tmp_path, stack="shop"):
@@ -62,19 +64,6 @@ def test_a_failed_create_leaves_no_release_directory(tmp_path):
     with pytest.raises(IOError):
         store.create("r1", [str(tmp_path / "missing.yml")], {}, {}, [], str(tmp_path))
     assert os.listdir(tmp_path / "state" / "releases") == []
-
-
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
-    path = tmp_path / "m.json"
-    rel.write_json_atomic(str(path), {"a": 1})
-
-    def boom(fd):
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(OSError):
-        rel.write_json_atomic(str(path), {"a": 2})
-    assert json.loads(path.read_text()) == {"a": 1}
-    assert os.listdir(tmp_path) == ["m.json"]
 
 
 def test_order_is_the_counter_not_the_file_time(tmp_path):
@@ -133,13 +122,13 @@ def test_unknown_and_corrupt_releases_are_refused(tmp_path):
 def test_scope_of_phases_and_services(tmp_path):
     store = make_store(tmp_path)
     target = add_release(store, tmp_path, "r1", "live")
-    assert rel.scope_of(target) == (["api", "web"], True)
-    assert rel.scope_of(target, phases=["front"]) == (["web"], False)
-    assert rel.scope_of(target, services=["api"]) == (["api"], False)
+    assert rb.scope_of(target) == (["api", "web"], True)
+    assert rb.scope_of(target, phases=["front"]) == (["web"], False)
+    assert rb.scope_of(target, services=["api"]) == (["api"], False)
     with pytest.raises(rel.ReleaseError, match="'back' is not a phase of release r1; its phases are front"):
-        rel.scope_of(target, phases=["back"])
+        rb.scope_of(target, phases=["back"])
     with pytest.raises(rel.ReleaseError, match="'db' is not a service of release r1; its services are api, web"):
-        rel.scope_of(target, services=["db"])
+        rb.scope_of(target, services=["db"])
 
 
 def test_retention_never_removes_live_previous_or_pending(tmp_path):
@@ -299,10 +288,10 @@ def test_rollback_order_walks_the_phases_backwards_and_skips_what_does_not_move(
                          {"name": "modules", "services": ["ar", "payments"]}]}
     plan = dict((name, {"changes": name in ("db", "auth", "ar", "payments", "extra")})
                 for name in ("db", "nats", "auth", "lb", "ar", "payments", "extra"))
-    groups = rel.reverse_phase_groups(target, sorted(plan), plan)
+    groups = rb.reverse_phase_groups(target, sorted(plan), plan)
     assert groups == [("modules", ["ar", "payments"]), ("platform", ["auth"]), ("infrastructure", ["db"]),
                       (None, ["extra"])]
-    assert rel.reverse_phase_groups(target, ["lb", "nats"], plan) == []
+    assert rb.reverse_phase_groups(target, ["lb", "nats"], plan) == []
 
 
 def test_takeover_names_the_one_live_holder_that_may_be_replaced(tmp_path):
@@ -319,32 +308,16 @@ def test_a_rollback_ends_the_unfinished_deploys_after_its_target(tmp_path):
     store = make_store(tmp_path)
     live = add_release(store, tmp_path, "r1", "live")
     add_release(store, tmp_path, "r2")  # a deploy that died before it changed anything
-    assert rel.fail_pending_after(store, live, "r1") == ["r2"]
+    assert rb.fail_pending_after(store, live, "r1") == ["r2"]
     assert store.load("r2")["status"] == "failed" and store.load("r1")["status"] == "live"
-    assert rel.fail_pending_after(store, live, "r1") == []
+    assert rb.fail_pending_after(store, live, "r1") == []
     assert store.history()[-1]["event"] == "pending_failed"
-
-
-def test_missing_parents_are_made_owner_only_and_existing_directories_keep_their_mode(tmp_path):
-    old = os.umask(0o022)
-    try:
-        kept = tmp_path / "kept"
-        kept.mkdir(mode=0o750)
-        os.chmod(str(kept), 0o750)
-        target = kept / "a" / "b" / "c"
-        rel.makedirs_owner_only(str(target))
-        rel.makedirs_owner_only(str(target))  # a second call is harmless
-    finally:
-        os.umask(old)
-    for path in (kept / "a", kept / "a" / "b", target):
-        assert os.stat(str(path)).st_mode & 0o777 == 0o700, path
-    assert os.stat(str(kept)).st_mode & 0o777 == 0o750
 
 
 def test_checks_keep_no_secret_only_a_reference_to_the_env_file(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("RELEASE_TAG='v2'\nAR_DB_PASSWORD='s3cret-ar'\nAPI_TOKEN=\"Bearer t0ken\"\n")
-    env = rel.read_env_file(str(env_file))
+    env = read_env_file(str(env_file))
     assert env == {"RELEASE_TAG": "v2", "AR_DB_PASSWORD": "s3cret-ar", "API_TOKEN": "Bearer t0ken"}
     checks = [
         {"name": "ar-db", "type": "postgres", "port": 5434, "login_password": "s3cret-ar"},
@@ -361,4 +334,4 @@ def test_checks_keep_no_secret_only_a_reference_to_the_env_file(tmp_path):
     assert [c["name"] for c in sealed] == ["ar-db", "api", "web"]
     # The rollback's gate reads them back from the release's env file copy.
     target = {"phases": [{"services": ["ar"], "checks": sealed}]}
-    assert rel.checks_for(target, ["ar"], str(env_file)) == [checks[0], checks[1], checks[3]]
+    assert rb.checks_for(target, ["ar"], str(env_file)) == [checks[0], checks[1], checks[3]]

@@ -1,0 +1,294 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, vpsops.deploy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The rollback of a stack, some of its phases or some of its services to a release of its store,
+behind vpsops.deploy.compose_rollback and the deploy's rollback: scope, plan, images put back,
+phases brought back last first, what runs proven, the gate run on the release's recorded checks.
+Private to this collection."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import time
+
+from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose
+from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
+    CorruptRelease,
+    ReleaseError,
+    new_release_id,
+    pin_ref,
+    unseal_checks,
+    verify_files,
+)
+
+
+def running_images(docker, stack, containers=None):
+    """{service: [image id of each container]} of the project as it runs now (or of `containers`,
+    a docker.project_containers() listing)."""
+    result = {}
+    for c in docker.project_containers(stack) if containers is None else containers:
+        result.setdefault(c["service"], []).append(c["image_id"])
+    return result
+
+
+def rollback_plan(store, target, scope_services, running):
+    """Per service in scope: running image IDs -> target image ID."""
+    plan = {}
+    for name in scope_services:
+        svc = target["services"][name]
+        now = sorted(set(running.get(name, [])))
+        plan[name] = {
+            "before": now[0] if len(now) == 1 else (now or None),
+            "after": svc["image_id"],
+            "ref": svc["ref"],
+            "changes": now != [svc["image_id"]],
+        }
+    return plan
+
+
+def scope_of(target, phases=None, services=None):
+    """The services a rollback touches: all, those of named phases, or named services."""
+    all_services = sorted(target["services"])
+    if not phases and not services:
+        return all_services, True
+    chosen = set()
+    known_phases = dict((p["name"], p) for p in target.get("phases") or [])
+    for name in phases or []:
+        if name not in known_phases:
+            raise ReleaseError("phases: %r is not a phase of release %s; its phases are %s"
+                               % (name, target["id"], ", ".join(sorted(known_phases)) or "none recorded"))
+        chosen.update(known_phases[name].get("services") or [])
+    for name in services or []:
+        if name not in target["services"]:
+            raise ReleaseError("services: %r is not a service of release %s; its services are %s"
+                               % (name, target["id"], ", ".join(all_services)))
+        chosen.add(name)
+    return sorted(chosen), chosen == set(all_services)
+
+
+def missing_images(docker, target, scope):
+    """Services of the scope whose pinned image is not on the host: [(service, ref, image id)]."""
+    refs = [target["services"][n]["ref"] for n in scope]
+    found = docker.images(refs + [target["services"][n]["image_id"] for n in scope])
+    missing = []
+    for name in scope:
+        svc = target["services"][name]
+        if svc["ref"] not in found and svc["image_id"] not in found:
+            missing.append((name, svc["ref"], svc["image_id"]))
+        elif svc["ref"] not in found:
+            # The pin tag was removed but the image is still here: put the tag back.
+            missing.append((name, svc["ref"], svc["image_id"], "retag"))
+    return missing
+
+
+def fail_pending_after(store, release, target_id):
+    """A deploy that never finished (pending) is over once its stack is rolled back: mark every
+    pending release newer than `release` failed. Returns their ids."""
+    ended = []
+    for m in store.releases()[0]:
+        if m["status"] == "pending" and m["seq"] > release["seq"]:
+            store.set_status(m, "failed", by="rollback", reason="rolled back to %s" % target_id)
+            ended.append(m["id"])
+    if ended:
+        store.record("pending_failed", releases=ended, rolled_back_to=target_id)
+    return ended
+
+
+def reverse_phase_groups(target, scope, plan):
+    """The services of the scope that change, grouped by the target's phases in reverse order:
+    [(phase name, [services])]; services in no recorded phase come last under the name None."""
+    changing = [name for name in scope if plan[name]["changes"]]
+    groups, seen = [], set()
+    for phase in reversed(target.get("phases") or []):
+        names = [name for name in changing if name in (phase.get("services") or []) and name not in seen]
+        if names:
+            groups.append((phase["name"], names))
+            seen.update(names)
+    rest = [name for name in changing if name not in seen]
+    if rest:
+        groups.append((None, rest))
+    return groups
+
+
+def checks_for(target, scope, env_file=None):
+    """The health checks recorded with the phases of a release that hold a service of the scope,
+    their secrets read back from the release's env file copy."""
+    checks = []
+    for phase in target.get("phases") or []:
+        if set(phase.get("services") or []) & set(scope):
+            checks.extend(phase.get("checks") or [])
+    return unseal_checks(checks, read_env_file(env_file))
+
+
+def restore_images(docker, target, scope, pull_digests):
+    """Make sure every pinned image of the scope is on the host (re-tag when only the tag is gone,
+    pull a digest when allowed); raise naming the service, image and how to get it back."""
+    problems = []
+    for entry in missing_images(docker, target, scope):
+        name, ref, image_id = entry[:3]
+        if len(entry) == 4:
+            docker.tag(image_id, ref)
+            continue
+        if "@sha256:" in ref and pull_digests:
+            try:
+                docker.pull(ref)
+                continue
+            except Exception as exc:  # reported with the others
+                problems.append("service %s: image %s (id %s) is not on this host and pulling it failed: %s"
+                                % (name, ref, image_id, exc))
+                continue
+        original = target["services"][name].get("image")
+        problems.append("service %s: image %s (id %s) is not on this host any more; get it back with "
+                        "`docker pull %s` (if that tag still holds this image) or `docker load` from a saved "
+                        "copy, then `docker tag %s %s`%s"
+                        % (name, ref, image_id, original, image_id, ref,
+                           "" if "@sha256:" not in ref else ", or allow pulling by digest (pull: true)"))
+    if problems:
+        raise ReleaseError("rollback to %s refused before any change: %s" % (target["id"], "; ".join(problems)))
+
+
+def prove(docker, stack, target, scope, containers=None):
+    """Every container of every service in scope runs the recorded image ID; returns {service: ids}."""
+    after = running_images(docker, stack, containers)
+    wrong = []
+    for name in scope:
+        want = target["services"][name]["image_id"]
+        ids = after.get(name) or []
+        if not ids:
+            wrong.append("service %s has no container" % name)
+        elif any(i != want for i in ids):
+            wrong.append("service %s runs %s, not the recorded %s" % (name, ", ".join(sorted(set(ids))), want))
+    if wrong:
+        raise ReleaseError("after the rollback to %s, what runs is not what was recorded: %s"
+                           % (target["id"], "; ".join(wrong)))
+    return after
+
+
+def partial_release(store, docker, live, target, scope, user=None):
+    """A new release: the live release with the services of `scope` pinned to the target's images."""
+    release_id = new_release_id()
+    services, pins = {}, {}
+    for name, svc in live["services"].items():
+        chosen = dict(target["services"][name] if name in scope and name in target["services"] else svc)
+        chosen["pin_tag"] = pin_ref(store.stack, name, chosen["image_id"])
+        docker.tag(chosen["image_id"], chosen["pin_tag"])
+        chosen["ref"] = chosen.get("digest") or chosen["pin_tag"]
+        services[name] = chosen
+        pins[name] = chosen["ref"]
+    base = store.release_dir(live["id"])
+    files = [os.path.join(base, f["name"]) for f in live["files"]]
+    env = store.env_path(live)
+    manifest = store.create(release_id, files, pins, services, live.get("phases"), live.get("project_dir"),
+                            env_file=env, user=user, git_sha=live.get("git_sha"),
+                            backups=live.get("backups"),
+                            meta={"partial_rollback_of": live["id"], "from_release": target["id"],
+                                  "services": sorted(scope)})
+    for entry in manifest["files"]:
+        entry["source"] = None
+    if manifest.get("env_file"):
+        manifest["env_file"]["source"] = live["env_file"].get("source")
+    manifest["project_dir"] = live.get("project_dir")
+    store.save(manifest)
+    return manifest
+
+
+def rollback(store, docker, to="previous", phases=None, services=None, checks=None, timeout=120,
+             pull_digests=False, check_mode=False, user=None, gate=None, recorded_checks=True):
+    """Roll the stack, some phases or some services back to a release and prove what runs.
+
+    gate(checks, containers, timeout) -> (ok, message, details) runs the health gate (health_wait's
+    engine). Returns a result dict; raises ReleaseError (nothing changed when raised before `up`).
+    """
+    target_id = store.resolve(to)
+    target = store.load(target_id)
+    problem = verify_files(store, target)
+    if problem:
+        raise CorruptRelease("release %s is refused, nothing was changed: %s" % (target_id, problem))
+    scope, whole = scope_of(target, phases, services)
+    live_id = store.live_id()
+    running = running_images(docker, store.stack)
+    plan = rollback_plan(store, target, scope, running)
+    moves_pointer = whole and live_id != target_id
+    partial = not whole and live_id and live_id != target_id
+    changed = any(p["changes"] for p in plan.values()) or moves_pointer or bool(partial)
+    result = {
+        "changed": changed,
+        "from": live_id,
+        "to": target_id,
+        "release": None,
+        "scope": "stack" if whole else ("phases" if phases and not services else "services"),
+        "services": plan,
+        "diff": {"before": dict((n, p["before"]) for n, p in plan.items()),
+                 "after": dict((n, p["after"]) for n, p in plan.items())},
+    }
+    if check_mode:
+        return result
+    if not changed:
+        # What runs is already the target (a deploy died before it changed anything): the
+        # unfinished deploys after it are still over.
+        result["failed_pending"] = fail_pending_after(store, target, target_id)
+        return result
+    started = time.monotonic()
+    timings = result["seconds"] = {}
+    store.ensure()
+    restore_images(docker, target, scope, pull_digests)
+    live = store.load(live_id) if partial else None
+    store.record("rollback_started", release=target_id, live=live_id, services=scope, user=user)
+    new = None
+    try:
+        if partial:
+            new = partial_release(store, docker, live, target, scope, user=user)
+            deployed = new
+        else:
+            deployed = target
+        compose = Compose(docker, store.stack, store.compose_files(deployed), project_dir=deployed.get("project_dir"),
+                          env_file=store.env_path(deployed))
+        timings["prepare"] = round(time.monotonic() - started, 3)
+        mark = time.monotonic()
+        groups = reverse_phase_groups(deployed, scope, plan)
+        result["order"] = [name for name, _names in groups]
+        if len(groups) > 1:
+            # Several phases move: the last phase goes back first (consumers before the services
+            # they consume), then one `up` of the whole scope removes what the target lacks.
+            for _phase, names in groups:
+                compose.up(names, wait_timeout=timeout, pull="never", no_deps=True)
+            if whole:
+                compose.up(scope, wait_timeout=timeout, remove_orphans=True, pull="never")
+        else:
+            compose.up(scope, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole)
+        timings["up"] = round(time.monotonic() - mark, 3)
+        mark = time.monotonic()
+        containers = docker.project_containers(store.stack)
+        after = prove(docker, store.stack, deployed, scope, containers)
+        timings["prove"] = round(time.monotonic() - mark, 3)
+        mark = time.monotonic()
+        gate_checks = list(checks or []) + (checks_for(target, scope, store.env_path(target))
+                                            if recorded_checks else [])
+        if gate is not None:
+            names = [c["name"] for c in containers if c["service"] in scope]
+            ok, message, details = gate(gate_checks, names, timeout)
+            result["health"] = details
+            timings["health"] = round(time.monotonic() - mark, 3)
+            if not ok:
+                raise ReleaseError("rollback to %s ran, but the health gate failed: %s" % (target_id, message))
+    except Exception as exc:
+        if new is not None:
+            store.set_status(new, "failed", by="rollback", reason="the rollback did not pass")
+        store.record("rollback_failed", release=target_id, new_release=new and new["id"], live=live_id,
+                     services=scope, user=user, error=str(exc)[:2000])
+        raise
+    store.make_live(deployed, replaced_status="rolled_back", by="rollback")
+    if partial:
+        result["release"] = deployed["id"]
+    fail_pending_after(store, deployed, target_id)
+    for name in scope:
+        result["services"][name]["after_running"] = sorted(set(after.get(name) or []))
+    timings["total"] = round(time.monotonic() - started, 3)
+    store.record("rolled_back", release=target_id, new_release=result["release"], live_before=live_id,
+                 services=dict((n, {"before": p["before"], "after": p["after"]}) for n, p in plan.items()), user=user)
+    return result
