@@ -10,7 +10,8 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
     """Health checks as vpsops.deploy.health_wait runs them (plugins/module_utils/_probes.py
-    check_argument_spec); modules may override the description of O(checks).
+    check_argument_spec), and the deploy phases that carry them (PHASES); modules may override the
+    description of O(checks) and of O(phases).
 
     The keys of a check appear twice: under O(checks) and, for the phases a release records, under
     O(phases[].checks). Documentation fragments must be literal strings, so both are written out;
@@ -207,7 +208,8 @@ options:
         type: int
 """
 
-    # The deploy phases of a stack with their checks, as vpsops.deploy.compose_release records them.
+    # The deploy phases of a stack (the phases of the stack variable, taken as they are) with their
+    # checks: _plan.phase_argument_spec. A module may override the description of O(phases).
     PHASES = r"""
 options:
   phases:
@@ -230,6 +232,26 @@ options:
         type: list
         elements: str
         required: true
+      backup:
+        description:
+          - Names of the stack's databases the deploy backs up before this phase changes.
+          - M(vpsops.deploy.compose_plan) reports them; a release does not record them.
+        type: list
+        elements: str
+        default: []
+      migration:
+        description:
+          - The phase's one-off migration (C(service) is a compose service run with C(compose run --rm)).
+          - M(vpsops.deploy.compose_plan) reports whether one runs, and its C(service) must be a service of
+            the compose files (profiles included); a release does not record it.
+        type: dict
+      rollout:
+        description:
+          - Services the deploy updates without downtime; each must be a service of the phase.
+          - M(vpsops.deploy.compose_plan) reports them; a release does not record them.
+        type: list
+        elements: str
+        default: []
       checks:
         description: The phase's health checks (the checks of M(vpsops.deploy.health_wait)).
         type: list

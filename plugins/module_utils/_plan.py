@@ -22,6 +22,7 @@ import shutil
 import tempfile
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, DockerError, service_image
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import check_argument_spec
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     LOCK_OVERRIDE, ReleaseError, Store, lock_override_text, pin_ref, resolve_images,
 )
@@ -36,6 +37,19 @@ class PlanError(Exception):
 
 
 # input ------------------------------------------------------------------------------------------
+
+def phase_argument_spec():
+    """A phase of the stack variable as compose_plan and compose_release take it (doc fragment
+    vpsops.deploy.checks.phases): the stack's phases pass as they are."""
+    return dict(
+        name=dict(type="str", required=True),
+        compose_files=dict(type="list", elements="str", required=True),
+        backup=dict(type="list", elements="str", default=[]),
+        migration=dict(type="dict"),
+        rollout=dict(type="list", elements="str", default=[]),
+        checks=dict(type="list", elements="dict", default=[], options=check_argument_spec()),
+    )
+
 
 def stack_files(phases, files):
     """The compose files the deploy loads: `files` as given, else every phase's files in phase order."""

@@ -191,9 +191,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
-from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
-    CheckSpecError, check_argument_spec, validate_checks,
-)
+from ansible_collections.vpsops.deploy.plugins.module_utils._plan import phase_argument_spec
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import CheckSpecError, validate_checks
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     ReleaseError, Store, refuse_foreign_lock, seal_checks, snapshot, store_argument_spec,
 )
@@ -376,11 +375,7 @@ def main():
         project_dir=dict(type="path"),
         files=dict(type="list", elements="str", default=[]),
         env_file=dict(type="path"),
-        phases=dict(type="list", elements="dict", default=[], options=dict(
-            name=dict(type="str", required=True),
-            compose_files=dict(type="list", elements="str", required=True),
-            checks=dict(type="list", elements="dict", default=[], options=check_argument_spec()),
-        )),
+        phases=dict(type="list", elements="dict", default=[], options=phase_argument_spec()),
         pull=dict(type="str", default="missing", choices=["missing", "never"]),
         keep=dict(type="int", default=5),
         user=dict(type="str"),

@@ -1,17 +1,11 @@
-"""The deploy plan without Docker: phases, hashes, per-service decisions, drift, removals, the diff,
-and the module's documentation of phase checks against the checks fragment."""
+"""The deploy plan without Docker: phases, hashes, per-service decisions, drift, removals, the diff.
+(The module's documentation of phases: tests/unit/plugins/doc_fragments/test_checks.py.)"""
 
-import ast
 import os
 
 import pytest
-import yaml
 
-from ansible_collections.vpsops.deploy.plugins.doc_fragments.checks import ModuleDocFragment
 from ansible_collections.vpsops.deploy.plugins.module_utils import _plan as plan
-from ansible_collections.vpsops.deploy.plugins.module_utils._probes import check_argument_spec
-
-MODULE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "plugins", "modules", "compose_plan.py")
 
 IMG1 = "sha256:" + "1" * 64
 IMG2 = "sha256:" + "2" * 64
@@ -213,21 +207,3 @@ def test_a_bad_stack_name_is_refused(tmp_path):
     with pytest.raises(plan.PlanError) as err:
         plan.make_plan(None, "Bad Name", [{"name": "a", "compose_files": ["a.yml"]}], str(tmp_path))
     assert "stack must be a compose project name" in str(err.value)
-
-
-# --- the module's documentation ------------------------------------------------------------------
-
-def module_doc():
-    with open(MODULE) as handle:
-        tree = ast.parse(handle.read())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and node.targets[0].id == "DOCUMENTATION":
-            return yaml.safe_load(node.value.value)
-    raise AssertionError("no DOCUMENTATION in compose_plan")
-
-
-def test_the_phase_checks_are_documented_as_the_checks_fragment_documents_them():
-    ours = module_doc()["options"]["phases"]["suboptions"]["checks"]
-    theirs = yaml.safe_load(ModuleDocFragment.PHASES)["options"]["phases"]["suboptions"]["checks"]
-    assert ours == theirs
-    assert set(ours["suboptions"]) == set(check_argument_spec())
