@@ -692,6 +692,16 @@ def finish(store, docker, stack, release_id, owner, ttl=None, since=None, gated=
     for phase in stack.get("phases") or []:
         checks += given_checks(phase.get("checks"))
     with Heartbeat(store, owner, ttl) as beat:
+        if not gated:
+            # Every container of the release's services (its migrations are one-off): a container
+            # this deploy created fails the final gate and the watch on any restart since `since`.
+            manifest = store.load(release_id)
+            migrations = set((p.get("migration") or {}).get("service") for p in stack.get("phases") or [])
+            services = set()
+            for phase in manifest.get("phases") or []:
+                services |= set(phase.get("services") or [])
+            gated = [c["name"] for c in docker.project_containers(store.stack)
+                     if c["service"] in services - migrations]
         smoke = [dict(c, type=c.get("type") or "http") for c in given_checks(stack.get("smoke_tests"))]
         if smoke:
             mark = time.monotonic()
