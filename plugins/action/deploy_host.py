@@ -19,8 +19,60 @@ from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
+from ansible.utils.display import Display
+
+from ansible_collections.vpsops.deploy.plugins.action.audit import (
+    append_line,
+    build_entry,
+    entry_line,
+    job_id_of,
+    log_path,
+    playbook_pid,
+    user_of,
+)
 from ansible_collections.vpsops.deploy.plugins.action.deploy_lock import controller_pid, dead_holder
 from ansible_collections.vpsops.deploy.plugins.action.project_files import read_text
+
+display = Display()
+
+
+def phase_of(stack, name):
+    for phase in stack.get("phases") or []:
+        if isinstance(phase, dict) and phase.get("name") == name:
+            return phase
+    return {}
+
+
+def phase_start_line(stack, name, services):
+    """What a phase is about to do, before its module runs (names only, never a check's secret)."""
+    phase = phase_of(stack, name)
+    checks = [c.get("name") or "?" for c in phase.get("checks") or [] if isinstance(c, dict)]
+    return "Phase %s: services %s; backups %s; migration %s; checks %s." % (
+        name, ", ".join(services or []) or "(none)", ", ".join(phase.get("backup") or []) or "none",
+        (phase.get("migration") or {}).get("service") or "none", ", ".join(checks) or "none")
+
+
+def phase_end_line(name, result):
+    """What a phase did, from its result."""
+    seconds = (result.get("seconds") or {}).get("total", 0)
+    gate = result.get("gate") or {}
+    checks = ", ".join(gate.get("checks") or {}) or "no checks"
+    if result.get("unchanged"):
+        done = "unchanged (no backup, no up), one probe round"
+    else:
+        actions = result.get("actions") or []
+        done = "%d container action(s) (%s)" % (len(actions), ", ".join(
+            "%s %s" % (a.get("id"), a.get("status")) for a in actions) or "nothing recreated")
+        rolled = [n for n, r in (result.get("rolled_out") or {}).items() if r.get("changed")]
+        if rolled:
+            done += "; rolled out " + ", ".join(rolled)
+        if result.get("backups"):
+            done += "; backed up " + ", ".join(b.get("name") or "?" for b in result["backups"])
+        if result.get("skipped_backups"):
+            done += ("; not backed up %s (no release is live yet and their containers do not run: there is no "
+                     "data to lose)" % ", ".join(result["skipped_backups"]))
+    return "Phase %s done in %s s: %s; healthy after %s s (%s)." % (name, seconds, done, gate.get("elapsed", 0),
+                                                                    checks)
 
 
 def run_owner(task_vars):
@@ -72,6 +124,23 @@ class ActionModule(ActionBase):
             return dict(failed=True, host_unreachable=True, changed=False,
                         msg="the host became unreachable during the %s step: %s" % (args.get("step"), exc))
 
+    def audit_phase(self, stack, args, outcome, task_vars):
+        """The phase_finished line of the controller's audit log (names and paths, no secret)."""
+        data = dict(seconds=(outcome.get("seconds") or {}).get("total"), unchanged=bool(outcome.get("unchanged")),
+                    recreated=[a.get("id") for a in outcome.get("actions") or []],
+                    rolled_out=sorted(outcome.get("rolled_out") or {}),
+                    backups=[b.get("path") for b in outcome.get("backups") or []],
+                    checks=sorted((outcome.get("gate") or {}).get("checks") or {}))
+        entry = build_entry("phase_finished", stack=stack.get("name"), release=args.get("release"),
+                            phase=args.get("phase"), status="ok", data=data, host=task_vars.get("inventory_hostname"),
+                            controller=socket.gethostname(), user=user_of(task_vars), pid=playbook_pid(),
+                            job_id=job_id_of(task_vars), check_mode=False)
+        try:
+            append_line(log_path(), entry_line(entry))
+        except (IOError, OSError) as exc:
+            outcome["warnings"].append("audit: cannot append to %s: %s (the phase is not recorded)"
+                                       % (log_path(), exc.strerror or exc))
+
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         task_vars = task_vars or {}
@@ -89,12 +158,21 @@ class ActionModule(ActionBase):
                 return dict(result, failed=True, msg=str(exc))
             args.setdefault("controller", socket.gethostname())
             args.setdefault("pid", controller_pid())
+        services = args.pop("services", None)
+        phase_step = args.get("step") == "phase" and not self._play_context.check_mode
+        host = task_vars.get("inventory_hostname")
+        if phase_step:
+            display.display("%s: %s" % (host, phase_start_line(stack, args.get("phase"), services)))
         outcome = self.execute(args, task_vars)
         if outcome.get("failed") and args.get("step") == "begin" and takeover_dead and not args.get("takeover"):
             owner = dead_holder(outcome.get("lock"), args["controller"])
             if owner:
                 args["takeover"] = owner
                 outcome = self.execute(args, task_vars)
+        if phase_step and not outcome.get("failed"):
+            display.display("%s: %s" % (host, phase_end_line(args.get("phase"), outcome)))
+            outcome.setdefault("warnings", [])
+            self.audit_phase(stack, args, outcome, task_vars)
         result.update(outcome)
         # The stack holds the secrets (its env, passwords, headers): no event, log or -vvv output
         # shows it, nor the text of the compose files again.

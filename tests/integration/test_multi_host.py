@@ -117,8 +117,7 @@ def first_release(fleet):
 def wait_for_phase(proc, host):
     """Until `host` has started its phase platform (its start reported), then a second into its `up`."""
     def started():
-        chunks = output(proc).split("Report the start of the phase platform]")[1:]
-        return any("[%s]" % host in chunk.split("TASK [")[0] for chunk in chunks) or proc.poll() is not None
+        return "%s: Phase platform: services" % host in output(proc) or proc.poll() is not None
 
     wait_until("%s enters its phase platform" % host, started, timeout=300, interval=0.2)
     assert proc.poll() is None, output(proc)[-3000:]
