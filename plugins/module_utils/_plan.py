@@ -39,8 +39,8 @@ class PlanError(Exception):
 # input ------------------------------------------------------------------------------------------
 
 def phase_argument_spec():
-    """A phase of the stack variable as compose_plan and compose_release take it (doc fragment
-    vpsops.deploy.checks.phases): the stack's phases pass as they are."""
+    """A deploy phase as compose_plan and compose_release take it (doc fragment
+    vpsops.deploy.checks.phases): the keys of a phase of the stack variable but its timeout."""
     return dict(
         name=dict(type="str", required=True),
         compose_files=dict(type="list", elements="str", required=True),

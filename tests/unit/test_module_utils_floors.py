@@ -19,7 +19,8 @@ FLOORS = [
     ("clients", ["_compose", "_docker_api", "_pgcli", "_postgres", "_nats", "_dlq"]),
     ("probes", ["_probes", "_slo"]),
     ("store/backup", ["_releases", "_rollback", "_backup", "_project", "_preflight", "_plan", "_phase", "_rollout"]),
-    ("engine", ["_deploy", "_outcome"]),
+    # _stack: the stack variable checked on the controller, beside _outcome's decisions across hosts.
+    ("engine", ["_deploy", "_outcome", "_stack"]),
 ]
 LEVEL = dict((module, level) for level, (_floor, modules) in enumerate(FLOORS) for module in modules)
 
