@@ -40,6 +40,7 @@ author:
   - vpsops.deploy contributors (@vpsops)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - vpsops.deploy.release_store
   - vpsops.deploy.checks.phases
   - vpsops.deploy.docker
 attributes:
@@ -52,16 +53,10 @@ attributes:
   platform:
     platforms: posix
 options:
-  stack:
-    description:
-      - The stack, which is also its compose project name (lowercase letters, digits, C(-) and C(_)).
-    type: str
-    required: true
   state_dir:
     description:
       - The stack's state directory on the host, where the live release is read from (never written).
       - Defaults to C(/var/lib/vpsops/<stack>).
-    type: path
   project_dir:
     description:
       - The compose project directory on the host; relative paths of O(files), O(env_files) and
