@@ -2,8 +2,17 @@
 """Benchmark: vpsops.deploy.pg_backup / pg_restore against the plain commands, in one run.
 
 A PostgreSQL 15 container of the lab (`vpsops-bk-bench`, 127.0.0.1:26435) holds a database of
-about 1 GB made with generate_series (made once; reused when the container is still there; removed
-at the end unless --keep). Then, per round:
+about 1 GB (`bench`) and one of about 70 MB (`small`), both made with generate_series (made once;
+reused when the container is still there; removed at the end unless --keep).
+
+At about 70 MB the fixed costs of a backup show (module start, checksum, verification, docker
+exec round trips). Per small round, in alternating order:
+  (g) raw:        docker exec … pg_dump -Fc > file, of `small`
+  (h) pg_backup:  format custom, default verification, sha256, fsync, manifest (make_backup)
+  (i) pg_backup:  the same as the module's own process on the managed host: interpreter start,
+                  imports, argument parsing, JSON result (what Ansible runs there, without the
+                  controller and SSH)
+Then, per round on the 1 GB database (skipped with --small-only):
   (a) raw:        docker exec … pg_dump -Fc > file
   (b) pg_backup:  format custom, default verification (pg_restore --list), sha256, fsync, manifest
   (c) pg_backup:  format directory, jobs 2, default verification, streamed out of the container
@@ -12,17 +21,19 @@ at the end unless --keep). Then, per round:
                   exact row counts before and after: count(*) reads every table twice)
   (f) pg_restore: as (e) with row_counts: estimate (n_live_tup, no table read)
 Every other round runs the dumps and the restores in reverse order; a CHECKPOINT before the first
-round writes out what making the database dirtied. After every restore an untimed
+round writes out what making the databases dirtied. After every restore an untimed
 VACUUM sets the hint bits of the freshly loaded tables, so each step starts from a database like a
 live one.
 pg_backup and pg_restore are called through their module_utils (_backup.make_backup and
-_backup.restore, exactly what the modules run), so Ansible's start-up (about 1-2 s) is not in the
-figures. It prints medians and the ratios b/a (goal <= 1.3), c/a, e/d (goal <= 1.2) and f/d.
+_backup.restore, exactly what the modules run), except (i), so Ansible's start-up (about 1-2 s) is
+not in the figures. It prints medians and the ratios h/g and i/g (goal <= 1.3), b/a (goal <= 1.3),
+c/a, e/d (goal <= 1.2) and f/d.
 
-Run: .venv/bin/python bench/pg_backup.py [--rounds N] [--keep]
+Run: .venv/bin/python bench/pg_backup.py [--rounds N] [--small-rounds N] [--small-only] [--keep]
 """
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -43,7 +54,12 @@ DB = "bench"
 IMAGE = "vpsops-lab/postgres:15"
 ROWS = 7000000
 TARGET = 900 * 1024 * 1024
+SMALL_DB = "small"
+SMALL_ROWS = 420000
+SMALL_TARGET = 65 * 1024 * 1024
 WORK = "/tmp/vpsops-bk-bench"
+PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+MODULE = "ansible_collections.vpsops.deploy.plugins.modules.pg_backup"
 
 
 def sh(argv, **kwargs):
@@ -51,9 +67,9 @@ def sh(argv, **kwargs):
     return subprocess.run(argv, stdout=kwargs.pop("stdout", subprocess.PIPE), stderr=subprocess.PIPE, **kwargs)
 
 
-def psql(sql):
+def psql(sql, db=DB):
     return sh(["docker", "exec", "-i", NAME, "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", USER,
-               "-d", DB], input=sql.encode()).stdout.decode().strip()
+               "-d", db], input=sql.encode()).stdout.decode().strip()
 
 
 def password():
@@ -65,17 +81,37 @@ def password():
     return None
 
 
-def database_size():
+def database_size(db=DB):
     try:
-        return int(psql("SELECT pg_database_size(current_database())"))
+        return int(psql("SELECT pg_database_size(%s)" % "'%s'" % db))
     except (subprocess.CalledProcessError, ValueError):
         return 0
 
 
-def ensure_database():
+def fill(db, rows):
+    psql("CREATE TABLE events AS SELECT g AS id, now() - g * interval '1 second' AS at, md5(g::text) AS a, "
+         "md5((g * 7)::text) AS b, mod(g, 1000) AS n FROM generate_series(1, %d) g;"
+         "ALTER TABLE events ADD PRIMARY KEY (id);"
+         "CREATE TABLE customers AS SELECT g AS id, 'customer ' || g AS name FROM generate_series(1, 100000) g;"
+         "VACUUM ANALYZE;" % rows, db=db)
+
+
+def ensure_small():
+    """The ~70 MB database, made beside the big one (in a container made earlier too)."""
+    if database_size(SMALL_DB) >= SMALL_TARGET:
+        return
+    psql("DROP DATABASE IF EXISTS %s" % SMALL_DB)
+    psql("CREATE DATABASE %s" % SMALL_DB)
+    fill(SMALL_DB, SMALL_ROWS)
+    print("made database %s: %.0f MB" % (SMALL_DB, database_size(SMALL_DB) / 1e6))
+
+
+def ensure_database(big=True):
     secret = password()
-    if secret and database_size() >= TARGET:
-        print("reusing %s (%.2f GB)" % (NAME, database_size() / 1e9))
+    if secret and database_size("postgres") and (not big or database_size() >= TARGET):
+        if big:
+            print("reusing %s (%.2f GB)" % (NAME, database_size() / 1e9))
+        ensure_small()
         return secret
     sh(["docker", "rm", "-f", NAME], check=False)
     secret = "bench-" + secrets.token_hex(8)
@@ -89,12 +125,10 @@ def ensure_database():
             break
         time.sleep(1)
     started = time.monotonic()
-    psql("CREATE TABLE events AS SELECT g AS id, now() - g * interval '1 second' AS at, md5(g::text) AS a, "
-         "md5((g * 7)::text) AS b, mod(g, 1000) AS n FROM generate_series(1, %d) g;"
-         "ALTER TABLE events ADD PRIMARY KEY (id);"
-         "CREATE TABLE customers AS SELECT g AS id, 'customer ' || g AS name FROM generate_series(1, 100000) g;"
-         "VACUUM ANALYZE;" % ROWS)
-    print("made %s: %.2f GB in %.0fs" % (NAME, database_size() / 1e9, time.monotonic() - started))
+    if big:
+        fill(DB, ROWS)
+        print("made %s: %.2f GB in %.0fs" % (NAME, database_size() / 1e9, time.monotonic() - started))
+    ensure_small()
     return secret
 
 
@@ -110,13 +144,57 @@ def settle():
     psql("VACUUM")
 
 
+def small_rounds(secret, rounds):
+    """(g), (h), (i) on the ~70 MB database, in an order that rotates each round; their times."""
+    params = dict(db=SMALL_DB, login_user=USER, login_password=secret, container=NAME, docker_cli="docker",
+                  format="custom", jobs=1, verify="toc", space_factor=1.0, timeout=0, container_tmpdir="/tmp")
+    raw_file = os.path.join(WORK, "small-raw", "raw.dump")
+    args_file = os.path.join(WORK, "module-args.json")
+    made = {}
+    with open(os.open(args_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        json.dump({"ANSIBLE_MODULE_ARGS": dict(params, dest=os.path.join(WORK, "small-module"))}, handle)
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, ".lab", "collections"))
+
+    def raw_dump():
+        fresh(os.path.dirname(raw_file))
+        with open(raw_file, "wb") as out:
+            sh(["docker", "exec", NAME, "pg_dump", "-U", USER, "-Fc", "-d", SMALL_DB], stdout=out)
+
+    def make_backup():
+        made["h"] = backup.make_backup(dict(params, dest=fresh(os.path.join(WORK, "small-backup"))))
+
+    def module_process():
+        fresh(os.path.join(WORK, "small-module"))
+        proc = sh([PYTHON, "-m", MODULE, args_file], env=env, check=False)
+        result = json.loads(proc.stdout.decode() or "{}")
+        if proc.returncode != 0 or not result.get("verified"):
+            raise SystemExit("the pg_backup module failed (rc=%d): %s" % (proc.returncode, result.get("msg")))
+        made["i"] = result
+
+    steps = [("g", raw_dump), ("h", make_backup), ("i", module_process)]
+    times = dict((key, []) for key, _step in steps)
+    for index in range(rounds):
+        turn = steps[index % 3:] + steps[:index % 3]
+        for key, step in turn:
+            started = time.monotonic()
+            step()
+            times[key].append(time.monotonic() - started)
+        last = dict((key, values[-1]) for key, values in times.items())
+        print("small round %d: raw dump %.2fs, pg_backup %.2fs (%.0f MB, h/g %.2fx), module process %.2fs (i/g %.2fx)"
+              % (index + 1, last["g"], last["h"], made["h"]["size"] / 1e6, last["h"] / last["g"], last["i"],
+                 last["i"] / last["g"]))
+    return times
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds on the 1 GB database")
+    parser.add_argument("--small-rounds", type=int, default=9, help="rounds on the ~70 MB database")
+    parser.add_argument("--small-only", action="store_true", help="only the ~70 MB database (no 1 GB one is made)")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark container and its database")
     args = parser.parse_args()
-    secret = ensure_database()
-    size = database_size()
+    secret = ensure_database(big=not args.small_only)
+    size, small_size = database_size(), database_size(SMALL_DB)
     params = dict(db=DB, login_user=USER, login_password=secret, container=NAME, docker_cli="docker",
                   jobs=1, verify="toc", space_factor=1.0, timeout=0, container_tmpdir="/tmp")
     raw_file = os.path.join(WORK, "raw", "raw.dump")
@@ -143,11 +221,15 @@ def main():
     steps = [("a", raw_dump), ("b", lambda: module_dump("custom", 1)), ("c", lambda: module_dump("directory", 2)),
              ("d", raw_restore), ("e", lambda: module_restore("exact")), ("f", lambda: module_restore("estimate"))]
     times = dict((key, []) for key, _step in steps)
+    rounds = 0 if args.small_only else args.rounds
     try:
-        # the load and VACUUM leave about 1 GB of dirty buffers: write them out before any timing
+        fresh(WORK)
+        # the load and VACUUM leave dirty buffers (about 1 GB): write them out before any timing
         psql("VACUUM ANALYZE")
+        psql("VACUUM ANALYZE", db=SMALL_DB)
         psql("CHECKPOINT")
-        for index in range(args.rounds):
+        times.update(small_rounds(secret, args.small_rounds))
+        for index in range(rounds):
             # every other round runs the steps of each group in reverse, so neither side is always first
             dumps, restores = steps[:3], steps[3:]
             if index % 2:
@@ -167,8 +249,16 @@ def main():
         shutil.rmtree(WORK, ignore_errors=True)
         if not args.keep:
             sh(["docker", "rm", "-f", "-v", NAME], check=False)
-    med = dict((k, statistics.median(v)) for k, v in times.items())
-    print("database of %.2f GB, %d round(s), medians" % (size / 1e9, args.rounds))
+    med = dict((k, statistics.median(v)) for k, v in times.items() if v)
+    print("database of %.0f MB, %d round(s), medians" % (small_size / 1e6, args.small_rounds))
+    print("(g) raw docker exec pg_dump -Fc > file             %7.2fs" % med["g"])
+    print("(h) pg_backup custom, verify toc                   %7.2fs   h/g = %.2fx (goal <= 1.3x)"
+          % (med["h"], med["h"] / med["g"]))
+    print("(i) pg_backup module process, verify toc           %7.2fs   i/g = %.2fx (goal <= 1.3x)"
+          % (med["i"], med["i"] / med["g"]))
+    if not rounds:
+        return
+    print("database of %.2f GB, %d round(s), medians" % (size / 1e9, rounds))
     print("(a) raw docker exec pg_dump -Fc > file             %7.1fs" % med["a"])
     print("(b) pg_backup custom, verify toc                   %7.1fs   b/a = %.2fx (goal <= 1.3x)"
           % (med["b"], med["b"] / med["a"]))

@@ -15,11 +15,12 @@ version_added: 0.1.0
 description:
   - Dumps one database with C(pg_dump), either inside the database's container (C(docker exec) with
     the server's own C(pg_dump)) or from the managed host to O(login_host):O(port).
-  - The dump streams to a temporary name in O(dest), is fsynced and verified, and only then renamed
-    to its final name C(<db>_<UTC time>[_<label>].dump) (or C(.dir) for O(format=directory)). Any
-    failure removes the temporary name, so a file under a final name is always a complete, verified
-    backup. A sidecar manifest C(<backup>.json) records database, server and pg_dump versions, size,
-    sha256, start and end time, label and the verification.
+  - The dump streams to a temporary name in O(dest) (a custom dump is hashed as it is written), is
+    fsynced and verified, and only then renamed to its final name C(<db>_<UTC time>[_<label>].dump)
+    (or C(.dir) for O(format=directory)). Any failure removes the temporary name, so a file under a
+    final name is always a complete, verified backup. A sidecar manifest C(<backup>.json) records
+    database, server and pg_dump versions, size, sha256, start and end time, label and the
+    verification.
   - Backups and manifests are created 0600; a missing O(dest) is created 0700.
   - Before dumping, the free space of O(dest) is compared with the database size
     (C(pg_database_size) times O(space_factor)); the call fails early when it does not fit.
@@ -79,7 +80,9 @@ options:
     default: []
   verify:
     description:
-      - V(toc) reads the table of contents with C(pg_restore --list).
+      - V(toc) reads the table of contents with C(pg_restore --list). For O(format=custom) it reads the
+        temporary file while the dump is still being written (pg_dump writes the header and table of contents
+        first and never rewrites them), so it adds no wait after the dump.
       - V(full) also reads every data block (C(pg_restore -f /dev/null)).
       - V(restore) also restores into a scratch database (created next to O(db), dropped afterwards; the
         role needs C(CREATEDB)) and returns the row counts of O(verify_tables).
@@ -234,7 +237,7 @@ server_version:
   type: str
   sample: "15.18"
 pg_dump_version:
-  description: The version of the pg_dump that made the backup.
+  description: The version of the pg_dump that made the backup (from the archive header when it was verified).
   returned: success and not check mode
   type: str
 database_size:

@@ -243,9 +243,10 @@ def test_backup_many_takes_each_database_s_own_verified_atomic_backup(pg, pg2, w
         dict(params=pg.container_params(dest=dest, label="r7")),
         dict(params=pg2.container_params(dest=os.path.join(dest, "pg2"), label="r7", verify="full")),
         dict(params=pg2.host_params(dest=dest, db="postgres", label="r7", format="directory", jobs=2)),
+        dict(params=pg.host_params(dest=os.path.join(dest, "host"), label="r7")),
     ])
     assert [(r["database"], r["format"]) for r in results] == [(DB, "custom"), (DB, "custom"),
-                                                                ("postgres", "directory")]
+                                                                ("postgres", "directory"), (DB, "custom")]
     for result in results:
         assert result["verified"] and result["sha256"] == sha256_of(result["path"])
         sidecar = json.load(open(result["manifest"]))
@@ -255,10 +256,11 @@ def test_backup_many_takes_each_database_s_own_verified_atomic_backup(pg, pg2, w
     # each backup holds its own server's data
     assert "TABLE DATA public ledger" in run(["pg_restore", "--list", results[1]["path"]]).stdout
     assert "ledger" not in run(["pg_restore", "--list", results[0]["path"]]).stdout
-    assert final_names(dest) == sorted(["pg2"] + [os.path.basename(p) for r in (results[0], results[2])
-                                                  for p in (r["path"], r["manifest"])])
-    assert files_in(os.path.join(dest, "pg2")) == sorted(os.path.basename(p) for p in (results[1]["path"],
-                                                                                        results[1]["manifest"]))
+    assert final_names(dest) == sorted(["pg2", "host"] + [os.path.basename(p) for r in (results[0], results[2])
+                                                          for p in (r["path"], r["manifest"])])
+    for sub, result in (("pg2", results[1]), ("host", results[3])):
+        assert files_in(os.path.join(dest, sub)) == sorted(os.path.basename(p) for p in (result["path"],
+                                                                                          result["manifest"]))
     assert container_tmp_leftovers(pg) == [] and container_tmp_leftovers(pg2) == []
 
 
