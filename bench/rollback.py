@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(ROOT, ".lab", "collections"))
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker  # noqa: E402
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import Store, snapshot  # noqa: E402
 from ansible_collections.vpsops.deploy.plugins.module_utils._rollback import rollback  # noqa: E402
-from ansible_collections.vpsops.deploy.plugins.modules.compose_rollback import health_gate  # noqa: E402
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import rollback_gate  # noqa: E402
 
 STACK = "vpsops-benchrb"
 IMAGE = "vpsops-benchrb/app:cur"
@@ -83,7 +83,7 @@ def main():
                          % (index, IMAGE, index))
     docker = Docker()
     store = Store(STACK, os.path.join(tmp, "state"))
-    gate = health_gate("docker")
+    gate = rollback_gate("docker")
     releases = {}
     try:
         for variant in ("A", "B"):

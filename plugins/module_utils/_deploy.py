@@ -41,13 +41,11 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Comp
 from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
 from ansible_collections.vpsops.deploy.plugins.module_utils._files import makedirs_owner_only, write_atomic
 from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_phase
+from ansible_collections.vpsops.deploy.plugins.module_utils._plan import container_hashes
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     CheckSpecError,
-    build_probes,
-    failure_message,
-    gate_specs,
+    run_gate,
     validate_checks,
-    wait_for,
     watch,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._project import ENV_FILE, ProjectError, publish, sync
@@ -64,7 +62,6 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._rollback import rollback
 
-CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 STAGING = ".staging"
 
 
@@ -244,21 +241,6 @@ def stage(store, contents, env, check_mode):
     except ProjectError as exc:
         raise DeployError(str(exc))
     return path
-
-
-def container_hashes(docker, containers):
-    """{container id: config hash label} in one `docker inspect`."""
-    ids = [c["id"] for c in containers]
-    if not ids:
-        return {}
-    out = docker.run(["inspect", "--type", "container", "--format",
-                      '{{.Id}} {{index .Config.Labels "%s"}}' % CONFIG_HASH_LABEL] + ids, what="docker inspect")
-    hashes = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            hashes[parts[0]] = parts[1]
-    return hashes
 
 
 def unchanged_services(compose, services, containers, hashes=None):
@@ -671,16 +653,6 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
 
 # finish ----------------------------------------------------------------------------------------
 
-def gate(checks, containers, timeout, consecutive, since=None, docker_cli="docker", interval=1.0):
-    """Every check and container at once; (ok, runs, elapsed, probes)."""
-    specs = gate_specs(checks, containers, docker_cli, since)
-    if not specs:
-        return True, [], 0.0, []
-    probes = build_probes(specs)
-    ok, runs, elapsed = wait_for(probes, timeout, interval, 5.0, consecutive, True)
-    return ok, runs, elapsed, probes
-
-
 def finish(store, docker, stack, release_id, owner, ttl=None, since=None, gated=None, timeout=120, consecutive=2,
            watch_seconds=0, smoke_timeout=60, baseline=None, keep=5, user=None, host="this host"):
     """Smoke tests, SLO gate, the final gate (every check twice in a row), watch window, promote."""
@@ -705,10 +677,11 @@ def finish(store, docker, stack, release_id, owner, ttl=None, since=None, gated=
         smoke = [dict(c, type=c.get("type") or "http") for c in given_checks(stack.get("smoke_tests"))]
         if smoke:
             mark = time.monotonic()
-            ok, runs, elapsed, _probes = gate(smoke, [], smoke_timeout, 1, docker_cli=docker.cli)
-            result["smoke"] = dict(ready=ok, checks=dict((r.probe.name, r.result()) for r in runs))
+            found = run_gate(smoke, [], smoke_timeout, docker_cli=docker.cli)
+            runs = found.runs
+            result["smoke"] = found.summary()
             result["seconds"]["smoke"] = round(time.monotonic() - mark, 3)
-            if not ok:
+            if not found.ok:
                 failed = [r for r in runs if not r.ready]
                 raise DeployError("%d of %d smoke tests failed on %s within %ss: %s." % (
                     len(failed), len(runs), host, smoke_timeout,
@@ -725,17 +698,16 @@ def finish(store, docker, stack, release_id, owner, ttl=None, since=None, gated=
                 raise DeployError("SLO gate failed: %s." % "; ".join(measured["exceeded"]), result)
         if checks or gated:
             mark = time.monotonic()
-            ok, runs, elapsed, probes = gate(checks, gated or [], timeout, consecutive, since, docker.cli)
-            result["gate"] = dict(ready=ok, elapsed=elapsed, checks=dict((r.probe.name, r.result()) for r in runs),
-                                  not_ready=[r.probe.name for r in runs if not r.ready])
+            found = run_gate(checks, gated or [], timeout, consecutive=consecutive, since=since, docker_cli=docker.cli)
+            result["gate"] = found.summary()
             result["seconds"]["gate"] = round(time.monotonic() - mark, 3)
-            if not ok:
-                raise DeployError(failure_message(runs, elapsed, timeout), result)
+            if not found.ok:
+                raise DeployError(found.message, result)
             if watch_seconds and float(watch_seconds) > 0:
-                watched, failure, seconds, made = watch(probes, float(watch_seconds), 1.0, consecutive)
+                watched, failure, seconds, made = watch(found.probes, float(watch_seconds), 1.0, consecutive)
                 result["watch"] = dict(ok=watched, failure=failure, seconds=seconds, probes=made)
                 if not watched:
-                    raise DeployError("Watch window: %s failed %.1fs after the gate passed (window %ss): %s"
+                    raise DeployError("Watch window: check %s failed %.1fs into the %ss window: %s"
                                       % (failure["check"], failure["after"], watch_seconds, failure["error"]), result)
         if beat.lost:
             raise DeployError(beat.lost, result)

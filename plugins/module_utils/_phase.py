@@ -14,13 +14,7 @@ import re
 import time
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import DockerError
-from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
-    build_probes,
-    failure_message,
-    gate_specs,
-    validate_checks,
-    wait_for,
-)
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import run_gate, validate_checks
 
 # `docker compose --dry-run up` prints one line per container it would touch.
 DRY_RUN_RE = re.compile(r"Container\s+(\S+)\s+(Recreat|Creat|Start)", re.IGNORECASE)
@@ -111,14 +105,12 @@ def run_phase(compose, services, gate_services=None, gate_containers=None, check
     if failure:
         raise PhaseError(failure, result)
     names = gated_names(after, gate_services, gate_containers)
-    specs = gate_specs(checks, names, docker.cli, since)
-    if not specs:
-        return result
     mark = clock()
-    ok, runs, elapsed = wait_for(build_probes(specs), timeout, interval, max_interval, consecutive, True)
-    result["gate"] = dict(ready=ok, elapsed=elapsed, checks=dict((r.probe.name, r.result()) for r in runs),
-                          not_ready=[r.probe.name for r in runs if not r.ready])
+    gate = run_gate(checks, names, timeout, interval, max_interval, consecutive, since, docker.cli)
+    if gate is None:
+        return result
+    result["gate"] = gate.summary()
     result["seconds"]["gate"] = round(clock() - mark, 3)
-    if not ok:
-        raise PhaseError(failure_message(runs, elapsed, timeout), result)
+    if not gate.ok:
+        raise PhaseError(gate.message, result)
     return result

@@ -937,3 +937,51 @@ def failure_message(runs, elapsed, timeout):
             why = r.last_error or "not probed before the deadline"
         lines.append("%s (%s) is not ready after %d attempts: %s." % (r.probe.name, r.probe.describe(), r.attempts, why))
     return " ".join([head] + lines)
+
+
+class GateResult:
+    """What one gate saw: `ok`, the per-check `runs`, `elapsed`, the `probes` (for a watch window
+    after it) and, when not ok, the readable `message`."""
+
+    def __init__(self, ok, runs, elapsed, probes, timeout):
+        self.ok, self.runs, self.elapsed, self.probes = ok, runs, elapsed, probes
+        self.message = "" if ok else failure_message(runs, elapsed, timeout)
+
+    def summary(self):
+        """The gate as modules return it: ready, elapsed, per-check results, what is not ready."""
+        return dict(ready=self.ok, elapsed=self.elapsed, checks=dict((r.probe.name, r.result()) for r in self.runs),
+                    not_ready=[r.probe.name for r in self.runs if not r.ready])
+
+
+def run_gate(checks, containers, timeout, interval=1.0, max_interval=5.0, consecutive=1, since=None,
+             docker_cli="docker", fail_fast=True, runner=None, adjust_specs=None, adjust_probes=None):
+    """The one gate of the collection: `checks` and one container check per name in `containers`
+    (gate_specs), built into probes (build_probes, CheckSpecError for a check that cannot run) and
+    waited for at once under one deadline (wait_for). health_wait, a deploy's phase and its final
+    gate, the rollout of new replicas and the rollback all gate through it. `adjust_specs(specs)`
+    and `adjust_probes(probes)` let a caller tune them before the wait. Returns a GateResult, or None
+    when there is nothing to gate."""
+    specs = gate_specs(checks, containers, docker_cli, since)
+    if not specs:
+        return None
+    if adjust_specs is not None:
+        adjust_specs(specs)
+    probes = build_probes(specs, runner=runner)
+    if adjust_probes is not None:
+        adjust_probes(probes)
+    ok, runs, elapsed = wait_for(probes, timeout, interval, max_interval, consecutive, fail_fast)
+    return GateResult(ok, runs, elapsed, probes, timeout)
+
+
+def rollback_gate(docker_cli="docker"):
+    """gate(checks, containers, timeout) -> (ok, message, details) for the rollback engine."""
+    def gate(checks, containers, timeout):
+        try:
+            found = run_gate(checks, containers, timeout, docker_cli=docker_cli)
+        except CheckSpecError as exc:
+            return False, "bad check: %s" % exc, {"elapsed": 0, "checks": {}}
+        if found is None:
+            return True, "", {"elapsed": 0, "checks": {}}
+        return found.ok, found.message, {"elapsed": found.elapsed,
+                                         "checks": dict((r.probe.name, r.ready) for r in found.runs)}
+    return gate

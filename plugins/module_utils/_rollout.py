@@ -23,9 +23,7 @@ import time
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import (
     DockerError, service_image,
 )
-from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
-    CheckSpecError, build_probes, failure_message, gate_specs, wait_for,
-)
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import CheckSpecError, run_gate
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -429,19 +427,24 @@ class Rollout:
         wait_without_healthcheck seconds where it has none), no exit and no restart."""
         if not containers:
             return True, ""
-        specs = gate_specs([], names(containers), self.docker.cli)
-        for spec, container in zip(specs, containers):
-            if not container["healthcheck"]:
-                spec["running_for"] = self.wait_without_healthcheck
+
+        def without_healthcheck(specs):
+            for spec, container in zip(specs, containers):
+                if not container["healthcheck"]:
+                    spec["running_for"] = self.wait_without_healthcheck
+
+        def new_containers(probes):
+            for probe in probes:
+                # The containers are new: any restart at all is a crash, even one before the first probe.
+                probe.restarts_seen = 0
+
         try:
-            probes = build_probes(specs, runner=self.docker.runner)
+            found = run_gate([], names(containers), self.timeout, interval=0.5, max_interval=1.0,
+                             docker_cli=self.docker.cli, runner=self.docker.runner,
+                             adjust_specs=without_healthcheck, adjust_probes=new_containers)
         except CheckSpecError as exc:
             return False, str(exc)
-        for probe in probes:
-            # The containers are new: any restart at all is a crash, even one before the first probe.
-            probe.restarts_seen = 0
-        ok, runs, elapsed = wait_for(probes, self.timeout, interval=0.5, max_interval=1.0)
-        return ok, "" if ok else failure_message(runs, elapsed, self.timeout)
+        return found.ok, found.message
 
     def log_tails(self, containers):
         tails = {}

@@ -165,28 +165,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Docker, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
-    CheckSpecError, build_probes, check_argument_spec, failure_message, gate_specs, validate_checks, wait_for,
+    CheckSpecError, check_argument_spec, rollback_gate, validate_checks,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     ReleaseError, Store, refuse_foreign_lock, store_argument_spec,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._project import publish
 from ansible_collections.vpsops.deploy.plugins.module_utils._rollback import rollback
-
-
-def health_gate(docker_cli):
-    def gate(checks, containers, timeout):
-        specs = gate_specs(checks, containers, docker_cli)
-        if not specs:
-            return True, "", {"elapsed": 0, "checks": {}}
-        try:
-            probes = build_probes(specs)
-        except CheckSpecError as exc:
-            return False, "bad check: %s" % exc, {"elapsed": 0, "checks": {}}
-        ok, runs, elapsed = wait_for(probes, timeout)
-        details = {"elapsed": elapsed, "checks": dict((r.probe.name, r.ready) for r in runs)}
-        return ok, "" if ok else failure_message(runs, elapsed, timeout), details
-    return gate
 
 
 def main():
@@ -223,7 +208,7 @@ def main():
         result = rollback(store, docker, to=params["to"], phases=params["phases"], services=params["services"],
                           checks=params["checks"], recorded_checks=params["recorded_checks"],
                           timeout=params["timeout"], pull_digests=params["pull"],
-                          check_mode=module.check_mode, user=params["user"], gate=health_gate(params["docker_cli"]))
+                          check_mode=module.check_mode, user=params["user"], gate=rollback_gate(params["docker_cli"]))
         if result.get("changed") and not module.check_mode:
             # The project directory shows what runs now, not the release rolled back from.
             now_live = store.load(result.get("release") or result["to"])

@@ -14,20 +14,20 @@ module: deploy_host
 short_description: One step of a stack's deploy on a host (begin, a phase, finish, end) in one module run
 version_added: "0.3.0"
 description:
-  - The deploy engine of C(playbooks/deploy.yml): each step of one host's deploy is one module run, so
+  - The deploy engine of C(playbooks/deploy.yml). Each step of one host's deploy is one module run, so
     a deploy of N phases costs N + 3 module runs per host.
   - C(begin) takes the stack's lock, stages the new compose files and C(.env), checks them (compose
     config, variables, image tags, ports), records the release (pending, every image pinned) and plans
     per phase what changes. The running stack and the project directory are left as they are.
   - C(phase) puts the release's files in the project directory, takes the phase's verified backups
     (concurrently), runs its migration, rolls out its replicated services, brings up the others and
-    gates the phase. A phase whose containers already run the release takes no backup and no C(up):
+    gates the phase. A phase whose containers already run the release takes no backup and no C(up);
     one probe round proves it.
   - C(finish) runs the smoke tests, the SLO gate, every check of every phase twice in a row and the
     watch window, then makes the release live (retention applies).
   - C(end) rolls back to the live release when told to (the project directory then shows the live
     release again), marks the release of this run failed unless it went live and stays, and releases
-    the lock. It never fails on what it could not do: C(errors) says.
+    the lock. It never fails on what it could not do; C(errors) says what that was.
   - Every step refreshes the lock while it runs and refuses to act when another run holds it.
   - Runs through its action plugin, which reads the compose files from the stack's C(source) on the
     controller, names the run as the lock's owner and reports a host that became unreachable as a
@@ -229,21 +229,8 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import (
     slo_baseline,
     stack_secrets,
 )
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import rollback_gate
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import LockHeld, ReleaseError, Store
-
-
-def health_gate(docker_cli):
-    from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import gate
-    from ansible_collections.vpsops.deploy.plugins.module_utils._probes import failure_message
-
-    def run(checks, containers, timeout):
-        try:
-            ok, runs, elapsed, _probes = gate(checks, containers, timeout, 1, docker_cli=docker_cli)
-        except CheckSpecError as exc:
-            return False, "bad check: %s" % exc, {"elapsed": 0, "checks": {}}
-        details = {"elapsed": elapsed, "checks": dict((r.probe.name, r.ready) for r in runs)}
-        return ok, "" if ok else failure_message(runs, elapsed, timeout), details
-    return run
 
 
 def main():
@@ -328,7 +315,7 @@ def main():
         else:
             done = end(store, docker, p["release"], p["owner"], live=p["live"], roll_back=p["rollback"],
                        reason=p["reason"], timeout=p["timeout"], project_dir=project_dir, user=p["user"],
-                       gate_fn=health_gate(p["docker_cli"]))
+                       gate_fn=rollback_gate(p["docker_cli"]))
     except LockHeld as exc:
         text = str(exc)
         module.fail_json(msg=text if text.startswith("cannot lock") else "cannot lock: %s" % text, lock=exc.lock,

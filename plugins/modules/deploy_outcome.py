@@ -14,7 +14,7 @@ short_description: The decisions of a deploy across its hosts, on the controller
 version_added: 0.3.0
 description:
   - Runs on the controller only (an action plugin); C(playbooks/deploy.yml) calls it once per run.
-  - With O(stage=decide), says for each host whether its end step rolls it back: when any host of the
+  - With O(stage=decide), says for each host whether its end step rolls it back. When any host of the
     run failed or became unreachable, every host this run changed that has a live release to return to is
     rolled back.
   - With O(stage=report), says for each host what happened and what was done (its event and line), and

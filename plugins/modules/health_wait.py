@@ -229,11 +229,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     CheckSpecError,
-    build_probes,
     check_argument_spec,
-    failure_message,
-    gate_specs,
-    wait_for,
+    run_gate,
     watch,
 )
 
@@ -263,28 +260,21 @@ def main():
     if params["consecutive"] < 1:
         module.fail_json(msg="consecutive must be 1 or more, got %s" % params["consecutive"])
 
-    checks = gate_specs(params["checks"], params["containers"], params["docker_cli"], params["since"])
-    if not checks:
-        module.fail_json(msg="give at least one check in 'checks' or one container in 'containers'")
     try:
         # Probes run programs (docker, command checks) through _runner.default_runner: argv lists,
         # never a shell, and each bounded by the time left to the deadline, which run_command
         # cannot do.
-        probes = build_probes(checks)
+        gate = run_gate(params["checks"], params["containers"], params["timeout"], params["interval"],
+                        params["max_interval"], params["consecutive"], params["since"], params["docker_cli"],
+                        params["fail_fast"])
     except CheckSpecError as exc:
         module.fail_json(msg=str(exc))
-
-    ok, runs, elapsed = wait_for(probes, params["timeout"], params["interval"], params["max_interval"],
-                                 params["consecutive"], params["fail_fast"])
-    result = dict(
-        changed=False,
-        ready=ok,
-        elapsed=elapsed,
-        checks=dict((r.probe.name, r.result()) for r in runs),
-        not_ready=[r.probe.name for r in runs if not r.ready],
-    )
-    if not ok:
-        module.fail_json(msg=failure_message(runs, elapsed, params["timeout"]), **result)
+    if gate is None:
+        module.fail_json(msg="give at least one check in 'checks' or one container in 'containers'")
+    result = dict(changed=False, **gate.summary())
+    if not gate.ok:
+        module.fail_json(msg=gate.message, **result)
+    probes = gate.probes
     if params["watch"] > 0:
         watched, failure, seconds, made = watch(probes, params["watch"], params["interval"], params["consecutive"])
         result["watch"] = dict(ok=watched, failure=failure, seconds=seconds, probes=made)
