@@ -56,7 +56,7 @@ options:
   ttl:
     description:
       - Seconds the lock stays valid after each refresh; refreshed every third of it while a step runs.
-      - Between two steps of a host nothing refreshes it: keep it longer than a host waits for the others
+      - Between two steps of a host nothing refreshes it, so keep it longer than a host waits for the others
         (the canary waits for every later batch).
     type: int
     default: 1800
