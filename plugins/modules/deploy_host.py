@@ -133,7 +133,7 @@ options:
     type: dict
   unchanged:
     description:
-      - The plan of C(begin) found every container of the phase already running the release (C(phase)):
+      - The plan of C(begin) found every container of the phase already running the release (C(phase));
         the phase then takes no backup and no C(up), and its gate proves it in one probe round.
     type: bool
     default: false
