@@ -319,6 +319,9 @@ def test_restore_brings_deleted_rows_back_under_the_lock(ops):
         assert blocked.returncode != 0
         assert "someone-else@elsewhere:1" in blocked.stdout
         assert ops.count("ar", "ledger") == 20
+        # The lock stays the holder's: this run says it left it alone instead of failing to release it.
+        assert "the deploy lock of %s was left alone" % STACK_NAME in blocked.stdout, failure(blocked)
+        assert ops.info()["lock"]["owner"] == "someone-else@elsewhere:1"
     finally:
         rc, freed = ansible_module("deploy_lock", {"stack": STACK_NAME, "state_dir": ops.state_dir,
                                                    "owner": "someone-else@elsewhere:1", "state": "released"})
