@@ -10,7 +10,7 @@ directory), starting from an empty host:
   (again) the same run again, nothing changed;
   (plain) `docker compose -p benchscale -f <all 9 files> up -d --wait`: every service at once.
 A run's time is split from the ansible.posix.json callback's task timings into Docker's time (the
-`docker compose up --wait` of each phase, as the `vpsops.deploy.compose_phase` tasks report it in
+`docker compose up --wait` of each phase, as the phase steps of `vpsops.deploy.deploy_host` report it in
 `seconds.up`, with the container listings around it) and our overhead (everything else: Ansible's start-up, preflight, checks,
 file copies, release record and pins, the lock, health gates, promotion). It prints per N: total,
 Docker, overhead and overhead per service, the largest parts of the overhead, and first/plain.
@@ -37,7 +37,19 @@ from deploy_demo import breakdown, median_breakdown, remove_pin_tags, run_playbo
 
 STACK = "benchscale"
 PORT_BASE = 29500
-UP_ACTION = "vpsops.deploy.compose_phase"
+UP_ACTION = "vpsops.deploy.deploy_host"
+
+
+def phase_results(tasks):
+    """The result of every phase step (vpsops.deploy.deploy_host, step phase), loop items included."""
+    found = []
+    for task in tasks:
+        if task["action"] != UP_ACTION and not task["name"].startswith("Bring up the services of the phase"):
+            continue
+        for result in task["result"].get("results") or [task["result"]]:
+            if result.get("step") == "phase":
+                found.append(result)
+    return found
 
 
 class Scale:
@@ -78,16 +90,16 @@ class Scale:
 
     def deploy(self):
         wall, tasks, stats = run_playbook(self.extra_vars(), self.tmp)
-        ups = [t for t in tasks if t["action"] == UP_ACTION]
-        # Docker's part of a phase task is its `up --wait` (with the two container listings around it);
-        # the rest of the task (module start-up, the health gate) is ours.
-        up_seconds = [float((t["result"].get("seconds") or {}).get("up", 0.0)) for t in ups]
+        ups = phase_results(tasks)
+        # Docker's part of a phase step is its `up --wait` (with the two container listings around it);
+        # the rest of the step (module start-up, plan, backups, the health gate) is ours.
+        up_seconds = [float((r.get("seconds") or {}).get("up", 0.0)) for r in ups]
         docker = sum(up_seconds)
         parts = breakdown(wall, tasks)
-        for key in [k for k in parts if k.endswith("[compose_phase]")]:
+        for key in [k for k in parts if k.startswith("task: Bring up the services of the phase")]:
             parts[key] = max(parts[key] - docker, 0.0)
         return {"wall": wall, "docker": docker, "overhead": wall - docker, "ups": up_seconds,
-                "up_changed": sum(1 for t in ups if t["changed"]), "changed": stats.get("changed"),
+                "up_changed": sum(1 for r in ups if r.get("changed")), "changed": stats.get("changed"),
                 "parts": parts}
 
     def plain(self):
