@@ -128,6 +128,14 @@ def test_deploy_with_vvv_prints_no_secret_recreates_only_what_changed_and_rolls_
     assert [r["status"] for r in info["releases"]] == ["live", "superseded"], info["releases"]
     assert info["live"] == info["releases"][0]["id"] and info["lock"] is None
 
+    # --check of an older release with v2 live: the plan, exit 0, nothing recorded, no lock, and
+    # the project directory still shows the live release.
+    older = playbook(tmp_path, stack_vars(deployed, tag="v1"), "--check")
+    assert older.returncode == 0, older.stdout[-4000:]
+    assert "auth: recreate vpsops-demo/auth:v2 -> vpsops-demo/auth:v1" in older.stdout, older.stdout[-4000:]
+    assert releases(deployed)["releases"] == info["releases"] and releases(deployed)["lock"] is None
+    assert "RELEASE_TAG='v2'" in open(env_file).read()
+
     # One service rolled back with rollback.yml: payments runs v1 again, the rest stays at v2, and
     # the mix is recorded as a release of its own.
     others = container_ids(("vpsops-itd-auth-1", "vpsops-itd-ar-1") + infrastructure)
