@@ -865,7 +865,8 @@ class TocFollower:
                 raise BackupError("verification (toc) failed: pg_restore on %s failed (rc=%s): %s"
                                   % (self.cli.describe(), rc, err or "no output"))
             if self.feed_error is not None:
-                raise BackupError("verification (toc) failed: reading %s back failed: %s" % (self.path, self.feed_error))
+                raise BackupError("verification (toc) failed: reading %s back failed: %s"
+                                  % (self.path, self.feed_error))
             self.listing.seek(0)
             result = dict(level="toc", ok=False)
             result.update(parse_toc(self.listing.read().decode("utf-8", "replace")))

@@ -176,7 +176,8 @@ class PgCli:
             raise PgCliError("%s on %s failed: writing its output failed: %s%s" % (
                 tool, self.describe(), problem.strerror or problem, "; %s" % err if err else ""))
         if expired.is_set():
-            raise PgCliError("%s on %s failed (rc=124): %s timed out after %ss" % (tool, self.describe(), tool, timeout))
+            raise PgCliError("%s on %s failed (rc=124): %s timed out after %ss"
+                             % (tool, self.describe(), tool, timeout))
         if rc != 0:
             raise PgCliError("%s on %s failed (rc=%s): %s" % (tool, self.describe(), rc, err or "no output"))
 

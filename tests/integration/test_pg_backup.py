@@ -2,7 +2,8 @@
 both ways in (docker exec and host/port), both formats, every verification level, copy and
 retention, restore with safety backup, the backups of one phase at the same time on two servers
 (backup_many), and every fault of the issue (wrong password, missing database, container not
-running, destination not writable, disk full, PostgreSQL killed during the dump). Containers are `vpsops-bk-*`, ports 26433-26439, files under /tmp/vpsops-bk-*."""
+running, destination not writable, disk full, PostgreSQL killed during the dump). Containers are
+`vpsops-bk-*`, ports 26433-26439, files under /tmp/vpsops-bk-*."""
 
 import glob
 import hashlib

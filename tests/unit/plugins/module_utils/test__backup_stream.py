@@ -162,7 +162,8 @@ def test_the_toc_is_read_from_the_file_while_the_dump_is_still_written(tmp_path)
     result = follower.result()
     assert result == dict(level="toc", ok=True, toc_entries=2, dbname="bkdb", format="CUSTOM",
                           dumped_from="15.18 (Debian 15.18-0+deb12u1)",
-                          pg_dump_version="15.18 (Debian 15.18-0+deb12u1)", verified_in="the file, while it was written")
+                          pg_dump_version="15.18 (Debian 15.18-0+deb12u1)",
+                          verified_in="the file, while it was written")
 
 
 def test_a_dump_that_ends_before_its_toc_fails_verification_with_pg_restore_s_stderr(tmp_path):
@@ -170,8 +171,9 @@ def test_a_dump_that_ends_before_its_toc_fails_verification_with_pg_restore_s_st
     path.write_bytes(b"PGDMP trunc")
     follower = backup.TocFollower(ScriptCli(TOC_READER), str(path), timeout=30)
     follower.progress(len(b"PGDMP trunc"))
-    with pytest.raises(backup.BackupError, match=r"verification \(toc\) failed: pg_restore on ar_user@127.0.0.1:5434/ar "
-                                                 r"failed \(rc=1\): pg_restore: error: could not read input file"):
+    with pytest.raises(backup.BackupError, match=r"verification \(toc\) failed: pg_restore on "
+                                                 r"ar_user@127.0.0.1:5434/ar failed \(rc=1\): "
+                                                 r"pg_restore: error: could not read input file"):
         follower.result()
 
 
