@@ -246,8 +246,8 @@ def test_backup_many_takes_each_database_s_own_verified_atomic_backup(pg, pg2, w
         dict(params=pg2.host_params(dest=dest, db="postgres", label="r7", format="directory", jobs=2)),
         dict(params=pg.host_params(dest=os.path.join(dest, "host"), label="r7")),
     ])
-    assert [(r["database"], r["format"]) for r in results] == [(DB, "custom"), (DB, "custom"),
-                                                                ("postgres", "directory"), (DB, "custom")]
+    assert [(r["database"], r["format"]) for r in results] == [
+        (DB, "custom"), (DB, "custom"), ("postgres", "directory"), (DB, "custom")]
     for result in results:
         assert result["verified"] and result["sha256"] == sha256_of(result["path"])
         sidecar = json.load(open(result["manifest"]))
@@ -260,8 +260,8 @@ def test_backup_many_takes_each_database_s_own_verified_atomic_backup(pg, pg2, w
     assert final_names(dest) == sorted(["pg2", "host"] + [os.path.basename(p) for r in (results[0], results[2])
                                                           for p in (r["path"], r["manifest"])])
     for sub, result in (("pg2", results[1]), ("host", results[3])):
-        assert files_in(os.path.join(dest, sub)) == sorted(os.path.basename(p) for p in (result["path"],
-                                                                                          result["manifest"]))
+        assert files_in(os.path.join(dest, sub)) == sorted(
+            os.path.basename(p) for p in (result["path"], result["manifest"]))
     assert container_tmp_leftovers(pg) == [] and container_tmp_leftovers(pg2) == []
 
 

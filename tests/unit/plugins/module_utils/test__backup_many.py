@@ -97,8 +97,8 @@ def test_no_jobs_is_no_backup(stand_in):
     assert fake.finished == []
 
 
-def test_a_failure_waits_for_every_other_job_keeps_their_backups_and_names_each_failed_database(tmp_path,
-                                                                                                  stand_in):
+def test_a_failure_waits_for_every_other_job_keeps_their_backups_and_names_each_failed_database(
+        tmp_path, stand_in):
     fake = stand_in(failing={"ar", "billing"}, other={"crm"})
     names = ["ar", "payments", "billing", "crm", "auth", "ledger"]
     with pytest.raises(backup.BackupManyError) as failure:
