@@ -161,10 +161,9 @@ class ActionModule(ActionBase):
         services = args.pop("services", None)
         phase_step = args.get("step") == "phase" and not self._play_context.check_mode
         host = task_vars.get("inventory_hostname")
-        if phase_step and boolean(args.get("unchanged", False), strict=False) and not phase_of(
-                stack, args.get("phase")).get("migration"):
-            # begin found every container of the phase running the release, healthy: nothing to
-            # change, and the final gate of finish probes every check and container of the deploy.
+        if phase_step and boolean(args.get("unchanged", False), strict=False):
+            # begin found every container of the phase running the release, healthy, and nothing to
+            # back up or migrate: the final gate of finish probes every check and container.
             display.display("%s: Phase %s: unchanged in the plan (no backup, no up); the final gate proves it."
                             % (host, args.get("phase")))
             result.update(changed=False, unchanged=True, phase=args.get("phase"), release=args.get("release"),

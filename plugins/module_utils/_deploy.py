@@ -267,9 +267,18 @@ def unchanged_services(compose, services, containers, hashes=None):
     return same
 
 
-def plan_phases(compose, manifest, stack, containers, images_of_refs=None):
+def quiet_phase(phase, release_is_live):
+    """Whether a phase whose containers already run the release may skip its module run: it has no
+    backup or migration to take, or the release is the live one (same files, env and images: a
+    redeploy that changes nothing). A new release keeps its backups even for a phase it does not
+    recreate: a later phase may change the data."""
+    return release_is_live or not (phase.get("backup") or phase.get("migration"))
+
+
+def plan_phases(compose, manifest, stack, containers, images_of_refs=None, live=None):
     """Per phase: its services and whether the release changes any of them on this host."""
     migrations = dict((p["name"], (p.get("migration") or {}).get("service")) for p in stack["phases"])
+    specs = dict((p["name"], p) for p in stack["phases"])
     services = []
     for phase in manifest.get("phases") or []:
         services += [s for s in phase["services"] if s != migrations.get(phase["name"])]
@@ -289,7 +298,8 @@ def plan_phases(compose, manifest, stack, containers, images_of_refs=None):
             moves[name] = {"action": action, "from": now or None,
                            "to": (manifest["services"].get(name) or {}).get("image")}
         plan.append(dict(name=phase["name"], services=phase["services"], changes=changes, moves=moves,
-                         unchanged=not changes))
+                         unchanged=not changes and quiet_phase(specs.get(phase["name"]) or {},
+                                                               manifest["id"] == live)))
     return plan
 
 
@@ -409,7 +419,7 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
                 known = dict((s.get("ref"), s.get("image")) for s in store.load(live)["services"].values())
             except ReleaseError:
                 known = {}
-        plan = plan_phases(pinned, manifest, stack, containers, known)
+        plan = plan_phases(pinned, manifest, stack, containers, known, live)
     finally:
         # The release holds its own copies now; the staged files are never what compose runs.
         shutil.rmtree(staged, ignore_errors=True)
@@ -598,8 +608,8 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
             same = set(services)
         else:
             same = unchanged_services(compose, services, docker.project_containers(store.stack))
-        # A new migration runs even when the services it serves are unchanged.
-        result["unchanged"] = bool(services) and same >= set(services) and (not migration or live == release_id)
+        # A new release keeps its backups and migration even for a phase whose containers stay.
+        result["unchanged"] = bool(services) and same >= set(services) and quiet_phase(phase, live == release_id)
         result["seconds"]["plan"] = round(clock() - started, 3)
         if result["unchanged"]:
             # Nothing to change: one probe round of the phase's checks and containers proves it.

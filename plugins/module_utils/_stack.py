@@ -77,7 +77,11 @@ def _validate(spec, provided):
 
     result = ArgumentSpecValidator(spec).validate(provided)
     if result.error_messages:
-        raise StackError("Validation of arguments failed:\n%s" % "\n".join(result.error_messages))
+        messages = []
+        for message in result.error_messages:
+            if message not in messages:
+                messages.append(message)
+        raise StackError("Validation of arguments failed:\n%s" % "\n".join(messages))
 
 
 def check_stack(stack, variable="vpsops_stack"):
@@ -85,6 +89,20 @@ def check_stack(stack, variable="vpsops_stack"):
     them: its keys and types, each database's connection keys, the databases the phases back up,
     its name and source, its phases, its environment. No message shows a value of the env or a
     password."""
+    if not isinstance(stack, dict):
+        raise StackError("%s must be a mapping (the stack: name, source, env, phases ...), got %s"
+                         % (variable, type(stack).__name__))
+    # Containers of the wrong kind first: the validator's own words for them are hard to act on.
+    for key, kind, what in (("phases", list, "list of phases (mappings with name and compose_files)"),
+                            ("env", dict, "mapping of variable names to values"),
+                            ("databases", dict, "mapping of database names to their connection keys"),
+                            ("smoke_tests", list, "list of checks")):
+        if stack.get(key) is not None and not isinstance(stack[key], kind):
+            raise StackError("%s.%s must be a %s, got %s" % (variable, key, what, type(stack[key]).__name__))
+    for index, phase in enumerate(stack.get("phases") or []):
+        if not isinstance(phase, dict):
+            raise StackError("%s.phases[%d] must be a mapping with name and compose_files, got %s"
+                             % (variable, index, type(phase).__name__))
     _validate({variable: dict(type="dict", required=True, options=STACK_OPTIONS)}, {variable: stack})
     databases = stack.get("databases") or {}
     for name in databases:

@@ -18,6 +18,11 @@ def test_a_valid_stack_passes():
     check_stack(stack())
 
 
+def test_the_stack_must_be_a_mapping():
+    with pytest.raises(StackError, match="vpsops_stack must be a mapping"):
+        check_stack("platform")
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"phases": [{"name": "web"}]}, "missing required arguments: compose_files found in vpsops_stack -> phases"),
     ({"phases": [{"name": "web", "compose_files": ["a.yml"], "bogus": 1}]},
@@ -36,6 +41,10 @@ def test_a_valid_stack_passes():
      "unique 'name'"),
     ({"env": {"DB_PASSWORD": "it's"}}, "vpsops_stack.env.DB_PASSWORD must be a valid variable name whose value"),
     ({"env": {"BAD-NAME": "x"}}, "vpsops_stack.env.BAD-NAME must be a valid variable name"),
+    ({"phases": "infrastructure,modules"}, "vpsops_stack.phases must be a list of phases (mappings with name and "
+                                           "compose_files), got str"),
+    ({"phases": ["web"]}, "vpsops_stack.phases[0] must be a mapping with name and compose_files, got str"),
+    ({"env": ["A=1"]}, "vpsops_stack.env must be a mapping of variable names to values, got list"),
 ])
 def test_a_bad_stack_is_refused_naming_what_is_wrong_without_a_secret(changes, message):
     with pytest.raises(StackError) as caught:
