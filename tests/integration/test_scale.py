@@ -84,7 +84,7 @@ def phase_steps(tasks):
     """The result of each phase of the deploy (the items of its phase loop), in order."""
     found = []
     for task in tasks:
-        if task["task_name"].startswith("Bring up the services of the phase") and not task.get("skipped"):
+        if "Bring up the services of the phase" in task["task_name"] and not task.get("skipped"):
             found.extend(task.get("results") or [task])
     return found
 
