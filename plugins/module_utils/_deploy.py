@@ -63,6 +63,10 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
 from ansible_collections.vpsops.deploy.plugins.module_utils._rollback import rollback
 
 STAGING = ".staging"
+# The deploy's gates run after `up --wait`: most checks pass at their first probe, and the final
+# gate's second success in a row needs one interval more. Probe often, back off little.
+GATE_INTERVAL = 0.3
+GATE_MAX_INTERVAL = 2.0
 
 
 class DeployError(Exception):
@@ -320,9 +324,11 @@ def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=
             validate_checks(given_checks(phase.get("checks")), docker.cli)
         except CheckSpecError as exc:
             raise DeployError("vpsops_stack.phases[%s].checks: %s; nothing was changed" % (phase.get("name"), exc))
-    result = dict(changed=False, lock=None, took_over=None, warnings=[])
+    result = dict(changed=False, lock=None, took_over=None, warnings=[], seconds={})
+    mark = time.monotonic()
     if preflight is not None and preflight.get("check_host", True):
         result["host"] = host_preflight(docker, preflight, preflight.get("host") or "this host")
+    result["seconds"]["host"] = round(time.monotonic() - mark, 3)
     now = time.time()
     if check_mode:
         lock = store.read_lock() if store.exists() else None
@@ -376,6 +382,8 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
            environ, result, lock):
     from ansible_collections.vpsops.deploy.plugins.module_utils import _preflight
 
+    seconds = result["seconds"]
+    mark = time.monotonic()
     staged = stage(store, dict((n, contents[n]) for n in names), stack.get("env") or {}, check_mode)
     try:
         files = [os.path.join(staged, n) for n in names]
@@ -394,6 +402,8 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
                                                                   else environ)
             if problems:
                 raise DeployError(_preflight.failure_message(params, problems))
+        seconds["stack checks"] = round(time.monotonic() - mark, 3)
+        mark = time.monotonic()
         files_by_name = dict(zip(names, files))
         phases = phase_services(docker, store.stack, stack["phases"], files_by_name, compose_dir, env_file)
         for phase in stack["phases"]:
@@ -404,9 +414,13 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
                 raise DeployError("vpsops_stack.phases[%s].rollout names %s, which are not services of the phase "
                                   "(its services are %s)." % (phase["name"], stray, known))
         compose = Compose(docker, store.stack, files, project_dir=compose_dir, env_file=env_file)
+        seconds["phases"] = round(time.monotonic() - mark, 3)
+        mark = time.monotonic()
         live = store.live_id() if store.exists() else None
         manifest, recorded = snapshot(store, docker, compose, None, files, project_dir, env_file=env_file,
                                       phases=phases, pull=pull, user=user, git_sha=git_sha, check_mode=check_mode)
+        seconds["record"] = round(time.monotonic() - mark, 3)
+        mark = time.monotonic()
         containers = docker.project_containers(store.stack)
         # Planned with the pins the release records, as the phase step will run it.
         override = os.path.join(staged, LOCK_OVERRIDE)
@@ -420,6 +434,7 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
             except ReleaseError:
                 known = {}
         plan = plan_phases(pinned, manifest, stack, containers, known, live)
+        seconds["plan"] = round(time.monotonic() - mark, 3)
     finally:
         # The release holds its own copies now; the staged files are never what compose runs.
         shutil.rmtree(staged, ignore_errors=True)
@@ -615,7 +630,7 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
             # Nothing to change: one probe round of the phase's checks and containers proves it.
             try:
                 gated = run_phase(compose, [], gate_services=services, checks=checks, since=since, timeout=timeout,
-                                  consecutive=1, pull="never")
+                                  interval=GATE_INTERVAL, max_interval=GATE_MAX_INTERVAL, consecutive=1, pull="never")
             except PhaseError as exc:
                 raise DeployError(str(exc), dict(result, **exc.result))
             result.update(containers=gated["containers"], gate=gated["gate"])
@@ -647,7 +662,8 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
             result["seconds"]["rollout"] = round(clock() - mark, 3)
         try:
             done = run_phase(compose, plain, gate_services=services, gate_containers=new_replicas, checks=checks,
-                             since=since, timeout=timeout, consecutive=consecutive, pull=pull)
+                             since=since, timeout=timeout, interval=GATE_INTERVAL, max_interval=GATE_MAX_INTERVAL,
+                             consecutive=consecutive, pull=pull)
         except PhaseError as exc:
             raise DeployError(str(exc), dict(result, **exc.result))
         result.update(actions=done["actions"], containers=done["containers"], gate=done["gate"])
@@ -708,7 +724,8 @@ def finish(store, docker, stack, release_id, owner, ttl=None, since=None, gated=
                 raise DeployError("SLO gate failed: %s." % "; ".join(measured["exceeded"]), result)
         if checks or gated:
             mark = time.monotonic()
-            found = run_gate(checks, gated or [], timeout, consecutive=consecutive, since=since, docker_cli=docker.cli)
+            found = run_gate(checks, gated or [], timeout, GATE_INTERVAL, GATE_MAX_INTERVAL, consecutive, since,
+                             docker.cli)
             result["gate"] = found.summary()
             result["seconds"]["gate"] = round(time.monotonic() - mark, 3)
             if not found.ok:
