@@ -9,7 +9,8 @@ gate's first request, it measures ansible-playbook runs minus the same run with 
       write today),
   (c) the slowest endpoint's own ready time: the physical limit.
 It prints a/c and b/a for N = 10, 50, 200. Then fail fast: a container that exits 1 s after start,
-gated with a 120 s timeout; it prints how long after the container's start the gate failed.
+gated with a 120 s timeout and running_for 10 s (so the gate cannot pass first, however fast the
+playbook starts); it prints how long after the container's start the gate failed.
 
 Run: .venv/bin/python bench/health_gate.py [SIZES] [ROUNDS]   e.g. 10,50,200 2
 """
@@ -144,8 +145,11 @@ def measure_fail_fast(tmp):
     name = "vpsops-bench-failfast"
     path = os.path.join(tmp, "failfast.yml")
     with open(path, "w") as fh:
+        # running_for: the gate cannot pass before the container has run 10 s, whenever the playbook
+        # reaches it; the container exits after 1 s, so the gate must fail fast.
         json.dump(play("failfast", {"name": "Gate a container that exits", "vpsops.deploy.health_wait": {
-            "timeout": 120, "interval": 0.2, "containers": [name]}}), fh)
+            "timeout": 120, "interval": 0.2,
+            "checks": [{"type": "container", "container": name, "running_for": 10}]}}), fh)
     noop_path = os.path.join(tmp, "noop.yml")
     with open(noop_path, "w") as fh:
         json.dump(play("noop", {"name": "No-op", "ansible.builtin.ping": {}}), fh)

@@ -235,6 +235,17 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
 )
 
 
+def invocation(params):
+    """The arguments as the result's C(invocation) shows them (-vvv): each check with the keys it was
+    given or has a default for. The check options of every type apply to each check, so a check
+    would otherwise carry some 40 keys, most of them null, and a gate of hundreds of checks would
+    return them all to the controller. Secrets are masked like every other value of the result."""
+    args = dict((key, value) for key, value in params.items() if value is not None)
+    args["checks"] = [dict((key, value) for key, value in check.items() if value is not None)
+                      for check in params["checks"] or []]
+    return dict(module_args=args)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -252,13 +263,15 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    invoked = invocation(params)
     if not 0 <= params["watch"] <= 86400:
-        module.fail_json(msg="watch must be between 0 and 86400 seconds, got %s" % params["watch"])
+        module.fail_json(msg="watch must be between 0 and 86400 seconds, got %s" % params["watch"], invocation=invoked)
     for key, low, high in (("timeout", 0.1, 86400), ("interval", 0.01, 3600), ("max_interval", 0.01, 3600)):
         if not low <= params[key] <= high:
-            module.fail_json(msg="%s must be between %s and %s seconds, got %s" % (key, low, high, params[key]))
+            module.fail_json(msg="%s must be between %s and %s seconds, got %s" % (key, low, high, params[key]),
+                             invocation=invoked)
     if params["consecutive"] < 1:
-        module.fail_json(msg="consecutive must be 1 or more, got %s" % params["consecutive"])
+        module.fail_json(msg="consecutive must be 1 or more, got %s" % params["consecutive"], invocation=invoked)
 
     try:
         # Probes run programs (docker, command checks) through _runner.default_runner: argv lists,
@@ -268,10 +281,10 @@ def main():
                         params["max_interval"], params["consecutive"], params["since"], params["docker_cli"],
                         params["fail_fast"])
     except CheckSpecError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), invocation=invoked)
     if gate is None:
-        module.fail_json(msg="give at least one check in 'checks' or one container in 'containers'")
-    result = dict(changed=False, **gate.summary())
+        module.fail_json(msg="give at least one check in 'checks' or one container in 'containers'", invocation=invoked)
+    result = dict(changed=False, invocation=invoked, **gate.summary())
     if not gate.ok:
         module.fail_json(msg=gate.message, **result)
     probes = gate.probes
