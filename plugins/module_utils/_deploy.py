@@ -251,7 +251,7 @@ def unchanged_services(compose, services, containers, hashes=None):
     """The services whose containers all run the compose config of `compose` already: every
     container running, healthy where it has a healthcheck, labelled with the wanted config hash.
     A service without a container is changed (it would be created)."""
-    services = [s for s in services]
+    services = list(services)
     if not services:
         return set()
     wanted = compose.config_hashes(services)

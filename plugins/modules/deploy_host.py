@@ -157,8 +157,12 @@ attributes:
     details: C(begin) plans from the new files in a temporary directory and takes no lock; the other steps change nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 author:
-  - vpsops.deploy contributors
+  - vpsops.deploy contributors (@vpsops)
 """
 
 EXAMPLES = r"""
@@ -291,11 +295,13 @@ def main():
         store = Store(stack["name"], p["state_dir"])
         project_dir = p["project_dir"] or os.path.join(store.state_dir, "project")
         if p["step"] == "begin":
+            preflight = None
+            if p["preflight"] is not None:
+                preflight = dict(p["preflight"], host=p["host_name"] or "this host")
             done = begin(store, docker, stack, p["contents"], p["owner"], ttl=p["ttl"], controller=p["controller"],
                          pid=p["pid"], takeover=p["takeover"], project_dir=project_dir, pull=p["pull"],
                          user=p["user"], git_sha=p["git_sha"],
-                         preflight=None if p["preflight"] is None else dict(p["preflight"],
-                                                                             host=p["host_name"] or "this host"),
+                         preflight=preflight,
                          check_mode=module.check_mode)
             for warning in done.pop("warnings", []):
                 module.warn(warning)

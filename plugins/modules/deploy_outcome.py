@@ -22,6 +22,34 @@ description:
     failure carry.
   - Reads the facts the deploy keeps per host (C(__vpsops_begin), C(__vpsops_failed), C(__vpsops_touched),
     C(__vpsops_promoted), C(__vpsops_skipped), C(__vpsops_end)); nothing secret is among them.
+author:
+  - vpsops.deploy contributors (@vpsops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.conn
+  - ansible.builtin.action_common_attributes.flow
+attributes:
+  action:
+    support: full
+    details: Runs entirely on the controller as an action plugin; this file only documents it.
+  async:
+    support: none
+  become:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+    details: The same decisions in check mode; it changes nothing.
+  connection:
+    support: none
+  delegation:
+    support: none
+    details: Always runs on the controller.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 options:
   stage:
     description: What to compute.
@@ -40,15 +68,6 @@ options:
   stack:
     description: The stack's name, for the messages.
     type: str
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  action:
-    support: full
-author:
-  - vpsops.deploy contributors
 """
 
 EXAMPLES = r"""

@@ -20,20 +20,39 @@ description:
     source, that its phases have unique names and compose files, and that every value of its C(env) can
     be written literally to C(.env).
   - No message shows a value of C(env) or a password.
+author:
+  - vpsops.deploy contributors (@vpsops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.conn
+  - ansible.builtin.action_common_attributes.flow
+attributes:
+  action:
+    support: full
+    details: Runs entirely on the controller as an action plugin; this file only documents it.
+  async:
+    support: none
+  become:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+    details: The same check in check mode; it changes nothing.
+  connection:
+    support: none
+  delegation:
+    support: none
+    details: Always runs on the controller.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 options:
   stack:
     description: The stack.
     type: dict
     required: true
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  action:
-    support: full
-author:
-  - vpsops.deploy contributors
 """
 
 EXAMPLES = r"""

@@ -243,4 +243,3 @@ def test_a_deploy_that_outlives_its_lock_ttl_keeps_its_lock_against_a_second_con
         info = store_info(fleet.stacks[host])
         assert info["lock"] is None and info["releases"][0]["status"] == "live", (host, info)
         assert http_json(fleet.stacks[host].url("AUTH_PORT"))[1]["release"] == "v2"
-
