@@ -87,7 +87,7 @@ def consumers_pending(st):
 # the crash falls); v3-stuck runs but its payments consumer stops consuming.
 CAUGHT_BY = {
     "v3-unhealthy": r"is unhealthy|not ready",
-    "v3-crash": r"restarted \d+ time\(s\) since it was created|FATAL|has exited",
+    "v3-crash": r"restarted \d+ time\(s\) since it was created|is restarting \(restart count|FATAL|has exited",
     "v3-stuck": r"payments-consumer",
 }
 
