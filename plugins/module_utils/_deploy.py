@@ -53,12 +53,13 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     LOCK_OVERRIDE,
     LockHeld,
     ReleaseError,
+    given_checks,
     lock_is_live,
     lock_message,
     lock_override_text,
     refuse_foreign_lock,
-    seal_checks,
     snapshot,
+    stored_checks,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._rollback import rollback
 
@@ -141,17 +142,6 @@ def phase_of(stack, name):
             return phase
     raise DeployError("phase %r is not a phase of the stack %s; its phases are %s"
                       % (name, stack.get("name"), ", ".join(p.get("name", "?") for p in stack.get("phases") or [])))
-
-
-def given_checks(checks):
-    """Checks with only the keys that were given (a check's unset options are not recorded)."""
-    return [dict((k, v) for k, v in (check or {}).items() if v is not None) for check in checks or []]
-
-
-def stored_checks(checks, env=None):
-    """Checks as a manifest keeps them: no secret (one the env file holds becomes a reference)."""
-    given = given_checks(checks)
-    return given if env is None else seal_checks(given, env)
 
 
 def phase_services(docker, project, phases, files_by_name, project_dir, env_file):

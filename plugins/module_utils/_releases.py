@@ -762,6 +762,18 @@ SECRET_CHECK_KEYS = ("login_password", "password", "headers")
 ENV_REF = "from_env"
 
 
+def given_checks(checks):
+    """Checks with only the keys that were given or have a default (unset options are not recorded)."""
+    return [dict((k, v) for k, v in (check or {}).items() if v is not None) for check in checks or []]
+
+
+def stored_checks(checks, env=None):
+    """Checks as a manifest keeps them: the keys given, and no secret (a password or header the env
+    file holds is kept as a reference to its variable)."""
+    given = given_checks(checks)
+    return given if env is None else seal_checks(given, env)
+
+
 def seal_checks(checks, env):
     """Health checks as a release manifest keeps them: no value of a secret key is written.
 

@@ -194,20 +194,13 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env
 from ansible_collections.vpsops.deploy.plugins.module_utils._plan import phase_argument_spec
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import CheckSpecError, validate_checks
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
-    ReleaseError, Store, refuse_foreign_lock, seal_checks, snapshot, store_argument_spec,
+    ReleaseError, Store, refuse_foreign_lock, snapshot, store_argument_spec, stored_checks,
 )
 
 
 def public_services(services):
     return dict((name, {"image": s.get("image"), "image_id": s.get("image_id"), "ref": s.get("ref")})
                 for name, s in services.items())
-
-
-def stored_checks(checks, env=None):
-    """Checks as the manifest keeps them: only the keys that were given or have a default, and no
-    secret (a password or header the env file holds is kept as a reference to its variable)."""
-    given = [dict((k, v) for k, v in check.items() if v is not None) for check in checks or []]
-    return given if env is None else seal_checks(given, env)
 
 
 def resolve_files(module, project_dir):

@@ -138,7 +138,7 @@ def test_a_service_is_unchanged_only_when_every_container_runs_the_wanted_config
 
 
 def test_the_manifest_keeps_no_secret_of_the_checks(tmp_path):
-    from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import stored_checks
+    from ansible_collections.vpsops.deploy.plugins.module_utils._releases import stored_checks
 
     checks = [{"name": "db", "type": "postgres", "login_password": "pw", "port": 5432, "db": None}]
     assert stored_checks(checks, {"DB_PASSWORD": "pw"}) == [
