@@ -17,6 +17,7 @@ kept in files and printed after pytest's, followed by one line per gate.
 
 import glob
 import os
+import xml.etree.ElementTree as ElementTree
 import subprocess
 import sys
 import tarfile
@@ -134,17 +135,39 @@ def gate_molecule(_tmp):
     return sh([tool("molecule"), "test", "--all"])
 
 
-def gate_pytest(_tmp, extra=()):
+def junit(tmp, name):
+    return ["--junitxml=%s" % os.path.join(tmp, "junit-%s.xml" % name)]
+
+
+def failures(tmp):
+    """(test id, last lines of its failure) for every failed or erroring test of the pytest gates."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(tmp, "junit-*.xml"))):
+        try:
+            tree = ElementTree.parse(path)
+        except (OSError, ElementTree.ParseError):
+            continue
+        for case in tree.iter("testcase"):
+            for kind in ("failure", "error"):
+                for node in case.findall(kind):
+                    text = (node.text or node.get("message") or "").strip().splitlines()
+                    found.append(("%s::%s (%s)" % (case.get("classname"), case.get("name"), kind),
+                                  "\n".join(text[-20:])))
+    return found
+
+
+def gate_pytest(tmp, extra=()):
     # Two workers: the integration tests mostly wait on containers (tests/integration/conftest.py
     # keeps the modules that share lab state on one worker).
     return no_tests_is_a_failure(sh([tool("pytest"), "-p", "no:cacheprovider", "-ra", "--durations=25", "-n", "2",
-                                     "-m", "not alone", "tests/unit", "tests/integration"] + list(extra)))
+                                     "-m", "not alone", "tests/unit", "tests/integration"]
+                                    + junit(tmp, "pytest") + list(extra)))
 
 
-def gate_alone(_tmp, extra=()):
+def gate_alone(tmp, extra=()):
     # Drills that disturb the whole lab (the Docker daemon restarted): after every other gate, alone.
     rc = sh([tool("pytest"), "-p", "no:cacheprovider", "-ra", "--durations=5", "-m", "alone", "tests/integration"]
-            + list(extra))
+            + junit(tmp, "alone") + list(extra))
     # Extra arguments (-k ...) may select none of these drills: that is not a failure then.
     return 0 if rc == 5 and extra else no_tests_is_a_failure(rc)
 
@@ -230,9 +253,17 @@ def main(argv):
             print("==== gate %s: %s in %.0fs ====" % (name, verdict(rc), time.monotonic() - started), flush=True)
         for running in beside:
             results.append(finish_beside(*running))
+        # The failing tests once more, last, where a log cut to its tail still shows them.
+        failed_tests = failures(tmp)
+        for test_id, tail in failed_tests:
+            print("\n==== failed test: %s ====\n%s" % (test_id, tail))
     print("\n" + "\n".join("gate %-40s %-16s %s" % (name, verdict(rc),
                                                     "beside pytest" if seconds is None else "%.0fs" % seconds)
                            for name, rc, seconds in results), flush=True)
+    for test_id, tail in failed_tests:
+        lines = tail.splitlines() or [""]
+        said = [line for line in lines if line.startswith("E ")] or lines
+        print("failed: %s: %s" % (test_id, said[0][:300]))
     failed = [name for name, rc, _seconds in results if rc != 0]
     if failed:
         print("\nFAILED gates: %s" % ", ".join(failed), file=sys.stderr)
