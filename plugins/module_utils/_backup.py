@@ -363,8 +363,27 @@ def list_backups(directory, db):
             continue
         verification = data.get("verification") or {}
         verified = bool(verification.get("ok")) and verification.get("level") not in (None, "none")
-        found.append(dict(path=path, finished=finished, verified=verified, copy_of=data.get("copy_of"), sidecar=data))
+        found.append(dict(path=path, finished=finished, verified=verified, full=is_full(data),
+                          copy_of=data.get("copy_of"), sidecar=data))
     return found
+
+
+def partial_reasons(sidecar):
+    """Why a backup does not hold the whole database (schema only, some tables only, tables left
+    out), from its manifest; empty for a full backup."""
+    reasons = []
+    if sidecar.get("schema_only"):
+        reasons.append("it is schema-only (no rows)")
+    if sidecar.get("tables"):
+        reasons.append("it holds only the tables %s" % ", ".join(sidecar["tables"]))
+    if sidecar.get("exclude_tables"):
+        reasons.append("it leaves out the tables %s" % ", ".join(sidecar["exclude_tables"]))
+    return reasons
+
+
+def is_full(sidecar):
+    """A backup of the whole database: schema and every row of every table."""
+    return not partial_reasons(sidecar)
 
 
 def referenced_backups(state_dir):
@@ -375,17 +394,21 @@ def referenced_backups(state_dir):
     return set(os.path.realpath(p) for p in store_references(state_dir))
 
 
-def plan_retention(entries, keep=None, keep_days=None, now=None, protected=frozenset()):
-    """Split backups (dicts with path, finished, verified) into (kept, deleted), each a list of
-    (path, reason). A backup is kept when any rule keeps it: one of the newest `keep`, younger than
-    `keep_days`, the newest verified backup, or referenced by a release (`protected`, real paths; a
-    copy_to copy counts as its original).
-    Without keep and keep_days nothing is deleted."""
+def plan_retention(entries, keep=None, keep_days=None, now=None, protected=frozenset(), just_made=frozenset()):
+    """Split backups (dicts with path, finished, verified and full) into (kept, deleted), each a list
+    of (path, reason). A backup is kept when any rule keeps it: one of the newest `keep`, younger
+    than `keep_days`, or referenced by a release (`protected`, real paths; a copy_to copy counts as
+    its original). Whatever the rules say, these always stay: the newest verified full backup (the
+    last one a database can be restored from), the newest verified backup of any kind, and the
+    backups `just_made` (paths: the backup this run took and its copy).
+    An entry without `full` counts as full. Without keep and keep_days nothing is deleted."""
     ordered = sorted(entries, key=lambda e: (e["finished"], e["path"]), reverse=True)
     if keep is None and keep_days is None:
         return [(e["path"], "no retention rule") for e in ordered], []
     now = time.time() if now is None else now
     newest_verified = next((e for e in ordered if e["verified"]), None)
+    newest_full = next((e for e in ordered if e["verified"] and e.get("full", True)), None)
+    made = set(os.path.realpath(p) for p in just_made)
     kept, deleted = [], []
     for index, entry in enumerate(ordered):
         reasons = []
@@ -393,8 +416,12 @@ def plan_retention(entries, keep=None, keep_days=None, now=None, protected=froze
             reasons.append("one of the newest %d" % keep)
         if keep_days is not None and now - entry["finished"] <= keep_days * 86400:
             reasons.append("younger than %s days" % keep_days)
-        if entry is newest_verified:
+        if entry is newest_full:
+            reasons.append("newest verified full backup")
+        elif entry is newest_verified:
             reasons.append("newest verified backup")
+        if os.path.realpath(entry["path"]) in made:
+            reasons.append("the backup just made")
         if os.path.realpath(entry["path"]) in protected or (
                 entry.get("copy_of") and os.path.realpath(entry["copy_of"]) in protected):
             reasons.append("referenced by a release")
@@ -405,22 +432,24 @@ def plan_retention(entries, keep=None, keep_days=None, now=None, protected=froze
     return kept, deleted
 
 
-def apply_retention(directories, db, keep, keep_days, state_dir, check_mode, new_entries=()):
+def apply_retention(directories, db, keep, keep_days, state_dir, check_mode, new_entries=(), just_made=()):
     """Retention over each directory. Returns (deleted paths, warnings). `new_entries` are backups
-    that check mode would have made (listed but never deleted)."""
+    that check mode would have made (listed but never deleted); `just_made` the paths of the backup
+    this run took and of its copy (never deleted)."""
     if keep is None and keep_days is None:
         return [], []
     try:
         protected = referenced_backups(state_dir)
     except Exception as exc:  # noqa: BLE001 - any failure of the store reader means: delete nothing
         return [], ["retention skipped: the release store %s could not be read (%s)" % (state_dir, exc)]
+    made = set(just_made) | set(e["path"] for e in new_entries)
     deleted = []
     for directory in directories:
         if not directory or not os.path.isdir(directory):
             continue
         entries = list_backups(directory, db)
         entries += [e for e in new_entries if os.path.dirname(e["path"]) == directory]
-        _kept, doomed = plan_retention(entries, keep, keep_days, protected=protected)
+        _kept, doomed = plan_retention(entries, keep, keep_days, protected=protected, just_made=made)
         for path, _reason in doomed:
             if not check_mode:
                 remove_path(path)
@@ -971,7 +1000,8 @@ def make_backup(params, check_mode=False, cli=None, space=None):
         path = os.path.join(dest, name)
         if os.path.isdir(dest) and estimate:
             check_space(dest, estimate, "dest", what)
-        new = [dict(path=os.path.join(d, name), finished=started.timestamp(), verified=True) for d in directories]
+        new = [dict(path=os.path.join(d, name), finished=started.timestamp(),
+                    verified=(params.get("verify") or "toc") != "none", full=is_full(params)) for d in directories]
         deleted, more = apply_retention(directories, params["db"], params.get("keep"), params.get("keep_days"),
                                         params.get("release_state_dir"), True, new)
         return dict(changed=True, path=path, manifest=sidecar_path(path), deleted=deleted, database=params["db"],
@@ -1048,8 +1078,9 @@ def _make_backup(params, cli, info, fmt, dest, directories, estimate, started, t
             result["copy"] = copy_backup(final, sidecar, copy_to, space=space)
         except BackupError as exc:
             raise BackupError("%s (the backup itself is complete and verified at %s)" % (exc, final))
+    made = [final] + ([result["copy"]["path"]] if result["copy"] else [])
     deleted, more = apply_retention(directories, params["db"], params.get("keep"), params.get("keep_days"),
-                                    params.get("release_state_dir"), False)
+                                    params.get("release_state_dir"), False, just_made=made)
     result["deleted"] = deleted
     result["warnings"] += more
     result["diff"] = diff(dest, before, listing(directories, params["db"]))

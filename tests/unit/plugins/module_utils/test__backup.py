@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -87,10 +88,78 @@ def test_plan_retention_never_deletes_what_a_release_references():
     kept, deleted = backup.plan_retention(entries, keep=1, now=NOW, protected={os.path.realpath("/b/c")})
     assert names(deleted) == ["b"]
     assert dict(kept)["/b/c"] == "referenced by a release"
-    assert "newest verified backup" in dict(kept)["/b/a"]
+    assert "newest verified full backup" in dict(kept)["/b/a"]
 
 
-def make_backup_files(directory, db, name, age_days, verified=True, fmt="custom", tool=backup.TOOL):
+def kind_entry(name, age_days, kind):
+    """A backup of one kind: full, schema (schema-only), tables (some tables), unverified (full,
+    verify none)."""
+    return dict(path="/b/%s" % name, finished=NOW - age_days * DAY, verified=kind != "unverified",
+                full=kind in ("full", "unverified"))
+
+
+def test_three_full_and_three_newer_schema_only_backups_with_keep_3_keep_a_full_one():
+    entries = [kind_entry("f%d" % i, 10 + i, "full") for i in range(3)]
+    entries += [kind_entry("s%d" % i, i, "schema") for i in range(3)]
+    kept, deleted = backup.plan_retention(entries, keep=3, now=NOW)
+    assert names(deleted) == ["f1", "f2"]
+    assert dict(kept)["/b/f0"] == "newest verified full backup"
+
+
+def test_keep_days_0_keeps_the_unverified_backup_just_made():
+    entries = [kind_entry("new", 0.00001, "unverified"), kind_entry("old", 3, "full")]
+    kept, deleted = backup.plan_retention(entries, keep_days=0, now=NOW, just_made={"/b/new"})
+    assert deleted == []
+    assert dict(kept) == {"/b/new": "the backup just made", "/b/old": "newest verified full backup"}
+    # without the run's own backup named, keep_days 0 would delete it: just_made is what keeps it
+    assert names(backup.plan_retention(entries, keep_days=0, now=NOW)[1]) == ["new"]
+
+
+KINDS = ["full", "schema", "tables", "unverified"]
+
+
+def mixed_histories():
+    """Every history of four backups (newest first) over the four kinds: 256 of them."""
+    import itertools
+
+    for kinds in itertools.product(KINDS, repeat=4):
+        yield [kind_entry("b%d" % i, i * 2 + 1, kind) for i, kind in enumerate(kinds)]
+
+
+@pytest.mark.parametrize("keep, keep_days", [(1, None), (2, None), (3, None), (None, 0), (None, 4), (1, 0), (2, 2.5)])
+@pytest.mark.parametrize("pinned", [False, True])
+def test_retention_over_mixed_backups_keeps_the_newest_verified_full_and_the_new_one(keep, keep_days, pinned):
+    for entries in mixed_histories():
+        # the run's own backup is the newest, and may be of any kind
+        for made_kind in KINDS:
+            history = [kind_entry("made", 0, made_kind)] + entries
+            protected = {os.path.realpath("/b/b3")} if pinned else set()
+            kept, deleted = backup.plan_retention(history, keep=keep, keep_days=keep_days, now=NOW,
+                                                  protected=protected, just_made={"/b/made"})
+            gone = set(p for p, _r in deleted)
+            full = [e for e in history if e["verified"] and e["full"]]
+            assert "/b/made" not in gone
+            if full:
+                assert full[0]["path"] not in gone, (made_kind, [e["path"] for e in history], deleted)
+            verified = [e for e in history if e["verified"]]
+            if verified:
+                assert verified[0]["path"] not in gone
+            if pinned:
+                assert "/b/b3" not in gone
+            assert len(kept) + len(deleted) == len(history)
+
+
+def test_a_copy_of_a_pinned_backup_is_kept_and_a_copy_of_a_retired_one_is_not():
+    entries = [kind_entry("new", 0, "schema"), dict(kind_entry("c_pinned", 5, "full"), copy_of="/d/pinned"),
+               dict(kind_entry("c_retired", 6, "full"), copy_of="/d/retired"), kind_entry("c_old", 7, "full")]
+    kept, deleted = backup.plan_retention(entries, keep=1, now=NOW, protected={os.path.realpath("/d/pinned")},
+                                          just_made={"/b/new"})
+    assert names(deleted) == ["c_old", "c_retired"]
+    assert "referenced by a release" in dict(kept)["/b/c_pinned"]
+    assert "newest verified full backup" in dict(kept)["/b/c_pinned"]
+
+
+def make_backup_files(directory, db, name, age_days, verified=True, fmt="custom", tool=backup.TOOL, **extra):
     """A fake backup plus a sidecar as pg_backup writes them."""
     path = os.path.join(directory, name)
     if fmt == "directory":
@@ -104,6 +173,7 @@ def make_backup_files(directory, db, name, age_days, verified=True, fmt="custom"
     sidecar = dict(tool=tool, format_version=backup.SIDECAR_VERSION, database=db, format=fmt,
                    finished=backup.isoformat(finished),
                    verification=dict(level="toc" if verified else "none", ok=True))
+    sidecar.update(extra)
     with open(path + ".json", "w") as handle:
         json.dump(sidecar, handle)
     return path
@@ -182,6 +252,40 @@ def test_retention_keeps_backups_a_release_references(store):
     assert backup.referenced_backups(store["state"]) == {os.path.realpath(store["pinned"])}
     assert retention(store) == ([store["old"]], [])
     assert os.path.exists(store["pinned"]) and os.path.exists(store["new"])
+
+
+def test_retention_on_disk_over_schema_only_unverified_copies_and_a_retired_release(tmp_path):
+    """dest and copy_to each hold: an old full backup pinned by a live release, the newest full one
+    (its release retired: no longer in the store), newer schema-only and table backups, and the
+    unverified backup this run just made. keep 1, keep_days 0: in each directory the pinned, the
+    newest verified full and the new one survive, the rest goes."""
+    dest, copies, state = (str(tmp_path / n) for n in ("dest", "copies", "state"))
+    os.mkdir(dest)
+    os.mkdir(copies)
+    made = {}
+    for directory in (dest, copies):
+        copy = directory == copies
+
+        def one(name, age, **extra):
+            if copy:
+                extra["copy_of"] = os.path.join(dest, name)
+            # ages from the real clock (apply_retention reads it), the new one a second old
+            return make_backup_files(directory, "ar", name, max(age, 1 / DAY) + (NOW - time.time()) / DAY, **extra)
+
+        made[directory] = dict(
+            pinned=one("ar_pinned.dump", 30), full=one("ar_full.dump", 10),
+            schema=one("ar_schema.dump", 5, schema_only=True), tables=one("ar_tables.dump", 4, tables=["items"]),
+            older=one("ar_older.dump", 20),
+            new=one("ar_new.dump", 0, verified=False))
+    write_release(state, "r-live", [made[dest]["pinned"]])
+    deleted, warnings = backup.apply_retention([dest, copies], "ar", keep=None, keep_days=0, state_dir=state,
+                                               check_mode=False, just_made=[made[dest]["new"], made[copies]["new"]])
+    assert warnings == []
+    for directory in (dest, copies):
+        left = sorted(n for n in os.listdir(directory) if not n.endswith(".json"))
+        assert left == ["ar_full.dump", "ar_new.dump", "ar_pinned.dump", "ar_tables.dump"], (directory, left)
+        assert sorted(p for p in deleted if p.startswith(directory + "/")) == sorted(
+            [made[directory]["older"], made[directory]["schema"]])
 
 
 def test_unreadable_release_store_means_nothing_is_deleted(store):
