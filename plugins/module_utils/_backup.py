@@ -21,6 +21,7 @@ import datetime
 import glob
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -45,11 +46,14 @@ VERIFY_LEVELS = ["none", "toc", "full", "restore"]
 SIDECAR_VERSION = 1
 TOOL = "vpsops.deploy.pg_backup"
 CHUNK = 1 << 20
-# pg_database_size counts tables, indexes and TOAST on disk; a dump holds no index data and is
-# compressed, so it is nearly always smaller. The check asks for this many times the database
-# size to be free: an upper bound in practice (data PostgreSQL already compressed in TOAST is the
-# exception, and the dump's ENOSPC is then caught and cleaned up like any other failure).
+# The free-space check estimates a dump from what it holds: the user tables (heap, TOAST) and their
+# indexes, and the large objects, as they lie on disk, plus SCHEMA_ALLOWANCE for the schema's DDL.
+# pg_database_size also counts the system catalogs (about 7.5 MB in an empty database), which no
+# dump holds. A dump holds no index data and is compressed, so the estimate is an upper bound in
+# practice (data PostgreSQL already compressed in TOAST is the exception, and the dump's ENOSPC is
+# then caught and cleaned up like any other failure). The check asks for space_factor times it.
 DEFAULT_SPACE_FACTOR = 1.0
+SCHEMA_ALLOWANCE = 1 << 20
 
 # Exact row counts of every table in the user schemas, computed on the server in one statement.
 ROW_COUNTS_SQL = r"""
@@ -72,9 +76,15 @@ SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}'::json) FROM (
 """
 ROW_COUNT_MODES = ["exact", "estimate", "none"]
 
-SERVER_INFO_SQL = """
+SERVER_INFO_SQL = r"""
 SELECT json_build_object('database', current_database(), 'server_version', current_setting('server_version'),
-                         'size', pg_database_size(current_database()))
+                         'size', pg_database_size(current_database()),
+                         'user_data', (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)
+                                       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                       WHERE c.relkind IN ('r', 'm') AND n.nspname <> 'information_schema'
+                                         AND n.nspname NOT LIKE 'pg\_%'),
+                         'large_objects', pg_total_relation_size('pg_catalog.pg_largeobject'),
+                         'system_identifier', (SELECT system_identifier::text FROM pg_control_system()))
 """
 
 
@@ -123,8 +133,22 @@ def restore_argument_spec():
         space_factor=dict(type="float", default=DEFAULT_SPACE_FACTOR),
         container_tmpdir=dict(type="path", default="/tmp"),
         timeout=dict(type="float", default=3600),
+        force_mismatch=dict(type="bool", default=False),
     )
     return spec
+
+
+def backup_mismatches(sidecar, db, system_identifier):
+    """Why the backup a manifest describes is not a whole backup of database `db` on the cluster
+    `system_identifier` (None when unknown): a list of reasons, empty when it is."""
+    reasons = []
+    if sidecar.get("database") is not None and sidecar["database"] != db:
+        reasons.append("it is a backup of database %s, not of %s" % (sidecar["database"], db))
+    theirs = sidecar.get("system_identifier")
+    if theirs and system_identifier and str(theirs) != str(system_identifier):
+        reasons.append("it was taken on another PostgreSQL cluster (system identifier %s; the target's is %s)"
+                       % (theirs, system_identifier))
+    return reasons + partial_reasons(sidecar)
 
 
 def validate_backup_params(params):
@@ -494,10 +518,15 @@ def terminate_sessions(cli, db, timeout=None):
     return int((cli.query_json(sql, timeout=timeout) or {}).get("n") or 0)
 
 
-def other_sessions(cli, db, timeout=None):
-    sql = ("SELECT json_build_object('n', count(*)) FROM pg_stat_activity "
-           "WHERE datname = %s AND pid <> pg_backend_pid()" % quote_literal(db))
-    return int((cli.query_json(sql, timeout=timeout) or {}).get("n") or 0)
+def other_sessions(cli, db, timeout=None, cluster=False):
+    """The number of other sessions on `db`; with `cluster`, (that number, the cluster's system
+    identifier) in the same round trip."""
+    sql = ("SELECT json_build_object('n', count(*), 'cluster', (SELECT system_identifier::text FROM "
+           "pg_control_system())) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+           % quote_literal(db))
+    found = cli.query_json(sql, timeout=timeout) or {}
+    sessions = int(found.get("n") or 0)
+    return (sessions, found.get("cluster")) if cluster else sessions
 
 
 def _timeout(params):
@@ -655,14 +684,19 @@ def verify_archive(archive, level, source_db, verify_tables=(), timeout=None):
             raise BackupError("verification (full read) failed: %s" % exc)
         result["full_read"] = True
     if level == "restore":
-        result["row_counts"] = scratch_restore(archive, source_db, verify_tables, timeout)
+        result["row_counts"], left = scratch_restore(archive, source_db, verify_tables, timeout)
+        if left:
+            result["scratch_database_left"] = left[0]
+            result.setdefault("warnings", []).append(left[1])
     result["ok"] = True
     return result
 
 
 def scratch_restore(archive, source_db, verify_tables, timeout):
     """Restore into a scratch database (created from the source database's session, dropped in
-    every path) and return the row counts of `verify_tables` (all tables when empty)."""
+    every path) and return (the row counts of `verify_tables` (all tables when empty), None), or
+    with (scratch database, message) in place of None when the scratch database could not be
+    dropped: it holds a copy of the data, so whoever runs this must hear of it."""
     cli = archive.cli
     scratch = ("%s_vpsops_verify_%s" % (source_db[:40], secrets.token_hex(4)))
     try:
@@ -678,14 +712,14 @@ def scratch_restore(archive, source_db, verify_tables, timeout):
         except PgCliError as exc:
             raise BackupError("verification (restore into %s) failed: %s" % (scratch, exc))
         counts = row_counts(cli, db=scratch, timeout=timeout)
-    finally:
-        try:
-            cli.check("psql", ["-X", "-q", "-d", source_db],
-                      input_text="DROP DATABASE IF EXISTS %s WITH (FORCE);\n" % quote_ident(scratch), timeout=timeout)
-        except PgCliError:
-            pass
+    except BaseException as exc:
+        left = drop_scratch(cli, source_db, scratch, timeout)
+        if left and isinstance(exc, (BackupError, PgCliError)):
+            raise BackupError("%s; %s" % (exc, left[1]))
+        raise
+    left = drop_scratch(cli, source_db, scratch, timeout)
     if not verify_tables:
-        return counts
+        return counts, left
     chosen = {}
     for table in verify_tables:
         key = table if "." in table else "public." + table
@@ -693,7 +727,20 @@ def scratch_restore(archive, source_db, verify_tables, timeout):
             raise BackupError("verification (restore): table %s is not in the restored backup (tables: %s)"
                               % (key, ", ".join(sorted(counts)) or "none"))
         chosen[key] = counts[key]
-    return chosen
+    return chosen, left
+
+
+def drop_scratch(cli, source_db, scratch, timeout):
+    """DROP the scratch database of a verification; None when it is gone, else (its name, a
+    message saying it was left, why, and how to drop it)."""
+    try:
+        cli.check("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", source_db],
+                  input_text="DROP DATABASE IF EXISTS %s WITH (FORCE);\n" % quote_ident(scratch), timeout=timeout)
+    except PgCliError as exc:
+        return scratch, ("the scratch database %s of the verification could not be dropped and holds a copy of "
+                         "the backup's data: %s. Drop it as a superuser: DROP DATABASE %s WITH (FORCE);"
+                         % (scratch, exc, quote_ident(scratch)))
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -962,9 +1009,27 @@ def dump_to(cli, params, fmt, tmp, timeout):
                                            lambda: copy_out_of_container(cli, inside, tmp, timeout))
         verification["verified_in"] = "container, while it was copied out"
         digest, size = tree_digest(sums)
-        return verification, digest, size
-    finally:
-        container_remove(cli, inside)
+    except BackupError as exc:
+        left = leftover_in_container(cli, inside, "a dump of database %s" % params["db"])
+        raise BackupError("%s; %s" % (exc, left) if left else str(exc))
+    except BaseException:
+        leftover_in_container(cli, inside, "a dump of database %s" % params["db"])
+        raise
+    left = leftover_in_container(cli, inside, "a full dump of database %s" % params["db"])
+    if left:
+        verification["container_tmp_left"] = inside
+        verification.setdefault("warnings", []).append(left)
+    return verification, digest, size
+
+
+def leftover_in_container(cli, path, what):
+    """Remove a temporary path in the container; None when it is gone, else a message saying what it
+    holds, why it is still there and how to remove it."""
+    problem = container_remove(cli, path)
+    if not problem:
+        return None
+    return ("%s is left in container %s at %s (%s): it is outside the backup directory and its modes, "
+            "remove it with: docker exec %s rm -rf %s" % (what, cli.container, path, problem, cli.container, path))
 
 
 def dump_version(verification):
@@ -972,6 +1037,24 @@ def dump_version(verification):
     '15.18', as `pg_dump --version` gives it), or None."""
     text = (verification or {}).get("pg_dump_version") or ""
     return text.split()[0] if text.split() else None
+
+
+def dump_estimate(params, info):
+    """(bytes the free-space check asks for, the words that explain them) for a dump of the
+    database server_info describes: what the dump holds (the user tables with their indexes and
+    TOAST and the large objects; nothing of them for a schema-only dump) plus SCHEMA_ALLOWANCE,
+    times space_factor. An older server_info without the user data falls back to the database size."""
+    factor = params.get("space_factor") if params.get("space_factor") is not None else DEFAULT_SPACE_FACTOR
+    if info.get("user_data") is None:
+        data, held = int(info["size"]), "pg_database_size %d bytes" % info["size"]
+    elif params.get("schema_only"):
+        data, held = 0, "schema only"
+    else:
+        data = int(info["user_data"]) + int(info.get("large_objects") or 0)
+        held = "user tables with their indexes and large objects %d bytes" % data
+    estimate = int(math.ceil((data + SCHEMA_ALLOWANCE) * factor))
+    return estimate, "the dump of database %s (estimated at %d bytes: %s + %d for the schema, x space_factor %s)" % (
+        params["db"], estimate, held, SCHEMA_ALLOWANCE, factor)
 
 
 def make_backup(params, check_mode=False, cli=None, space=None):
@@ -991,9 +1074,7 @@ def make_backup(params, check_mode=False, cli=None, space=None):
         info = server_info(cli, timeout=timeout)
     except PgCliError as exc:
         raise BackupError("cannot read database %s before the dump: %s" % (params["db"], exc))
-    factor = params.get("space_factor") if params.get("space_factor") is not None else DEFAULT_SPACE_FACTOR
-    estimate = int(info["size"] * factor)
-    what = "the dump of database %s (pg_database_size %d bytes x space_factor %s)" % (params["db"], info["size"], factor)
+    estimate, what = dump_estimate(params, info)
     started = utcnow()
     if check_mode:
         name = backup_basename(params["db"], fmt, started, params.get("label"))
@@ -1033,6 +1114,8 @@ def _make_backup(params, cli, info, fmt, dest, directories, estimate, started, t
         finally:
             if version:
                 version.wait()
+        # what verification and the container left behind is said in the result's warnings
+        warnings.extend(verification.pop("warnings", []))
         if size == 0:
             raise BackupError("the dump of %s is empty: not a backup" % cli.describe())
         pg_dump_version = dump_version(verification)
@@ -1049,7 +1132,8 @@ def _make_backup(params, cli, info, fmt, dest, directories, estimate, started, t
             exclude_tables=list(params.get("exclude_tables") or []),
             size=size, sha256=digest,
             sha256_method="sha256sum-of-files" if fmt == "directory" else "file",
-            database_size=info["size"], started=isoformat(started), finished=isoformat(finished),
+            database_size=info["size"], system_identifier=info.get("system_identifier"),
+            started=isoformat(started), finished=isoformat(finished),
             label=params.get("label"), source=("container %s" % cli.container) if cli.container else
             "%s:%s" % (params.get("login_host") or "127.0.0.1", params.get("port") or 5432),
             verification=verification,
@@ -1284,7 +1368,7 @@ def restore(params, check_mode=False, cli=None):
     def count_before():
         try:
             found["before"] = row_counts(cli, timeout=timeout, mode=counting)
-            found["sessions"] = other_sessions(cli, db, timeout=timeout)
+            found["sessions"], found["cluster"] = other_sessions(cli, db, timeout=timeout, cluster=True)
         except PgCliError as exc:
             found["error"] = exc
 
@@ -1297,12 +1381,22 @@ def restore(params, check_mode=False, cli=None):
     if "error" in found:
         raise BackupError("cannot read database %s before the restore: %s" % (db, found["error"]))
     before, sessions = found["before"], found["sessions"]
+    mismatches = backup_mismatches(sidecar, db, found["cluster"]) if sidecar else []
+    if mismatches and not params.get("force_mismatch"):
+        raise BackupError("refusing to restore %s into database %s: %s. Nothing was changed. Restore the right "
+                          "backup, or set force_mismatch to restore this one all the same"
+                          % (src, db, "; ".join(mismatches)))
     safety_dest = params.get("safety_dest") or os.path.dirname(src)
     single = params.get("jobs", 1) <= 1
     method = "pg_restore --clean --if-exists " + ("--single-transaction" if single else "-j %d" % params["jobs"])
     result = dict(changed=True, restored=src, db=db, sha256=digest, format=fmt,
                   backup_database=sidecar.get("database"), backup_finished=sidecar.get("finished"),
-                  method=method, safety_backup=None, terminated_sessions=0, warnings=[])
+                  method=method, safety_backup=None, terminated_sessions=0, mismatches=mismatches, warnings=[])
+    if mismatches:
+        result["warnings"].append("restoring %s into %s although %s (force_mismatch)" % (src, db, "; ".join(mismatches)))
+    if not sidecar:
+        result["warnings"].append("%s has no manifest: its database and completeness could not be compared "
+                                  "with %s" % (src, db))
     if check_mode:
         result.update(safety_backup=dict(dest=safety_dest) if params.get("safety_backup", True) else None,
                       sessions_to_terminate=sessions if params.get("terminate_sessions", True) else 0,
@@ -1343,11 +1437,17 @@ def restore(params, check_mode=False, cli=None):
             raise BackupError("restore of %s into %s failed%s: %s%s" % (
                 src, db, " (in one transaction: the database is unchanged)" if single else "", exc,
                 "; the safety backup is %s" % safety if safety else ""))
-    finally:
+    except BackupError as exc:
+        left = leftover_in_container(cli, inside, "a copy of the backup %s" % src) if inside else None
+        raise BackupError("%s; %s" % (exc, left) if left else str(exc))
+    except BaseException:
         if inside:
-            problem = container_remove(cli, inside)
-            if problem:
-                result["warnings"].append(problem)
+            leftover_in_container(cli, inside, "a copy of the backup %s" % src)
+        raise
+    if inside:
+        left = leftover_in_container(cli, inside, "a copy of the backup %s" % src)
+        if left:
+            result["warnings"].append(left)
     try:
         after = row_counts(cli, timeout=timeout, mode=counting)
     except PgCliError as exc:

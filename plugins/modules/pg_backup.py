@@ -22,8 +22,11 @@ description:
     database, server and pg_dump versions, size, sha256, start and end time, label and the
     verification.
   - Backups and manifests are created 0600; a missing O(dest) is created 0700.
-  - Before dumping, the free space of O(dest) is compared with the database size
-    (C(pg_database_size) times O(space_factor)); the call fails early when it does not fit.
+  - Before dumping, the free space of O(dest) is compared with an estimate of the dump, from what it
+    holds (the user tables with their indexes and TOAST and the large objects, as they lie on disk, none
+    of them for O(schema_only); plus 1 MiB for the schema) times O(space_factor); the call fails early,
+    saying the estimate, when it does not fit. The system catalogs, which C(pg_database_size) counts
+    (about 7.5 MB in an empty database), are no part of a dump.
   - Every run takes a new backup, so the module always reports a change.
   - Restore is the separate module M(vpsops.deploy.pg_restore).
 author:
@@ -112,8 +115,10 @@ options:
   keep:
     description:
       - Keep the newest N backups of O(db) in O(dest) (and O(copy_to)); older ones may be deleted.
-      - A backup is kept when any of O(keep), O(keep_days), "newest verified backup" or "referenced by a
-        release" keeps it. Only backups with a valid manifest for O(db) are ever considered.
+      - A backup is kept when any of O(keep), O(keep_days) or "referenced by a release" keeps it. Whatever
+        they say, the newest verified full backup (not schema-only, made without O(tables) and
+        O(exclude_tables)), the newest verified backup of any kind, and the backup the run just made (and its
+        copy) are always kept. Only backups with a valid manifest for O(db) are ever considered.
       - Without O(keep) and O(keep_days) nothing is deleted.
     type: int
   keep_days:
@@ -126,8 +131,10 @@ options:
     type: path
   space_factor:
     description:
-      - Free space O(dest) must have before the dump, as a multiple of C(pg_database_size). A dump holds no
-        index data and is compressed, so 1.0 is an upper bound in practice. V(0) turns the check off.
+      - Free space O(dest) must have before the dump, as a multiple of the estimate of the dump (the user
+        tables with their indexes and TOAST and the large objects on disk, plus 1 MiB for the schema). A
+        dump holds no index data and is compressed, so 1.0 is an upper bound in practice. V(0) turns the
+        check off.
     type: float
     default: 1.0
   container_tmpdir:
@@ -245,7 +252,8 @@ database_size:
   returned: always
   type: int
 estimate:
-  description: Free bytes the space check asked for.
+  description:
+    - Free bytes the space check asked for, the estimate of the dump times O(space_factor) (see O(space_factor)).
   returned: always
   type: int
 started:

@@ -16,6 +16,10 @@ description:
   - Restores a backup made by M(vpsops.deploy.pg_backup) into O(db), in this order, stopping at the first
     failure.
   - Checks the backup's sha256 against its manifest (or O(sha256)); a damaged backup is never restored.
+  - Compares the backup's manifest with the target and refuses, naming why and changing nothing, a
+    backup of another database (its manifest's C(database) is not O(db)), one taken on another
+    PostgreSQL cluster (its C(system_identifier) is not the target's), and a partial one
+    (C(schema_only), or made with C(tables) or C(exclude_tables)), unless O(force_mismatch=true).
   - Takes a safety backup of the current database into O(safety_dest) with the same machinery as
     M(vpsops.deploy.pg_backup) (verified, atomic, label C(pre-restore)), unless O(safety_backup=false).
   - Terminates the other sessions on O(db) (O(terminate_sessions)).
@@ -49,6 +53,15 @@ options:
       - Expected sha256 of O(src) (see the C(sha256) that M(vpsops.deploy.pg_backup) returns). Needed when
         O(src) has no manifest; overrides the manifest's when given.
     type: str
+  force_mismatch:
+    description:
+      - Restore a backup whose manifest does not match the target all the same, that is one of another
+        database, one taken on another cluster (for example when moving to a new server) or a partial one
+        (schema-only, some tables). The reasons are returned in RV(mismatches) and as a warning.
+      - With V(false) such a backup is refused before anything is changed.
+      - A backup without a manifest (restored with O(sha256)) cannot be compared; it is restored with a warning.
+    type: bool
+    default: false
   safety_backup:
     description: Back up the current database before restoring.
     type: bool
@@ -147,6 +160,14 @@ safety_backup:
     - The safety backup (path, manifest, sha256, size); in check mode its C(dest); null when turned off.
   returned: always
   type: dict
+mismatches:
+  description:
+    - Why the backup does not match the target (another database, another cluster, schema-only, some tables);
+      empty when it matches. Non-empty only with O(force_mismatch=true), else the module fails.
+  returned: always
+  type: list
+  elements: str
+  sample: []
 terminated_sessions:
   description: Other sessions terminated on O(db).
   returned: always

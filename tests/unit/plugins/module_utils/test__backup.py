@@ -414,3 +414,52 @@ def test_restore_refuses_a_backup_without_checksum_or_with_a_wrong_one(tmp_path)
         backup.check_backup(path, expected="0" * 64)
     digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
     assert backup.check_backup(path, expected=digest)[1:] == (digest, "custom")
+
+
+# ------------------------------------------------------------------------------------------------
+# restore: the backup's manifest against the target; the free-space estimate
+# ------------------------------------------------------------------------------------------------
+FULL = dict(database="app", system_identifier="7716310244152336404", schema_only=False, tables=[], exclude_tables=[])
+
+
+@pytest.mark.parametrize("change, db, cluster, expected", [
+    (dict(), "app", "7716310244152336404", []),
+    (dict(), "app", None, []),
+    (dict(system_identifier=None), "app", "1", []),
+    (dict(), "ar_db", "7716310244152336404", ["it is a backup of database app, not of ar_db"]),
+    (dict(), "app", "42", ["it was taken on another PostgreSQL cluster (system identifier 7716310244152336404; "
+                           "the target's is 42)"]),
+    (dict(schema_only=True), "app", None, ["it is schema-only (no rows)"]),
+    (dict(tables=["items", "orders"]), "app", None, ["it holds only the tables items, orders"]),
+    (dict(exclude_tables=["audit"]), "app", None, ["it leaves out the tables audit"]),
+    (dict(schema_only=True), "other", "42", ["it is a backup of database app, not of other",
+                                             "it was taken on another PostgreSQL cluster (system identifier "
+                                             "7716310244152336404; the target's is 42)",
+                                             "it is schema-only (no rows)"]),
+])
+def test_backup_mismatches(change, db, cluster, expected):
+    assert backup.backup_mismatches(dict(FULL, **change), db, cluster) == expected
+
+
+def test_is_full():
+    assert backup.is_full(FULL)
+    assert not backup.is_full(dict(FULL, schema_only=True))
+    assert not backup.is_full(dict(FULL, tables=["x"]))
+
+
+INFO = dict(size=7667047, user_data=32768, large_objects=8192)
+
+
+@pytest.mark.parametrize("params, info, expected, words", [
+    # ten rows: what the tables hold, not the 7.6 MB of catalogs
+    (dict(db="shop"), INFO, 32768 + 8192 + backup.SCHEMA_ALLOWANCE,
+     "user tables with their indexes and large objects 40960 bytes + 1048576 for the schema, x space_factor 1.0"),
+    (dict(db="shop", space_factor=2.0), INFO, 2 * (40960 + backup.SCHEMA_ALLOWANCE), "x space_factor 2.0"),
+    (dict(db="shop", schema_only=True), INFO, backup.SCHEMA_ALLOWANCE, "schema only + 1048576 for the schema"),
+    (dict(db="shop", space_factor=0), INFO, 0, "estimated at 0 bytes"),
+    (dict(db="shop"), dict(size=5000000), 5000000 + backup.SCHEMA_ALLOWANCE, "pg_database_size 5000000 bytes"),
+])
+def test_dump_estimate_counts_what_the_dump_holds(params, info, expected, words):
+    estimate, what = backup.dump_estimate(params, info)
+    assert estimate == expected
+    assert "estimated at %d bytes" % expected in what and words in what and "database shop" in what
