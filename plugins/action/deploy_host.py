@@ -30,8 +30,9 @@ from ansible_collections.vpsops.deploy.plugins.action.audit import (
     playbook_pid,
     user_of,
 )
-from ansible_collections.vpsops.deploy.plugins.action.deploy_lock import controller_pid, dead_holder
+from ansible_collections.vpsops.deploy.plugins.action.deploy_lock import controller_pid, dead_holder, run_identity
 from ansible_collections.vpsops.deploy.plugins.action.project_files import read_text
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import run_owner_name
 
 display = Display()
 
@@ -75,23 +76,16 @@ def phase_end_line(name, result):
                                                                     checks)
 
 
-def run_owner(task_vars):
+def run_owner(task_vars, identity=None):
     """The lock's owner for this run, the same for every host and every step: the operator's
-    choice (lock_owner), else user@controller:AWX job id, else user@controller:run-<pid>-<start>."""
+    choice (lock_owner), else user@controller:AWX job id-nonce, else user@controller:run-<pid>-nonce
+    (_releases.run_owner_name; the nonce tells apart two containers with one host name)."""
     chosen = task_vars.get("lock_owner")
     if isinstance(chosen, str) and chosen.strip():
         return chosen.strip()
-    user = os.environ.get("USER") or "ansible"
     job = task_vars.get("awx_job_id") or task_vars.get("tower_job_id")
-    if job not in (None, ""):
-        return "%s@%s:%s" % (user, socket.gethostname(), job)
-    pid = controller_pid()
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            started = handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        started = "0"
-    return "%s@%s:run-%d-%s" % (user, socket.gethostname(), pid, started)
+    return run_owner_name(os.environ.get("USER") or "ansible", socket.gethostname(),
+                          identity or run_identity(), job)
 
 
 class ActionModule(ActionBase):
@@ -148,7 +142,8 @@ class ActionModule(ActionBase):
         stack = args.get("stack")
         if not isinstance(stack, dict):
             return dict(result, failed=True, msg="stack must be vpsops_stack (a mapping), got %s" % type(stack).__name__)
-        args.setdefault("owner", run_owner(task_vars))
+        identity = run_identity()
+        args.setdefault("owner", run_owner(task_vars, identity))
         args.setdefault("host_name", task_vars.get("inventory_hostname"))
         takeover_dead = boolean(args.pop("takeover_dead", False), strict=False)
         if args.get("step") == "begin":
@@ -158,6 +153,7 @@ class ActionModule(ActionBase):
                 return dict(result, failed=True, msg=str(exc))
             args.setdefault("controller", socket.gethostname())
             args.setdefault("pid", controller_pid())
+            args.setdefault("identity", identity)
         services = args.pop("services", None)
         phase_step = args.get("step") == "phase" and not self._play_context.check_mode
         host = task_vars.get("inventory_hostname")
@@ -174,7 +170,7 @@ class ActionModule(ActionBase):
             display.display("%s: %s" % (host, phase_start_line(stack, args.get("phase"), services)))
         outcome = self.execute(args, task_vars)
         if outcome.get("failed") and args.get("step") == "begin" and takeover_dead and not args.get("takeover"):
-            owner = dead_holder(outcome.get("lock"), args["controller"])
+            owner = dead_holder(outcome.get("lock"), identity)
             if owner:
                 args["takeover"] = owner
                 outcome = self.execute(args, task_vars)

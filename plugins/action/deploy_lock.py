@@ -2,8 +2,9 @@
 # Copyright (c) 2026, vpsops.deploy contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Controller side of vpsops.deploy.deploy_lock: records which controller process holds the lock
-and, when asked, takes over a lock whose holder was a run of this controller that no longer exists."""
+"""Controller side of vpsops.deploy.deploy_lock: records which controller run holds the lock (host
+name, process id, and the run's identity: machine id, boot id, PID namespace, start time, nonce) and,
+when asked, takes over a lock whose holder is provably a run of this controller that no longer exists."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -14,42 +15,23 @@ import socket
 
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import controller_identity, dead_holder_here
+
 
 def controller_pid():
     """The ansible-playbook process: tasks run in a worker forked from it."""
     return os.getppid()
 
 
-def process_gone(pid):
-    """True when no ansible process with this pid runs on this machine (a reused pid that now
-    belongs to another program counts as gone)."""
-    try:
-        pid = int(pid)
-    except (TypeError, ValueError):
-        return False
-    if pid <= 1:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            cmdline = handle.read().replace(b"\0", b" ")
-    except OSError:
-        return False
-    return b"ansible" not in cmdline
+def run_identity():
+    """This run's identity (_releases.controller_identity of the ansible-playbook process)."""
+    return controller_identity(controller_pid())
 
 
-def dead_holder(lock, controller):
-    """The owner of a lock held by a vanished run of this controller, else None."""
-    if not isinstance(lock, dict) or not lock.get("owner"):
-        return None
-    if lock.get("controller") != controller or lock.get("pid") in (None, controller_pid()):
-        return None
-    return lock["owner"] if process_gone(lock["pid"]) else None
+def dead_holder(lock, here=None):
+    """The owner of a lock held by a run of this machine, boot and PID namespace whose process is
+    gone, else None (the host name alone proves nothing: two containers may share it)."""
+    return dead_holder_here(lock, run_identity() if here is None else here)
 
 
 class ActionModule(ActionBase):
@@ -61,6 +43,8 @@ class ActionModule(ActionBase):
         controller = args.get("controller") or socket.gethostname()
         args.setdefault("controller", controller)
         args.setdefault("pid", controller_pid())
+        here = run_identity()
+        args.setdefault("identity", here)
         takeover_dead = self._task.args.get("takeover_dead", False)
         args["takeover_dead"] = takeover_dead
         result.update(self._execute_module(module_name="vpsops.deploy.deploy_lock", module_args=args,
@@ -70,7 +54,7 @@ class ActionModule(ActionBase):
             from ansible.module_utils.parsing.convert_bool import boolean
 
             if boolean(takeover_dead, strict=False):
-                owner = dead_holder(result.get("lock"), controller)
+                owner = dead_holder(result.get("lock"), here)
                 if owner:
                     args["takeover"] = owner
                     result = super(ActionModule, self).run(tmp, task_vars)

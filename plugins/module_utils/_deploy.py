@@ -299,7 +299,7 @@ def plan_phases(compose, manifest, stack, containers, images_of_refs=None, live=
 
 def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=None, takeover=None,
           project_dir=None, pull="missing", user=None, git_sha=None, preflight=None, check_mode=False,
-          environ=None):
+          environ=None, identity=None):
     """Lock, stage, check, record and plan one host's deploy. Returns the result; raises LockHeld
     when the lock belongs to another run, DeployError for anything else (and then releases the lock
     it took: nothing on the host changed)."""
@@ -326,7 +326,7 @@ def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=
             raise LockHeld("cannot lock: " + lock_message(lock, now), lock)
     else:
         store.ensure()
-        lock, _changed, took_over = store.acquire(owner, ttl, controller, pid, takeover=takeover)
+        lock, _changed, took_over = store.acquire(owner, ttl, controller, pid, takeover=takeover, identity=identity)
         result.update(lock=lock, took_over=took_over)
         if took_over:
             result["warnings"].append("took over the deploy lock (%s): %s" % (

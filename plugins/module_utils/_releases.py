@@ -66,6 +66,10 @@ class CorruptRelease(ReleaseError):
     """A manifest that cannot be trusted."""
 
 
+class CorruptLock(ReleaseError):
+    """A lock file that holds JSON, but not a lock: it cannot be judged free, held or stale."""
+
+
 class LockHeld(ReleaseError):
     """The deploy lock belongs to someone else."""
 
@@ -258,7 +262,7 @@ class Store:
         return entries[-limit:] if limit else entries
 
     def create(self, release_id, files, pins, services, phases, project_dir, env_file=None, user=None,
-               git_sha=None, backups=None, meta=None):
+               git_sha=None, backups=None, meta=None, lock_owner=None):
         """Write a complete release directory (pending) and return its manifest.
 
         files: absolute paths of the compose files, in order; pins: {service: ref};
@@ -310,6 +314,9 @@ class Store:
                 "status": "pending",
                 "status_history": [{"status": "pending", "time": now_iso()}],
                 "meta": meta or {},
+                # The deploy that made it: a pending release whose deploy lost the lock and was
+                # followed by another release is an orphan (see protected).
+                "lock_owner": lock_owner,
             }
             write_json_atomic(os.path.join(tmp, MANIFEST), manifest)
             os.rename(tmp, final)
@@ -435,17 +442,36 @@ class Store:
     # retention and retirement
 
     def protected(self, manifests=None):
-        """Ids retention never removes: live, the release before it, pending ones."""
+        """Ids retention never removes: live, the release before it, and the pending releases whose
+        deploy may still run: the newest release, and one whose deploy (its recorded lock owner)
+        still holds a live lock. A pending release that a later release followed while its deploy's
+        lock is gone (a deploy killed, then another deploy) is an orphan and is not kept forever."""
         if manifests is None:
             manifests, _bad = self.releases()
         live = self.live_id()
-        keep = set(m["id"] for m in manifests if m["status"] == "pending")
+        newest = max([m["seq"] for m in manifests] or [0])
+        try:
+            lock = self.read_lock() if self.exists() else None
+            holder = lock.get("owner") if lock and lock_is_live(lock, time.time()) else None
+            unknown = False
+        except ReleaseError:
+            holder, unknown = None, True  # a lock nobody can read: every pending release may be in use
+        keep = set(m["id"] for m in manifests if m["status"] == "pending" and (
+            unknown or m["seq"] == newest or (m.get("lock_owner") and m.get("lock_owner") == holder)))
         if live:
             keep.add(live)
             prev = self.previous_of(live, manifests)
             if prev:
                 keep.add(prev)
         return keep
+
+    def lock_holder(self, now=None):
+        """The owner of the stack's live lock, or None (free, stale or unreadable)."""
+        try:
+            lock = self.read_lock() if self.exists() else None
+        except ReleaseError:
+            return None
+        return lock.get("owner") if lock and lock_is_live(lock, time.time() if now is None else now) else None
 
     def retention_plan(self, keep):
         """The ids retention would remove, keeping the newest `keep` releases and the protected ones."""
@@ -480,9 +506,11 @@ class Store:
     # locks
 
     def read_lock(self):
+        """The lock, None when free. A torn file (not JSON) counts as a stale lock; JSON that is not
+        a lock (an array, a number, wrong types) raises CorruptLock: nobody can tell who holds it."""
         try:
             with open(self.lock_path, "rb") as handle:
-                return json.loads(handle.read().decode("utf-8"))
+                lock = json.loads(handle.read().decode("utf-8"))
         except (IOError, OSError) as exc:
             if exc.errno == errno.ENOENT:
                 return None
@@ -490,11 +518,20 @@ class Store:
         except ValueError:
             # A torn lock file cannot be trusted as held; report it as stale so it is taken over.
             return {"owner": "<unreadable lock file>", "heartbeat_epoch": 0, "ttl": 0}
+        problem = lock_problem(lock)
+        if problem:
+            raise CorruptLock("the deploy lock %s of stack %s is not a lock written by vpsops.deploy (%s); "
+                              "nothing was changed. When no deploy or rollback of %s runs, remove it "
+                              "(vpsops.deploy.deploy_lock with state=released and force=true, or rm %s)"
+                              % (self.lock_path, self.stack, problem, self.stack, self.lock_path))
+        return lock
 
-    def acquire(self, owner, ttl, controller=None, pid=None, now=None, takeover=None):
+    def acquire(self, owner, ttl, controller=None, pid=None, now=None, takeover=None, identity=None):
         """Take the lock. Returns (lock, changed, took_over: previous lock or None).
         Raises LockHeld when a live lock belongs to another owner, unless that owner is
-        `takeover` (a holder known to be dead, or one the operator chose to break)."""
+        `takeover` (a holder known to be dead, or one the operator chose to break).
+        identity: the controller process's controller_identity(), kept in the lock so that a later
+        run can prove this one dead (dead_holder_here)."""
         now = time.time() if now is None else now
         with self.guard():
             lock = self.read_lock()
@@ -519,6 +556,8 @@ class Store:
                 "heartbeat_epoch": now,
                 "ttl": ttl,
             }
+            if isinstance(identity, dict):
+                lock["identity"] = dict((k, identity.get(k)) for k in IDENTITY_KEYS)
             write_json_atomic(self.lock_path, lock)
             self.record("lock_taken_over" if took_over else "lock_acquired", owner=owner, controller=controller,
                         previous_owner=(took_over or {}).get("owner"))
@@ -541,9 +580,15 @@ class Store:
             return lock
 
     def release_lock(self, owner, force=False):
-        """Release the lock; (lock or None, changed). Releasing a free lock is not an error."""
+        """Release the lock; (lock or None, changed). Releasing a free lock is not an error; force
+        also removes a lock file that is not a lock (CorruptLock)."""
         with self.guard():
-            lock = self.read_lock()
+            try:
+                lock = self.read_lock()
+            except CorruptLock:
+                if not force:
+                    raise
+                lock = {"owner": "<not a lock>"}
             if lock is None:
                 return None, False
             if lock.get("owner") != owner and not force:
@@ -553,6 +598,19 @@ class Store:
             fsync_dir(self.state_dir)
             self.record("lock_released", owner=owner, forced=bool(force and lock.get("owner") != owner))
             return lock, True
+
+
+def lock_problem(lock):
+    """Why a parsed lock file is not a lock, or None."""
+    if not isinstance(lock, dict):
+        return "it holds a JSON %s, not an object" % type(lock).__name__
+    if not isinstance(lock.get("owner"), str) or not lock["owner"]:
+        return "its owner is missing or not a string"
+    for key in ("heartbeat_epoch", "ttl"):
+        value = lock.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "its %s is %r, not a number" % (key, value)
+    return None
 
 
 def lock_is_live(lock, now):
@@ -565,6 +623,131 @@ def lock_message(lock, now):
     return ("stack %s is locked by %s (controller %s, pid %s) since %s; last heartbeat %.0fs ago, ttl %ss"
             % (lock.get("stack"), lock.get("owner"), lock.get("controller") or "?", lock.get("pid") or "?",
                lock.get("started") or "?", age, lock.get("ttl")))
+
+
+# who holds a lock: the identity of a controller's run ---------------------------------------------
+
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+IDENTITY_KEYS = ("machine_id", "boot_id", "pid_ns", "pid", "start", "nonce")
+
+
+def _first_line(path):
+    try:
+        with open(path) as handle:
+            return handle.readline().strip()
+    except (IOError, OSError, UnicodeDecodeError):
+        return ""
+
+
+def boot_id(path=BOOT_ID_FILE):
+    """The kernel's id of this boot of this machine (random at each boot; containers share their
+    host's), or None."""
+    value = _first_line(path).lower()
+    return value if re.match(r"^[0-9a-f-]{32,36}$", value) else None
+
+
+def machine_id(paths=MACHINE_ID_FILES, boot_id_file=BOOT_ID_FILE):
+    """This machine's id: systemd's (/etc/machine-id) or D-Bus's; without either (a minimal
+    container image), "boot-" and the kernel's boot id; None when nothing can be read (then no
+    holder is ever proven dead here and a dead run's lock waits for its TTL)."""
+    for path in paths:
+        value = _first_line(path).lower()
+        if re.match(r"^[0-9a-f]{32}$", value):
+            return value
+    boot = boot_id(boot_id_file)
+    return "boot-" + boot if boot else None
+
+
+def process_start(pid, proc="/proc"):
+    """When process `pid` of this PID namespace started (clock ticks after boot, field 22 of
+    /proc/PID/stat): an int; None when no such process exists; False when it exists (or may) but
+    its start cannot be read."""
+    try:
+        pid = int(pid)
+        with open(os.path.join(proc, str(pid), "stat")) as handle:
+            text = handle.read()
+    except (TypeError, ValueError):
+        return False
+    except (IOError, OSError) as exc:
+        if exc.errno != errno.ENOENT:
+            return False
+        if proc != "/proc":
+            return None
+        # /proc mounted with hidepid hides other users' processes: ask the kernel.
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:
+            return False
+        return False
+    try:
+        return int(text.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return False
+
+
+def controller_identity(pid, proc="/proc", machine=None, boot=None):
+    """Who runs a deploy, as precisely as a later run needs to prove it dead: the machine id, the
+    kernel's boot id, the PID namespace (two containers with one host name, such as AWX execution
+    nodes, differ here), the process id of ansible-playbook and its start time. `nonce` names the
+    run: a digest of all of them, the same in every worker and every step of one ansible-playbook
+    run (workers are separate processes, so it cannot be a random value kept in memory) and
+    different for any other run, on any machine, container, boot or process."""
+    machine = machine_id() if machine is None else machine
+    boot = boot_id() if boot is None else boot
+    try:
+        pid_ns = os.readlink(os.path.join(proc, str(int(pid)), "ns", "pid"))
+    except (OSError, TypeError, ValueError):
+        pid_ns = None
+    start = process_start(pid, proc)
+    identity = {"machine_id": machine, "boot_id": boot, "pid_ns": pid_ns, "pid": int(pid),
+                "start": start if isinstance(start, int) and not isinstance(start, bool) else None}
+    seed = "|".join(str(identity[k]) for k in ("machine_id", "boot_id", "pid_ns", "pid", "start"))
+    if None in (machine, boot, pid_ns, identity["start"]):
+        # Without /proc (a macOS controller) the digest would repeat with the pid: add the host name.
+        seed += "|" + socket.gethostname()
+    identity["nonce"] = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:16]
+    return identity
+
+
+def run_owner_name(user, controller, identity, job=None):
+    """The lock owner of a run: user@controller:<AWX job id>-<nonce>, else
+    user@controller:run-<pid>-<nonce>. The nonce keeps two runs apart that have the same user, host
+    name and job id or pid (two containers, two AWX installations)."""
+    nonce = str((identity or {}).get("nonce") or "")[:8]
+    if job not in (None, ""):
+        name = "%s@%s:%s" % (user, controller, job)
+    else:
+        name = "%s@%s:run-%s" % (user, controller, (identity or {}).get("pid"))
+    return "%s-%s" % (name, nonce) if nonce else name
+
+
+def dead_holder_here(lock, here, proc="/proc"):
+    """The owner of `lock` when its holder is provably gone: a run of this machine, this boot and this
+    PID namespace (its recorded identity equals `here`, this run's controller_identity) whose
+    process no longer exists, or is another process now (it started at another time). None for
+    anything else: a lock without an identity (written by an older version, or by hand), a run of
+    another machine or of another container on this one (an equal host name proves nothing), this
+    very run, a holder still running, or one that cannot be checked."""
+    if not isinstance(lock, dict) or not lock.get("owner") or not isinstance(here, dict):
+        return None
+    theirs = lock.get("identity")
+    if not isinstance(theirs, dict):
+        return None
+    for key in ("machine_id", "boot_id", "pid_ns"):
+        if not here.get(key) or theirs.get(key) != here.get(key):
+            return None
+    pid, start = theirs.get("pid"), theirs.get("start")
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (pid, start)) or pid <= 1:
+        return None
+    if pid == here.get("pid") and start == here.get("start"):
+        return None
+    now = process_start(pid, proc)
+    if now is None or (now is not False and now != start):
+        return lock["owner"]
+    return None
 
 
 def refuse_foreign_lock(store, owner, now=None):
@@ -673,17 +856,25 @@ def resolve_images(docker, compose, stack, pull="missing"):
     refs = dict((name, service_image(stack, name, svc)) for name, svc in services.items())
     found = docker.images(refs.values())
     missing = sorted(set(ref for ref in refs.values() if ref not in found))
-    if missing and pull == "missing":
+    pull_errors = {}
+    if missing and pull in ("missing", "always"):
         for ref in missing:
             try:
                 docker.pull(ref)
-            except Exception:  # reported below with the services that need it
-                pass
+            except Exception as exc:  # pylint: disable=broad-except - every failure is reported below
+                pull_errors[ref] = str(exc).strip() or type(exc).__name__
         found.update(docker.images(missing))
-    absent = sorted("%s (%s)" % (name, ref) for name, ref in refs.items() if ref not in found)
+    absent = sorted((name, ref) for name, ref in refs.items() if ref not in found)
     if absent:
+        if pull_errors:
+            raise ReleaseError("no image on this host for service(s) %s, and pulling failed: %s. Nothing was "
+                               "changed; make the image reachable (registry, network, credentials: docker login) "
+                               "or build or load it on the host"
+                               % (", ".join("%s (%s)" % a for a in absent),
+                                  "; ".join("%s: %s" % (ref, pull_errors[ref][-1000:]) for ref in sorted(pull_errors))))
         raise ReleaseError("no image on this host for service(s) %s: build or pull them first%s"
-                           % (", ".join(absent), "" if pull == "missing" else " (pull=never)"))
+                           % (", ".join("%s (%s)" % a for a in absent),
+                              " (pull=never)" if pull == "never" else ""))
     result = {}
     for name, ref in sorted(refs.items()):
         info = found[ref]
@@ -751,7 +942,7 @@ def snapshot(store, docker, compose, release_id, files, project_dir, env_file=No
         for name, svc in services.items():
             docker.tag(svc["image_id"], svc["pin_tag"])
         manifest = store.create(release_id, files, pins, services, phase_entries, project_dir, env_file=env_file,
-                                user=user, git_sha=git_sha)
+                                user=user, git_sha=git_sha, lock_owner=store.lock_holder())
         store.record("release_created", release=release_id, user=user, git_sha=git_sha,
                      services=dict((n, s["image_id"]) for n, s in services.items()))
     return manifest, True

@@ -15,7 +15,7 @@ __metaclass__ = type
 import os
 import time
 
-from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose
+from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     CorruptRelease,
@@ -125,9 +125,63 @@ def checks_for(target, scope, env_file=None):
     return unseal_checks(checks, read_env_file(env_file))
 
 
+def images_gone(docker, target, scope, pull_digests=False):
+    """The services of the scope whose image cannot be put back (nothing is changed to find out):
+    [(service, original image reference, pin reference, image ID)] of the images neither on the
+    host (by their pin tag or their ID) nor to be pulled by digest."""
+    gone = []
+    for entry in missing_images(docker, target, scope):
+        name, ref, image_id = entry[:3]
+        if len(entry) == 4 or ("@sha256:" in ref and pull_digests):
+            continue  # restore_images puts the pin tag back, or pulls the digest
+        gone.append((name, target["services"][name].get("image") or ref, ref, image_id))
+    return gone
+
+
+def usable_releases(store, docker, exclude=()):
+    """Ids of the releases (newest first) that went live once and whose every image is on the host."""
+    usable = []
+    for manifest in store.releases()[0]:
+        if manifest["id"] in exclude or not store.ever_live(manifest):
+            continue
+        if not images_gone(docker, manifest, sorted(manifest["services"])):
+            usable.append(manifest["id"])
+    return usable
+
+
+def refuse_missing_images(store, docker, target, scope, pull_digests=False, live=None):
+    """The rollback's pre-check, before anything changes (and in check mode): every image the
+    rollback will run is on the host. After `docker system prune -a` (or `docker image rm`) the
+    images that no container uses are gone, those of the release to roll back to among them; `up`
+    would then fail half way, with a later phase's services already replaced. Raises ReleaseError
+    naming the missing images and what to do. `live`: the live release of a partial rollback, whose
+    other services the new release pins too."""
+    gone = [(entry, target["id"]) for entry in images_gone(docker, target, scope, pull_digests)]
+    if live is not None:
+        gone += [(entry, live["id"]) for entry in images_gone(docker, live, sorted(set(live["services"]) - set(scope)))]
+    if not gone:
+        return
+    try:
+        usable = usable_releases(store, docker, exclude=(target["id"],))
+    except (ReleaseError, DockerError):
+        usable = []
+    raise ReleaseError(
+        "rollback to %s refused before any change: %s. Nothing was stopped or recreated. The images were removed "
+        "from the host (docker system prune -a, docker image rm). Get them back first: `docker pull` (if the "
+        "tags still name these image IDs) or `docker load` from a saved copy, then `docker tag` each image ID "
+        "with its pin tag (%s), and run the rollback again%s"
+        % (target["id"],
+           "; ".join("service %s: image %s (id %s, release %s) is not on this host" % (name, original, image_id, rid)
+                     for (name, original, _ref, image_id), rid in gone),
+           ", ".join("docker pull %s" % ref if "@sha256:" in ref else "docker tag %s %s" % (image_id, ref)
+                     for (_n, _o, ref, image_id), _rid in gone),
+           "; or roll back to a release whose images are all here: %s" % ", ".join(usable[:5]) if usable
+           else "; no other release has all its images here"))
+
+
 def restore_images(docker, target, scope, pull_digests):
-    """Make sure every pinned image of the scope is on the host (re-tag when only the tag is gone,
-    pull a digest when allowed); raise naming the service, image and how to get it back."""
+    """Make sure every pinned image of the scope is on the host: re-tag when only the tag is gone,
+    pull a digest when allowed. refuse_missing_images has checked that nothing else is missing."""
     problems = []
     for entry in missing_images(docker, target, scope):
         name, ref, image_id = entry[:3]
@@ -142,12 +196,7 @@ def restore_images(docker, target, scope, pull_digests):
                 problems.append("service %s: image %s (id %s) is not on this host and pulling it failed: %s"
                                 % (name, ref, image_id, exc))
                 continue
-        original = target["services"][name].get("image")
-        problems.append("service %s: image %s (id %s) is not on this host any more; get it back with "
-                        "`docker pull %s` (if that tag still holds this image) or `docker load` from a saved "
-                        "copy, then `docker tag %s %s`%s"
-                        % (name, ref, image_id, original, image_id, ref,
-                           "" if "@sha256:" not in ref else ", or allow pulling by digest (pull: true)"))
+        problems.append("service %s: image %s (id %s) is not on this host any more" % (name, ref, image_id))
     if problems:
         raise ReleaseError("rollback to %s refused before any change: %s" % (target["id"], "; ".join(problems)))
 
@@ -226,6 +275,10 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
         "diff": {"before": dict((n, p["before"]) for n, p in plan.items()),
                  "after": dict((n, p["after"]) for n, p in plan.items())},
     }
+    live = store.load(live_id) if partial else None
+    if changed:
+        # Before anything changes, in check mode too: every image to run is on the host.
+        refuse_missing_images(store, docker, target, scope, pull_digests, live)
     if check_mode:
         return result
     if not changed:
@@ -237,7 +290,6 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
     timings = result["seconds"] = {}
     store.ensure()
     restore_images(docker, target, scope, pull_digests)
-    live = store.load(live_id) if partial else None
     store.record("rollback_started", release=target_id, live=live_id, services=scope, user=user)
     new = None
     try:

@@ -66,6 +66,11 @@ options:
   pid:
     description: The controller's process id, kept in the lock (set by the action).
     type: int
+  identity:
+    description:
+      - The identity of the controller's run kept in the lock (machine id, boot id, PID namespace, pid, start
+        time, nonce), by which a later run proves this one dead (C(begin)); set by the action.
+    type: dict
   takeover:
     description: The owner of a lock to take over (C(begin)); set by the action for a dead holder.
     type: str
@@ -251,6 +256,7 @@ def main():
             controller=dict(type="str"),
             pid=dict(type="int"),
             takeover=dict(type="str"),
+            identity=dict(type="dict"),
             contents=dict(type="dict", default={}),
             release=dict(type="str"),
             live=dict(type="str"),
@@ -299,7 +305,8 @@ def main():
             if p["preflight"] is not None:
                 preflight = dict(p["preflight"], host=p["host_name"] or "this host")
             done = begin(store, docker, stack, p["contents"], p["owner"], ttl=p["ttl"], controller=p["controller"],
-                         pid=p["pid"], takeover=p["takeover"], project_dir=project_dir, pull=p["pull"],
+                         pid=p["pid"], takeover=p["takeover"], identity=p["identity"],
+                         project_dir=project_dir, pull=p["pull"],
                          user=p["user"], git_sha=p["git_sha"],
                          preflight=preflight,
                          check_mode=module.check_mode)

@@ -61,6 +61,13 @@ options:
       - The controller process id, recorded in the lock. The action plugin fills in the process id
         of the running ansible-playbook when it is not given.
     type: int
+  identity:
+    description:
+      - The identity of the controller's run, recorded in the lock (C(machine_id), C(boot_id), C(pid_ns),
+        C(pid), C(start), C(nonce)), which O(takeover_dead) of a later run compares to prove this run
+        dead. The action plugin fills it in; a lock taken without it is never taken over as dead,
+        only after its TTL.
+    type: dict
   takeover:
     description:
       - With O(state=acquired), the owner of a lock that may be taken over even though its heartbeat
@@ -71,12 +78,17 @@ options:
     description:
       - With O(state=acquired), when the lock is held by a run of this same controller whose
         ansible-playbook process no longer exists (killed, crashed), take it over at once instead of
-        waiting for its TTL. Decided on the controller by the action plugin, which compares the
-        holder's O(controller) and O(pid) with the processes running there.
+        waiting for its TTL. Decided on the controller by the action plugin; the holder's recorded
+        O(identity) must name this machine (machine id), this boot and this PID namespace, and its
+        process must be gone or be another process now (another start time). A host name proves
+        nothing (two containers, such as AWX execution nodes, can share one), so a lock of another
+        container or machine, or one recorded without an identity, waits for its TTL.
     type: bool
     default: false
   force:
-    description: With O(state=released), release a lock that belongs to another owner.
+    description:
+      - With O(state=released), release a lock that belongs to another owner, or a lock file that is not
+        a lock (JSON that is not the lock object, which every other call refuses).
     type: bool
     default: false
 """
@@ -131,6 +143,7 @@ def main():
         force=dict(type="bool", default=False),
         takeover=dict(type="str"),
         takeover_dead=dict(type="bool", default=False),
+        identity=dict(type="dict"),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     params = module.params
@@ -154,7 +167,7 @@ def main():
             module.exit_json(changed=changed, lock=lock, took_over=None)
         if params["state"] == "acquired":
             lock, changed, took_over = store.acquire(params["owner"], params["ttl"], controller, params["pid"],
-                                                     takeover=params["takeover"])
+                                                     takeover=params["takeover"], identity=params["identity"])
             if took_over:
                 module.warn("took over the deploy lock (%s): %s"
                             % ("its holder is gone" if took_over.get("owner") == params["takeover"] else "stale",

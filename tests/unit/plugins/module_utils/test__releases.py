@@ -335,3 +335,128 @@ def test_checks_keep_no_secret_only_a_reference_to_the_env_file(tmp_path):
     # The rollback's gate reads them back from the release's env file copy.
     target = {"phases": [{"services": ["ar"], "checks": sealed}]}
     assert rb.checks_for(target, ["ar"], str(env_file)) == [checks[0], checks[1], checks[3]]
+
+
+# a lock file that is not a lock, the run's identity in the lock ----------------------------------
+
+@pytest.mark.parametrize("text,problem", [
+    ("[]", "a JSON list, not an object"),
+    ("42", "a JSON int, not an object"),
+    ('"locked"', "a JSON str, not an object"),
+    ("null", "a JSON NoneType, not an object"),
+    ('{"owner": 7, "heartbeat_epoch": 1, "ttl": 60}', "owner is missing or not a string"),
+    ('{"owner": "x", "heartbeat_epoch": "soon", "ttl": 60}', "heartbeat_epoch is 'soon', not a number"),
+    ('{"owner": "x", "heartbeat_epoch": 1}', "ttl is None, not a number"),
+])
+def test_a_lock_file_that_is_not_a_lock_is_refused_clearly_and_left_as_it_was(tmp_path, text, problem):
+    store = make_store(tmp_path)
+    store.ensure()
+    with open(store.lock_path, "w") as handle:
+        handle.write(text)
+    for call in (lambda: store.acquire("me", 60), lambda: rel.refuse_foreign_lock(store, "me"),
+                 lambda: store.heartbeat("me"), lambda: store.release_lock("me")):
+        with pytest.raises(rel.CorruptLock) as caught:
+            call()
+        message = str(caught.value)
+        assert problem in message and store.lock_path in message and "state=released and force=true" in message
+    with open(store.lock_path) as handle:
+        assert handle.read() == text  # nothing was changed, nothing taken
+    assert rel.Store.protected(store) == set()  # retention reads it too, without a traceback
+    lock, changed = store.release_lock("me", force=True)
+    assert changed and not os.path.exists(store.lock_path)
+    assert store.acquire("me", 60)[1] is True
+
+
+def test_the_lock_keeps_the_run_identity_it_was_given(tmp_path):
+    store = make_store(tmp_path)
+    identity = rel.controller_identity(os.getpid())
+    lock, _changed, _took = store.acquire("me", 60, "ctl", os.getpid(), identity=dict(identity, extra="dropped"))
+    assert store.read_lock()["identity"] == identity == lock["identity"]
+    assert rel.dead_holder_here(store.read_lock(), dict(identity, pid=1, start=0)) is None  # it runs: this process
+
+
+# retention and an orphaned pending release -----------------------------------------------------
+
+def test_an_orphaned_pending_release_is_not_kept_once_its_lock_is_gone_and_a_later_release_was_made(tmp_path):
+    store = make_store(tmp_path)
+    add_release(store, tmp_path, "r1", "live")
+    add_release(store, tmp_path, "r2", "live")
+    # Deploy A takes the lock, records r3 (pending), and is killed.
+    store.acquire("A", ttl=60, now=1000)
+    orphan = store.create("r3", [str(tmp_path / "compose-r1.yml")], {}, {}, [], str(tmp_path),
+                          lock_owner=store.lock_holder(now=1000))
+    assert orphan["lock_owner"] == "A"
+    assert "r3" in store.protected()  # the newest release: its deploy may still run
+    # Deploy B, later (A's lock long stale), takes over the lock and makes r4, r5 live.
+    store.acquire("B", ttl=60, now=time.time())
+    add_release(store, tmp_path, "r4", "live")
+    assert "r3" not in store.protected()  # a later release, and A holds no lock: an orphan
+    add_release(store, tmp_path, "r5", "live")
+    store.release_lock("B")
+    assert store.retention_plan(2) == ["r3", "r2", "r1"]
+    store.retire("r3")
+    assert store.ids() == ["r1", "r2", "r4", "r5"]
+
+
+def test_a_pending_release_whose_deploy_still_holds_the_lock_is_kept(tmp_path):
+    store = make_store(tmp_path)
+    add_release(store, tmp_path, "r1", "live")
+    store.acquire("A", ttl=600)
+    store.create("r2", [str(tmp_path / "compose-r1.yml")], {}, {}, [], str(tmp_path), lock_owner=store.lock_holder())
+    add_release(store, tmp_path, "r3", "live")  # made under A's lock (a partial rollback, say)
+    assert "r2" in store.protected() and "r2" not in store.retention_plan(0)
+    store.release_lock("A")
+    assert "r2" not in store.protected() and "r2" in store.retention_plan(0)
+    with open(store.lock_path, "w") as handle:
+        handle.write("[]")  # a lock nobody can read: every pending release may be in use
+    assert "r2" in store.protected()
+
+
+# image pulls ----------------------------------------------------------------------------------------
+
+# What `docker pull --quiet 127.0.0.1:9/shop/web:v2` answered on the lab (Docker 20.10, no registry there).
+PULL_REFUSED = ('docker pull 127.0.0.1:9/shop/web:v2 failed (rc=1): Error response from daemon: Get '
+                '"http://127.0.0.1:9/v2/": dial tcp 127.0.0.1:9: connect: connection refused')
+
+
+class FakePulls:
+    """Docker for resolve_images: images on the host, pulls that fail as the lab's do."""
+
+    def __init__(self, present):
+        self.present = present
+        self.pulled = []
+
+    def images(self, refs):
+        return dict((r, {"id": "sha256:" + r, "repo_digests": [], "repo_tags": [r]}) for r in refs if r in self.present)
+
+    def pull(self, ref):
+        from ansible_collections.vpsops.deploy.plugins.module_utils._compose import DockerError
+        self.pulled.append(ref)
+        raise DockerError(PULL_REFUSED)
+
+
+class FakeModel:
+    def __init__(self, services):
+        self.services = services
+
+    def config(self):
+        return {"services": self.services}
+
+
+@pytest.mark.parametrize("pull", ["missing", "always"])
+def test_a_failed_pull_is_reported_with_dockers_error_not_swallowed(pull):
+    docker = FakePulls({"api:v1"})
+    model = FakeModel({"web": {"image": "127.0.0.1:9/shop/web:v2"}, "api": {"image": "api:v1"}})
+    with pytest.raises(rel.ReleaseError) as caught:
+        rel.resolve_images(docker, model, "shop", pull=pull)
+    message = str(caught.value)
+    assert docker.pulled == ["127.0.0.1:9/shop/web:v2"]
+    assert "web (127.0.0.1:9/shop/web:v2)" in message and "pulling failed" in message
+    assert "connect: connection refused" in message and "Nothing was changed" in message
+
+
+def test_with_pull_never_a_missing_image_is_named_and_nothing_is_pulled():
+    docker = FakePulls(set())
+    with pytest.raises(rel.ReleaseError, match=r"web \(web:v2\): build or pull them first \(pull=never\)"):
+        rel.resolve_images(docker, FakeModel({"web": {"image": "web:v2"}}), "shop", pull="never")
+    assert docker.pulled == []
