@@ -8,7 +8,7 @@ Run through ``bin/lab``. Standard library only: it runs before the virtualenv ex
     bin/lab down                  stop the demo stacks, SSH hosts and namespaces (and dockerd if the lab started it)
     bin/lab status                what runs
     bin/lab build-release TAG     build the demo service images under TAG (--behaviour, --label, --services)
-    bin/lab host add|del|list     extra SSH hosts, each in a network namespace of its own
+    bin/lab host add|del|list|exec  lab hosts: each its own namespaces, sshd, Docker daemon and state
     bin/lab demo                  up + the collection's deploy playbook against the lab host
     bin/lab test                  up + every test gate (the README's test command)
 """
@@ -594,14 +594,16 @@ def write_known_hosts(entries):
     write_atomic(os.path.join(ssh_dir(), "known_hosts"), "\n".join(lines) + "\n", 0o600)
 
 
-def start_sshd(name, listen, port, netns=None):
+def start_sshd(name, listen, port, enter=None):
+    """sshd for the SSH host `name`; `enter` is the argv prefix that runs it inside a lab host's
+    namespaces (nsenter ...), None for the main host on this machine."""
     _client, host_key = ensure_keys()
     portfile = os.path.join(ssh_dir(), "sshd_%s.port" % name)
     pidfile = os.path.join(ssh_dir(), "sshd_%s.pid" % name)
     running_on = open(portfile).read().strip() if os.path.exists(portfile) else None
     if pid_alive(pidfile) and running_on == "%s:%d" % (listen, port):
         return
-    if netns is None and port_open(port, listen):
+    if enter is None and port_open(port, listen):
         raise LabError("port %s:%d is already in use by another program; set VPSOPS_LAB_SSH_PORT "
                        "to a free port" % (listen, port))
     stop_sshd(name)  # running on another address: move it
@@ -610,8 +612,8 @@ def start_sshd(name, listen, port, netns=None):
         raise LabError("the lab's SSH host runs sshd as root (root login by key): run bin/lab as root")
     os.makedirs("/run/sshd", exist_ok=True)
     argv = ["/usr/sbin/sshd", "-f", conf, "-E", os.path.join(ssh_dir(), "sshd_%s.log" % name)]
-    if netns:
-        argv = ["ip", "netns", "exec", netns] + argv
+    if enter:
+        argv = list(enter) + argv
     run(["/usr/sbin/sshd", "-t", "-f", conf], capture=True)
     run(argv, capture=True)
     write_atomic(portfile, "%s:%d\n" % (listen, port))
@@ -655,17 +657,22 @@ def known_host_entries_for(hosts):
 
 
 def write_hosts_inventory(hosts):
-    """An inventory of the namespace hosts, for multi-host tests (`-i .lab/hosts.yml`)."""
+    """An inventory of the namespace hosts, for multi-host tests and benchmarks: group
+    `vpsops_lab_hosts` (`-i .lab/hosts.yml`, with `-i inventories/lab` for the lab's stack)."""
     d = ssh_dir()
-    lines = ["---", "# Written by bin/lab host add; one SSH host per network namespace.",
-             "# Use with the lab inventory: -i inventories/lab -i .lab/hosts.yml",
-             "all:", "  hosts:" + ("" if hosts else " {}")]
+    lines = ["---", "# Written by bin/lab host add: one host per namespace, each with its own sshd and Docker.",
+             "# Use with the lab inventory: -i inventories/lab -i .lab/hosts.yml -e vpsops_target=vpsops_lab_hosts",
+             "all:", "  children:", "    vpsops_lab_hosts:",
+             "      vars:", "        vpsops_lab_stack_dir: %s" % os.path.join(ROOT, "lab", "stack"),
+             "      hosts:" + ("" if hosts else " {}")]
     for host in hosts:
-        lines += ["    %s:" % host["name"], "      ansible_host: %s" % host["address"],
-                  "      ansible_port: 22",
-                  "      ansible_ssh_private_key_file: %s" % os.path.join(d, "id_ed25519"),
-                  "      ansible_ssh_common_args: >-",
-                  "        -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+        lines += ["        %s:" % host["name"], "          ansible_host: %s" % host["address"],
+                  "          ansible_port: 22",
+                  "          ansible_user: root",
+                  "          ansible_python_interpreter: /usr/bin/python3",
+                  "          ansible_ssh_private_key_file: %s" % os.path.join(d, "id_ed25519"),
+                  "          ansible_ssh_common_args: >-",
+                  "            -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
                   % os.path.join(d, "known_hosts")]
     write_atomic(os.path.join(STATE, "hosts.yml"), "\n".join(lines) + "\n", 0o600)
 
@@ -674,46 +681,433 @@ def valid_host_name(name):
     return 0 < len(name) <= 10 and name.replace("-", "").isalnum() and name[0].isalpha()
 
 
-def host_add(name):
-    if not valid_host_name(name):
-        raise LabError("host name %r: expected 1-10 letters, digits or '-', starting with a letter" % name)
-    if not is_root():
-        raise LabError("network namespaces need root: run bin/lab as root")
-    hosts = netns_hosts()
-    existing = {h["name"]: h for h in hosts}
-    if name in existing:
-        host = existing[name]
-    else:
-        used = {h["index"] for h in hosts}
-        index = next(i for i in range(1, 250) if i not in used)
-        host = {"name": name, "index": index, "netns": NETNS_PREFIX + name,
-                "address": "%s.%d.2" % (NETNS_SUBNET, index)}
+# A lab host is a host: its own network namespace and address, its own sshd, its own Docker
+# daemon (data root, socket, bridge and iptables rules, containerd) and its own /var/lib/vpsops,
+# /var/backups, /etc/docker and /run, in a mount namespace of its own; its hostname is its name.
+# The rest of the filesystem (/usr, /etc, this checkout) is this machine's.
+#
+#   LAB_VAR/hosts/NAME/{docker,vpsops,backups,etc-docker}   its disk (docker: a hard-linked copy of
+#                                                           the image store, then its own)
+#   LAB_RUN/hosts/NAME                                      its /run (docker.sock, docker.pid)
+#   LAB_RUN/ns/NAME.{mnt,uts}                               its mount and UTS namespaces
+#   /run/netns/vpsops-NAME                                  its network namespace (ip netns)
+#
+# The lab's images reach a host's daemon without a registry through the image store: a data root
+# that a short-lived daemon of its own fills with `docker save | docker load` from the lab's daemon
+# (once, and again only for images that changed); each new host starts from a hard-linked copy of
+# it (`cp -al`, about 0.4 s, no extra disk: overlay2 never writes the files of an image layer).
+LAB_VAR = os.environ.get("VPSOPS_LAB_VAR", "/var/lib/vpsops-lab")
+LAB_RUN = os.environ.get("VPSOPS_LAB_RUN", "/run/vpsops-lab")
+IMAGE_STORE = os.path.join(LAB_VAR, "image-store")
+HOST_OWN_DIRS = (
+    # (directory in the host, its source under the host's LAB_VAR directory)
+    ("/var/lib/docker", "docker"),
+    ("/var/lib/vpsops", "vpsops"),
+    ("/var/backups", "backups"),
+    ("/etc/docker", "etc-docker"),
+)
+
+
+def host_dir(name):
+    return os.path.join(LAB_VAR, "hosts", name)
+
+
+def host_run_dir(name):
+    return os.path.join(LAB_RUN, "hosts", name)
+
+
+def host_socket(name):
+    """The host's Docker socket as this machine sees it (/var/run/docker.sock inside the host)."""
+    return os.path.join(host_run_dir(name), "docker.sock")
+
+
+def ns_file(name, kind):
+    return os.path.join(LAB_RUN, "ns", "%s.%s" % (name, kind))
+
+
+def host_enter(name, wd=None):
+    """argv prefix that runs a command inside lab host `name` (as its sshd sessions run)."""
+    argv = ["nsenter", "--mount=" + ns_file(name, "mnt"), "--uts=" + ns_file(name, "uts"),
+            "--net=/run/netns/" + NETNS_PREFIX + name]
+    if wd:
+        argv.append("--wd=" + wd)
+    return argv
+
+
+def host_image_refs():
+    """The images every lab host has: the infrastructure images and the standard releases, plus
+    VPSOPS_LAB_HOST_IMAGES (comma-separated references of the lab's daemon)."""
+    refs = [BASE_IMAGE] if IMAGES == "local" else []
+    refs += [POSTGRES_IMAGE[IMAGES], NATS_IMAGE[IMAGES]]
+    refs += ["vpsops-demo/%s:%s" % (service, tag) for tag, _b, _l in STANDARD_RELEASES for service in DEMO_SERVICES]
+    refs += [r for r in os.environ.get("VPSOPS_LAB_HOST_IMAGES", "").split(",") if r.strip()]
+    return sorted(set(r.strip() for r in refs))
+
+
+def image_ids(refs, docker=("docker",)):
+    """{ref: image id} of the refs a daemon has (one `docker image ls`)."""
+    out = run(list(docker) + ["image", "ls", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"],
+              capture=True).stdout
+    listed = dict(line.split() for line in out.splitlines() if line.strip())
+    return dict((ref, listed[ref]) for ref in refs if ref in listed)
+
+
+class FileLock:
+    """An exclusive flock: one `bin/lab host` at a time fills the image store and copies it."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.handle = open(self.path, "a")
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def docker_ping(socket_path, timeout=1.0):
+    """True when the Docker daemon on this socket answers /_ping (no docker CLI start: ~1 ms)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(timeout)
+            sock.connect(socket_path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return sock.recv(4096).split(b"\r\n", 1)[0].split()[1:2] == [b"200"]
+    except (OSError, IndexError):
+        return False
+
+
+def wait_for_docker(socket_path, proc_pid, logfile, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if docker_ping(socket_path):
+            return
+        if proc_pid and not process_running(proc_pid):
+            break
+        time.sleep(0.05)
+    tail = ""
+    try:
+        with open(logfile) as fh:
+            tail = "".join(fh.readlines()[-15:])
+    except OSError:
+        pass
+    raise LabError("a lab host's dockerd did not answer on %s within %d s; last lines of %s:\n%s"
+                   % (socket_path, timeout, logfile, tail))
+
+
+# Mounts of this machine that a host must not hold: its own /run and Docker data root replace them
+# (and a copy of another host's namespace file would keep that host's namespaces alive).
+DETACH_SCRIPT = r"""
+findmnt -rn -o TARGET | grep -E '^/run/.|^/var/lib/docker(/|$)' | sort -r | while read -r target; do
+    umount -l "$target" 2>/dev/null || true
+done
+"""
+
+
+def ensure_image_store(refs):
+    """Fill the image store with `refs` from the lab's daemon (only those it lacks or that changed).
+    Call with the store's lock held."""
+    wanted = image_ids(refs)
+    missing = sorted(set(refs) - set(wanted))
+    if missing:
+        raise LabError("the lab's Docker daemon lacks %s: run bin/lab up (or bin/lab build-release)"
+                       % ", ".join(missing))
+    manifest_path = os.path.join(IMAGE_STORE, "manifest.json")
+    try:
+        with open(manifest_path) as fh:
+            have_ids = json.load(fh)
+    except (OSError, ValueError):
+        have_ids = {}
+    stale = sorted(ref for ref in refs if have_ids.get(ref) != wanted[ref])
+    if not stale:
+        return
+    started = time.monotonic()
+    data_root = os.path.join(IMAGE_STORE, "docker")
+    run_dir = os.path.join(IMAGE_STORE, "run")
+    os.makedirs(data_root, exist_ok=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.makedirs(run_dir)
+    logfile = os.path.join(IMAGE_STORE, "dockerd.log")
+    sock = os.path.join(run_dir, "docker.sock")
+    # A daemon of its own, in namespaces of its own (no network at all, its own /run: neither this
+    # machine's containerd nor the lab's daemon is touched), only to load images into the store.
+    script = DETACH_SCRIPT + "mount --bind %s /run\nexec dockerd --data-root %s --bridge=none --iptables=false " \
+        "--ip-masq=false --ip-forward=false --cgroup-parent=/vpsops-lab-store\n" % (run_dir, data_root)
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(["unshare", "--mount", "--net", "--uts", "--propagation", "private",
+                                 "sh", "-ec", script], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_docker(sock, proc.pid, logfile)
+        store = ["docker", "-H", "unix://" + sock]
+        log("loading %d image(s) into the lab hosts' image store (%s)" % (len(stale), IMAGE_STORE))
+        save = subprocess.Popen(["docker", "save"] + stale, stdout=subprocess.PIPE)
+        load = subprocess.run(store + ["load", "-q"], stdin=save.stdout, capture_output=True, text=True)
+        save.stdout.close()
+        if save.wait() != 0 or load.returncode != 0:
+            raise LabError("loading images into the image store failed: %s" % (load.stderr or "")[-2000:])
+        # Tags that moved leave their old images behind: drop those.
+        run(store + ["image", "prune", "-f"], capture=True, check=False)
+        got = image_ids(refs, store)
+        if got != wanted:
+            raise LabError("the image store holds other images than the lab's daemon after loading them")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    write_atomic(manifest_path, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+    log("image store ready in %.1f s" % (time.monotonic() - started))
+
+
+def copy_image_store(dest):
+    """dest: a new data root from the store. The layers (overlay2/) are hard-linked: overlay2 never
+    writes the files of an image layer, a container writes to a layer of its own. Everything else
+    is copied: the daemon's databases (bolt, written in place and locked) must be its own."""
+    partial = dest + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    source = os.path.join(IMAGE_STORE, "docker")
+    for entry in sorted(os.listdir(source)):
+        argv = ["cp", "-a", os.path.join(source, entry), os.path.join(partial, entry)]
+        if entry == "overlay2":
+            linked = run(argv[:1] + ["-al"] + argv[2:], check=False, capture=True)
+            if linked.returncode == 0:
+                continue
+            shutil.rmtree(os.path.join(partial, entry), ignore_errors=True)  # another filesystem
+        run(argv, capture=True)
+    os.replace(partial, dest)
+
+
+def free_host_index(hosts):
+    """An index no lab host of any checkout on this machine uses (its veth is vl<index>)."""
+    used = {h["index"] for h in hosts}
+    links = run(["ip", "-o", "link", "show"], capture=True).stdout
+    used |= {int(m) for m in re.findall(r"^\d+: vl(\d+)[@:]", links, re.M)}
+    for index in range(1, 250):
+        if index not in used:
+            return index
+    raise LabError("no free lab host index (249 hosts at most): remove hosts with bin/lab host del")
+
+
+def host_netns(host):
     ns, idx = host["netns"], host["index"]
     outer, inner = "vl%d" % idx, "vn%d" % idx
-    if run(["ip", "netns", "pids", ns], check=False, capture=True).returncode != 0:
+    if run(["ip", "netns", "pids", ns], check=False, capture=True).returncode == 0:
+        return
+    try:
+        run(["ip", "netns", "add", ns], capture=True)
+        run(["ip", "link", "add", outer, "type", "veth", "peer", "name", inner], capture=True)
+        run(["ip", "link", "set", inner, "netns", ns], capture=True)
+        run(["ip", "addr", "add", "%s.%d.1/24" % (NETNS_SUBNET, idx), "dev", outer], capture=True)
+        run(["ip", "link", "set", outer, "up"], capture=True)
+        run(["ip", "netns", "exec", ns, "ip", "addr", "add", "%s/24" % host["address"], "dev", inner],
+            capture=True)
+        run(["ip", "netns", "exec", ns, "ip", "link", "set", inner, "up"], capture=True)
+        run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], capture=True)
+    except LabError:
+        teardown_netns(host)
+        raise
+
+
+def ensure_ns_dir():
+    """LAB_RUN/ns holds namespace files: a private mount, so that they can be bound there."""
+    d = os.path.join(LAB_RUN, "ns")
+    os.makedirs(d, exist_ok=True)
+    if run(["mountpoint", "-q", d], check=False).returncode != 0:
+        run(["mount", "--bind", d, d], capture=True)
+    run(["mount", "--make-private", d], capture=True)
+
+
+def is_mountpoint(path):
+    return run(["mountpoint", "-q", path], check=False).returncode == 0
+
+
+def host_namespaces(name):
+    """The host's mount and UTS namespaces (made once; they live until host del), its disk and /run."""
+    hdir, rdir = host_dir(name), host_run_dir(name)
+    if is_mountpoint(ns_file(name, "mnt")) and is_mountpoint(ns_file(name, "uts")):
+        return
+    ensure_ns_dir()
+    for kind in ("mnt", "uts"):
+        path = ns_file(name, kind)
+        if is_mountpoint(path):
+            run(["umount", path], capture=True)
+        open(path, "w").close()
+    for _target, sub in HOST_OWN_DIRS:
+        os.makedirs(os.path.join(hdir, sub), exist_ok=True)
+    shutil.rmtree(rdir, ignore_errors=True)
+    os.makedirs(os.path.join(rdir, "sshd"))
+    os.makedirs(os.path.join(rdir, "lock"))
+    cgroup = os.path.join(hdir, ".cgroup")
+    os.makedirs(cgroup, exist_ok=True)
+    lines = ["set -e", "hostname %s" % name,
+             # sysfs of the host's network namespace (Docker reads its interfaces there), with
+             # this machine's cgroup hierarchy kept under it
+             "mount --rbind /sys/fs/cgroup %s" % cgroup, "umount -l /sys", "mount -t sysfs sysfs /sys",
+             "mount --move %s /sys/fs/cgroup" % cgroup, DETACH_SCRIPT]
+    for target, sub in HOST_OWN_DIRS:
+        lines += ["mkdir -p %s" % target, "mount --bind %s %s" % (os.path.join(hdir, sub), target)]
+    lines.append("mount --bind %s /run" % rdir)
+    run(["nsenter", "--net=/run/netns/" + NETNS_PREFIX + name, "unshare", "--mount=" + ns_file(name, "mnt"),
+         "--uts=" + ns_file(name, "uts"), "--propagation", "private", "sh", "-c", "\n".join(lines)],
+        capture=True)
+
+
+def start_host_dockerd(name):
+    """Start the host's dockerd (its own data root, socket, exec root, containerd, bridge and
+    iptables rules: everything in the host's namespaces) unless it runs. Returns its pid."""
+    pid = pid_alive(os.path.join(host_run_dir(name), "docker.pid"))
+    if pid and docker_ping(host_socket(name)):
+        return pid
+    logfile = os.path.join(host_dir(name), "dockerd.log")
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(host_enter(name) + ["dockerd", "--cgroup-parent=" + host_cgroup(name)],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    return proc.pid
+
+
+def host_cgroup(name):
+    """The cgroup under which the host's containers run, in every hierarchy."""
+    return "/vpsops-lab-" + name
+
+
+def host_cgroup_dirs(name):
+    """The host's cgroup directories, deepest first (cgroup v1: one per hierarchy)."""
+    found = []
+    for top in sorted(os.listdir("/sys/fs/cgroup")) if os.path.isdir("/sys/fs/cgroup") else []:
+        base = os.path.join("/sys/fs/cgroup", top, host_cgroup(name).lstrip("/"))
+        if os.path.isdir(base):
+            found += [dirpath for dirpath, _dirs, _files in os.walk(base, topdown=False)]
+    base = os.path.join("/sys/fs/cgroup", host_cgroup(name).lstrip("/"))  # cgroup v2 alone
+    if os.path.isdir(base) and os.path.exists(os.path.join("/sys/fs/cgroup", "cgroup.controllers")):
+        found += [dirpath for dirpath, _dirs, _files in os.walk(base, topdown=False)]
+    return found
+
+
+def host_processes(name):
+    """Pids of every process of the host: in its mount namespace (sshd and its sessions, dockerd,
+    containerd, shims, docker-proxy) or in its containers' cgroups."""
+    pids = set()
+    for directory in host_cgroup_dirs(name):
         try:
-            run(["ip", "netns", "add", ns], capture=True)
-            run(["ip", "link", "add", outer, "type", "veth", "peer", "name", inner], capture=True)
-            run(["ip", "link", "set", inner, "netns", ns], capture=True)
-            run(["ip", "addr", "add", "%s.%d.1/24" % (NETNS_SUBNET, idx), "dev", outer], capture=True)
-            run(["ip", "link", "set", outer, "up"], capture=True)
-            run(["ip", "netns", "exec", ns, "ip", "addr", "add", "%s/24" % host["address"], "dev", inner],
-                capture=True)
-            run(["ip", "netns", "exec", ns, "ip", "link", "set", inner, "up"], capture=True)
-            run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], capture=True)
-        except LabError:
-            teardown_netns(host)
-            raise
-    if name not in existing:
-        hosts.append(host)
+            with open(os.path.join(directory, "cgroup.procs")) as fh:
+                pids.update(int(p) for p in fh.read().split())
+        except OSError:
+            pass
+    path = ns_file(name, "mnt")
+    if os.path.exists(path) and is_mountpoint(path):
+        inode = os.stat(path).st_ino
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.stat("/proc/%s/ns/mnt" % entry).st_ino == inode:
+                        pids.add(int(entry))
+                except OSError:
+                    pass
+    pids.discard(os.getpid())
+    return sorted(pids)
+
+
+def stop_host(name):
+    """The host goes away as a machine that is switched off: every process it runs is killed (its
+    containers, dockerd, containerd, sshd and its sessions), then its namespaces, cgroups, disk and
+    /run are removed."""
+    stop_sshd(name)
+    deadline = time.monotonic() + 30
+    while True:
+        pids = host_processes(name)
+        if not pids:
+            break
+        if time.monotonic() > deadline:
+            raise LabError("processes of lab host %s still run after SIGKILL: %s" % (name, pids))
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    for directory in host_cgroup_dirs(name):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+    for kind in ("mnt", "uts"):
+        path = ns_file(name, kind)
+        if is_mountpoint(path):
+            run(["umount", path], check=False, capture=True)
+        if os.path.exists(path):
+            os.unlink(path)
+    shutil.rmtree(host_run_dir(name), ignore_errors=True)
+    # The host's disk: once its mount namespace is gone, no overlay mount holds it.
+    hdir = host_dir(name)
+    if os.path.exists(hdir):
+        proc = run(["rm", "-rf", "--one-file-system", hdir], check=False, capture=True)
+        if proc.returncode != 0:
+            raise LabError("could not remove %s: %s" % (hdir, proc.stderr.strip()[-500:]))
+
+
+def host_add(*names):
+    """Make the hosts (or start what they lack); all of them start their daemons at once."""
+    for name in names:
+        if not valid_host_name(name):
+            raise LabError("host name %r: expected 1-10 letters, digits or '-', starting with a letter" % name)
+    if not is_root():
+        raise LabError("lab hosts need root (network and mount namespaces, dockerd): run bin/lab as root")
+    if not docker_ready():
+        raise LabError("the lab's Docker daemon is not running: run bin/lab up first")
+    started = time.monotonic()
+    ensure_keys()
+    hosts = netns_hosts()
+    existing = {h["name"]: h for h in hosts}
+    todo = []
+    for name in names:
+        if name in existing:
+            host = existing[name]
+        else:
+            host = {"name": name, "index": free_host_index(hosts), "netns": NETNS_PREFIX + name}
+            host["address"] = "%s.%d.2" % (NETNS_SUBNET, host["index"])
+            hosts.append(host)
+        host.update(docker_host="unix://" + host_socket(name), root=host_dir(name))
+        todo.append(host)
     save_netns_hosts(hosts)
     try:
-        start_sshd(name, host["address"], 22, netns=ns)
-    except LabError:
-        host_del(name)
+        with FileLock(os.path.join(LAB_VAR, "image-store.lock")):
+            ensure_image_store(host_image_refs())
+            for host in todo:
+                data_root = os.path.join(host_dir(host["name"]), "docker")
+                if not os.path.exists(data_root):
+                    os.makedirs(host_dir(host["name"]), exist_ok=True)
+                    write_atomic(os.path.join(host_dir(host["name"]), "owner"), ROOT + "\n")
+                    copy_image_store(data_root)
+        pids = {}
+        for host in todo:
+            host_netns(host)
+            host_namespaces(host["name"])
+            pids[host["name"]] = start_host_dockerd(host["name"])
+        for host in todo:
+            name = host["name"]
+            wait_for_docker(host_socket(name), pids[name], os.path.join(host_dir(name), "dockerd.log"))
+            start_sshd(name, host["address"], 22, enter=host_enter(name))
+    except (LabError, OSError):
+        for host in todo:
+            if host["name"] not in existing:
+                host_del(host["name"])
         raise
-    log("host %s: ssh root@%s (namespace %s)" % (name, host["address"], ns))
-    return host
+    for host in todo:
+        log("host %s: ssh root@%s (namespace %s, docker %s)" % (host["name"], host["address"], host["netns"],
+                                                                host["docker_host"]))
+    if len(todo) > 1:
+        log("%d hosts ready in %.1f s" % (len(todo), time.monotonic() - started))
+    return todo
 
 
 def teardown_netns(host):
@@ -726,19 +1120,56 @@ def host_del(name):
     host = next((h for h in hosts if h["name"] == name), None)
     if host is None:
         raise LabError("no lab host named %r (have: %s)" % (name, ", ".join(h["name"] for h in hosts) or "none"))
-    stop_sshd(name)
+    stop_host(name)
     teardown_netns(host)
-    save_netns_hosts([h for h in hosts if h["name"] != name])
+    save_netns_hosts([h for h in netns_hosts() if h["name"] != name])
     log("removed host %s" % name)
+
+
+def remove_orphan_hosts():
+    """Hosts of this checkout that .lab/hosts.json no longer lists (an interrupted add or del)."""
+    parent = os.path.join(LAB_VAR, "hosts")
+    listed = {h["name"] for h in netns_hosts()}
+    for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        try:
+            with open(os.path.join(parent, name, "owner")) as fh:
+                owner = fh.read().strip()
+        except OSError:
+            owner = None
+        if name in listed or owner != ROOT:
+            continue
+        stop_sshd(name)
+        stop_host(name)
+        run(["ip", "netns", "del", NETNS_PREFIX + name], check=False, capture=True)
+        log("removed the leftover host %s" % name)
+
+
+def host_names(args):
+    """`host add 5`: h1 … h5; otherwise the names as given."""
+    if len(args.names) == 1 and args.names[0].isdigit():
+        count = int(args.names[0])
+        if not 0 < count < 250:
+            raise LabError("host add N: N from 1 to 249, got %d" % count)
+        return ["h%d" % i for i in range(1, count + 1)]
+    return list(args.names)
 
 
 def cmd_host(args):
     if args.action == "add":
-        for name in args.names:
-            host_add(name)
+        host_add(*host_names(args))
     elif args.action == "del":
-        for name in args.names:
+        names = [h["name"] for h in netns_hosts()] if args.names == ["all"] else args.names
+        for name in names:
             host_del(name)
+    elif args.action == "exec":
+        if not args.names:
+            raise LabError("host exec NAME [--] COMMAND…: runs COMMAND inside the lab host NAME")
+        name, argv = args.names[0], [a for a in args.names[1:]]
+        if argv[:1] == ["--"]:
+            argv = argv[1:]
+        if name not in {h["name"] for h in netns_hosts()}:
+            raise LabError("no lab host named %r" % name)
+        sys.exit(subprocess.call(host_enter(name, wd=os.getcwd()) + (argv or ["sh"])))
     else:
         print(json.dumps(netns_hosts(), indent=2))
 
@@ -776,6 +1207,7 @@ def cmd_down(args):
                 check=False, capture=True)
     for host in netns_hosts():
         host_del(host["name"])
+    remove_orphan_hosts()
     stop_sshd("main")
     if args is not None and getattr(args, "dockerd", False):
         stop_dockerd()
@@ -788,7 +1220,8 @@ def cmd_status(_args=None):
           "running" if pid_alive(os.path.join(ssh_dir(), "sshd_main.pid")) else "not running")
     for host in netns_hosts():
         alive = pid_alive(os.path.join(ssh_dir(), "sshd_%s.pid" % host["name"]))
-        print("ssh %s: %s" % (host["name"], host["address"]), "running" if alive else "not running")
+        print("host %s: ssh %s" % (host["name"], host["address"]), "running" if alive else "not running",
+              "| docker", "running" if docker_ping(host_socket(host["name"])) else "not running")
     if docker_ready():
         print("demo projects:", ", ".join(lab_projects()) or "none")
 
@@ -841,6 +1274,10 @@ def cmd_test(args):
 def parse_args(parser, argv):
     """`demo` and `test` pass every argument after them through, in order and as given:
     ansible-playbook options (`-e release_tag=v2 --check`), gate names and `-- pytest args`."""
+    if argv[:2] == ["host", "exec"]:
+        args = parser.parse_args(argv[:2])
+        args.names = argv[2:]
+        return args
     if argv and argv[0] in ("demo", "test"):
         args = parser.parse_args(argv[:1])
         extra = argv[1:]
@@ -867,8 +1304,8 @@ def build_parser():
     rel.add_argument("--services", help="comma-separated subset of: " + ",".join(DEMO_SERVICES))
     rel.add_argument("--crash-after", type=int, default=15, help="seconds before crash_after fails")
     rel.set_defaults(func=cmd_build_release)
-    host = sub.add_parser("host", help="SSH hosts in network namespaces")
-    host.add_argument("action", choices=("add", "del", "list"))
+    host = sub.add_parser("host", help="lab hosts: add NAME…|N, del NAME…|all, list, exec NAME -- CMD")
+    host.add_argument("action", choices=("add", "del", "list", "exec"))
     host.add_argument("names", nargs="*")
     host.set_defaults(func=cmd_host)
     demo = sub.add_parser("demo", help="up + deploy v1, v2, a broken release that rolls itself back, then "

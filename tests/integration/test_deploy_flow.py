@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Stack, ansible_env, http_json, run, wait_until
+from conftest import ROOT, Stack, ansible_env, ansible_module, http_json, run, wait_until
 from test_deploy_playbook import (
     ANSIBLE, INVENTORY, PLAYBOOK, ROLLBACK_PLAYBOOK, images, playbook, releases, stack_vars,
 )
@@ -146,7 +146,7 @@ KEY_DIR = os.path.join(ROOT, ".lab", "ssh")
 
 
 def namespace_inventory(tmp_path, hosts):
-    """An inventory of lab namespace hosts: {name: (address, vpsops_stack)}."""
+    """An inventory of lab hosts: {name: (address, vpsops_stack)}."""
     inventory = {"vpsops_hosts": {"hosts": {}, "vars": {
         "ansible_user": "root", "ansible_python_interpreter": "/usr/bin/python3",
         "ansible_ssh_private_key_file": os.path.join(KEY_DIR, "id_ed25519"),
@@ -162,33 +162,45 @@ def namespace_inventory(tmp_path, hosts):
 
 
 def host_stack(st, **env):
-    """The platform phase of the lab (auth x2 behind its load balancer) for a namespace host: its
-    own project and ports; the containers are gated by their healthchecks (HTTP checks to
-    127.0.0.1 would not reach the host's published ports from inside its namespace). One phase is
-    enough for the canary and the cross-host rollback; the databases and NATS would only add
-    start-up time."""
+    """The platform phase of the lab (auth x2 behind its load balancer) with its HTTP check on
+    127.0.0.1: every lab host has its own Docker daemon and loopback, so the same project, ports
+    and checks serve every host, as on a fleet. One phase is enough for the canary and the
+    cross-host rollback; the databases and NATS would only add start-up time."""
     stack = stack_vars(st)["vpsops_stack"]
     stack["env"].update(env)
-    stack["phases"] = [dict(phase, checks=[]) for phase in stack["phases"] if phase["name"] == "platform"]
+    stack["phases"] = [phase for phase in stack["phases"] if phase["name"] == "platform"]
     return stack
 
 
 def lab_hosts():
     with open(os.path.join(ROOT, ".lab", "hosts.json")) as handle:
-        return dict((h["name"], h["address"]) for h in json.load(handle))
+        return dict((h["name"], h) for h in json.load(handle))
+
+
+def host_images(host, project):
+    """{container name: image id} of a compose project in a lab host's own Docker daemon."""
+    docker = ["docker", "-H", host["docker_host"]]
+    names = run(docker + ["ps", "-a", "--filter", "label=com.docker.compose.project=%s" % project,
+                          "--format", "{{.Names}}"]).stdout.split()
+    out = run(docker + ["inspect", "--format", "{{.Name}} {{.Image}}"] + names).stdout if names else ""
+    return dict(line.lstrip("/").split() for line in out.splitlines())
+
+
+def host_releases(inventory, name, project):
+    rc, info = ansible_module("compose_release_info", {"stack": project}, host=name, inventory=inventory)
+    assert rc == 0, info
+    return info
+
+
+def host_http(name, url):
+    """The JSON a URL answers inside a lab host (its loopback is its own)."""
+    return json.loads(run([LAB, "host", "exec", name, "--", "curl", "-sf", "--max-time", "5", url]).stdout)
 
 
 @pytest.fixture
 def two_hosts(lab):
-    stacks = {"fa": Stack("vpsops-itfa", 34100), "fb": Stack("vpsops-itfb", 34200)}
     run([LAB, "host", "add", "fa", "fb"])
-    for st in stacks.values():
-        st.down()
-        run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
-    yield stacks
-    for st in stacks.values():
-        st.down()
-        run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
+    yield lab_hosts()
     run([LAB, "host", "del", "fa", "fb"], check=False)
 
 
@@ -198,19 +210,25 @@ def deploy_hosts(tmp_path, inventory, *args):
 
 
 def test_two_hosts_a_failure_on_the_second_rolls_back_both(two_hosts, tmp_path):
+    # One stack, one project, the same ports on both hosts.
+    st = Stack("vpsops-itfh", 34100)
     fa, fb = two_hosts["fa"], two_hosts["fb"]
-    addresses = lab_hosts()
-    v1 = namespace_inventory(tmp_path, {"fa": (addresses["fa"], host_stack(fa)),
-                                        "fb": (addresses["fb"], host_stack(fb))})
+    v1 = namespace_inventory(tmp_path, {"fa": (fa["address"], host_stack(st)), "fb": (fb["address"], host_stack(st))})
     first = deploy_hosts(tmp_path, v1)
     assert first.returncode == 0, first.stdout[-4000:]
-    good = {"fa": images(fa.project), "fb": images(fb.project)}
-    live = {"fa": releases(fa)["live"], "fb": releases(fb)["live"]}
+    good = dict((name, host_images(host, st.project)) for name, host in two_hosts.items() if name in ("fa", "fb"))
+    live = dict((name, host_releases(v1, name, st.project)["live"]) for name in ("fa", "fb"))
+    for name in ("fa", "fb"):
+        assert len(good[name]) == 3, good  # auth x2 and its load balancer, in each host's own daemon
+        assert host_http(name, st.url("AUTH_PORT"))["release"] == "v1"
+    # Nothing of it on this machine: not in the lab's daemon, not in its /var/lib/vpsops.
+    assert run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=%s" % st.project]).stdout == ""
+    assert not os.path.exists("/var/lib/vpsops/%s" % st.project)
 
     # v2 everywhere, but the second host's auth never becomes healthy.
-    v2 = namespace_inventory(tmp_path, {"fa": (addresses["fa"], host_stack(fa, RELEASE_TAG="v2")),
-                                        "fb": (addresses["fb"], host_stack(fb, RELEASE_TAG="v2",
-                                                                           AUTH_TAG="v3-unhealthy"))})
+    v2 = namespace_inventory(tmp_path, {"fa": (fa["address"], host_stack(st, RELEASE_TAG="v2")),
+                                        "fb": (fb["address"], host_stack(st, RELEASE_TAG="v2",
+                                                                         AUTH_TAG="v3-unhealthy"))})
     second = deploy_hosts(tmp_path, v2)
     out = second.stdout
     assert second.returncode != 0
@@ -222,12 +240,13 @@ def test_two_hosts_a_failure_on_the_second_rolls_back_both(two_hosts, tmp_path):
     assert "[fb]" in batches[1] and "[fa]" not in batches[1]
     assert "fb failed at Bring up the services of the phase" in out, out[-4000:]
     assert "then rolled back to %s because fb failed" % live["fa"] in out, out[-4000:]
-    for name, st in (("fa", fa), ("fb", fb)):
-        assert images(st.project) == good[name], name
-        info = releases(st)
+    for name in ("fa", "fb"):
+        assert host_images(two_hosts[name], st.project) == good[name], name
+        info = host_releases(v2, name, st.project)
         assert info["live"] == live[name] and info["lock"] is None, (name, info)
-    assert releases(fa)["releases"][0]["status"] == "rolled_back"
-    assert releases(fb)["releases"][0]["status"] == "failed"
+        assert host_http(name, st.url("AUTH_PORT"))["release"] == "v1"
+    assert host_releases(v2, "fa", st.project)["releases"][0]["status"] == "rolled_back"
+    assert host_releases(v2, "fb", st.project)["releases"][0]["status"] == "failed"
 
 
 # --------------------------------------------------------------------------------------------

@@ -147,22 +147,69 @@ def test_ansible_pings_and_runs_a_task_over_ssh(lab):
     assert "127.0.0.1 %d" % SSH_PORT in cmd.stdout
 
 
-def test_network_namespace_host_is_reachable_over_ssh(lab):
-    run(LAB + ["host", "add", "ittest"])
+def on_hosts(names, command):
+    """{host: stdout} of a shell command run over SSH on lab hosts (.lab/hosts.yml)."""
+    env = ansible_env()
+    env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
+    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    proc = run([os.path.join(ROOT, ".venv", "bin", "ansible"), "-i", os.path.join(ROOT, "inventories", "lab"),
+                "-i", os.path.join(ROOT, ".lab", "hosts.yml"), ":".join(names), "-m", "ansible.builtin.shell",
+                "-a", "true; {%% raw %%}%s{%% endraw %%}" % command], env=env)
+    results = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]
+    return dict((name, results[name]["stdout"]) for name in names)
+
+
+def test_lab_hosts_are_hosts_of_their_own(lab):
+    """Two lab hosts reached over SSH: each its own address, hostname, Docker daemon (with the lab's
+    images), containers and /var/lib/vpsops; `host del` leaves nothing behind, even of a host
+    whose dockerd died."""
+    run(LAB + ["host", "add", "ittest", "ittest2"])
     try:
-        hosts = json.loads(run(LAB + ["host", "list"]).stdout)
-        host = [h for h in hosts if h["name"] == "ittest"][0]
-        assert host["address"].startswith("10.213.")
-        env = ansible_env()
-        inv_lab = os.path.join(ROOT, "inventories", "lab")
-        inv_hosts = os.path.join(ROOT, ".lab", "hosts.yml")
-        out = run([os.path.join(ROOT, ".venv", "bin", "ansible"), "-i", inv_lab, "-i", inv_hosts, "ittest",
-                   "-m", "ansible.builtin.command", "-a", "ip -o -4 addr show"], env=env).stdout
-        # the task ran inside the namespace: it sees the namespace's address, not the lab's loopback host
-        assert host["address"] in out
+        hosts = dict((h["name"], h) for h in json.loads(run(LAB + ["host", "list"]).stdout))
+        one, two = hosts["ittest"], hosts["ittest2"]
+        assert one["address"].startswith("10.213.") and one["address"] != two["address"]
+        mark = "itmark-" + uuid.uuid4().hex[:8]
+        seen = on_hosts(["ittest", "ittest2"], (
+            "ip -o -4 addr show; echo host=$(hostname) docker=$(docker info --format '{{.Name}}'); "
+            "docker image inspect --format 'auth={{.Id}}' vpsops-demo/auth:v1; "
+            "test \"$(hostname)\" != ittest || { docker run -d --name %s vpsops-lab/base:bookworm sleep 300 "
+            ">/dev/null && touch /var/lib/vpsops/%s; }; "
+            "docker ps --format 'ps={{.Names}}'; ls /var/lib/vpsops" % (mark, mark)))
+        auth_v1 = run(["docker", "image", "inspect", "--format", "{{.Id}}", "vpsops-demo/auth:v1"]).stdout.strip()
+        for name, host in hosts.items():
+            if name not in ("ittest", "ittest2"):
+                continue
+            other = two if host is one else one
+            out = seen[name]
+            # the task ran inside the host's namespaces: its address only, its hostname, its daemon
+            assert host["address"] in out and other["address"] not in out, out
+            assert "host=%s docker=%s" % (name, name) in out, out
+            # the lab's images are in every host's daemon, with the lab daemon's image IDs
+            assert "auth=%s" % auth_v1 in out, out
+        # the container and the file are ittest's alone: not ittest2's, not this machine's
+        assert "ps=%s" % mark in seen["ittest"] and mark in seen["ittest"].split("ps=%s" % mark)[1]
+        assert mark not in seen["ittest2"]
+        assert mark not in run(["docker", "ps", "-a", "--format", "{{.Names}}"]).stdout
+        assert not os.path.exists("/var/lib/vpsops/%s" % mark)
+        assert os.path.exists(os.path.join(one["root"], "vpsops", mark))
+        # this machine reaches a host's daemon through the socket `host list` names
+        names = run(["docker", "-H", one["docker_host"], "ps", "--format", "{{.Names}}"]).stdout.split()
+        assert names == [mark]
+        # a host whose dockerd died is removed as completely as a running one
+        os.kill(int(open("/run/vpsops-lab/hosts/ittest2/docker.pid").read()), 9)
     finally:
-        run(LAB + ["host", "del", "ittest"])
-    assert run(["ip", "netns", "list"]).stdout.find("vpsops-ittest") == -1
+        run(LAB + ["host", "del", "ittest", "ittest2"])
+    listed = run(LAB + ["host", "list"]).stdout
+    assert "ittest" not in listed
+    assert "vpsops-ittest" not in run(["ip", "netns", "list"]).stdout
+    processes = run(["ps", "-eo", "args"]).stdout
+    for host in (one, two):
+        assert not os.path.exists(host["root"]), host["root"]
+        assert not os.path.exists(host["docker_host"][len("unix://"):])
+        # no dockerd, sshd or container of the host runs any more
+        assert "--cgroup-parent=/vpsops-lab-%s\n" % host["name"] not in processes
+        assert "sshd_%s.conf" % host["name"] not in processes
+        assert not os.path.exists("/sys/fs/cgroup/pids/vpsops-lab-%s" % host["name"])
 
 
 @pytest.mark.parametrize("argv, message", [
