@@ -47,7 +47,8 @@ SIDECAR_VERSION = 1
 TOOL = "vpsops.deploy.pg_backup"
 CHUNK = 1 << 20
 # The free-space check estimates a dump from what it holds: the user tables (heap, TOAST) and their
-# indexes, and the large objects, as they lie on disk, plus SCHEMA_ALLOWANCE for the schema's DDL.
+# indexes, and the large objects, as they lie on disk (SERVER_INFO_SQL's user_data), plus
+# SCHEMA_ALLOWANCE for the schema's DDL.
 # pg_database_size also counts the system catalogs (about 7.5 MB in an empty database), which no
 # dump holds. A dump holds no index data and is compressed, so the estimate is an upper bound in
 # practice (data PostgreSQL already compressed in TOAST is the exception, and the dump's ENOSPC is
@@ -76,14 +77,18 @@ SELECT coalesce(json_object_agg(t.name, t.n ORDER BY t.name), '{}'::json) FROM (
 """
 ROW_COUNT_MODES = ["exact", "estimate", "none"]
 
+# user_data: the database's size less its own system catalogs (shared catalogs are not in it; the
+# large objects stay in): the user tables with their TOAST and indexes, and the large objects. It
+# opens only catalogs, so a user table locked by a migration does not hold it up (sizing the user
+# tables one by one would wait for that lock).
 SERVER_INFO_SQL = r"""
 SELECT json_build_object('database', current_database(), 'server_version', current_setting('server_version'),
                          'size', pg_database_size(current_database()),
-                         'user_data', (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)
-                                       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                                       WHERE c.relkind IN ('r', 'm') AND n.nspname <> 'information_schema'
-                                         AND n.nspname NOT LIKE 'pg\_%'),
-                         'large_objects', pg_total_relation_size('pg_catalog.pg_largeobject'),
+                         'user_data', greatest(0, pg_database_size(current_database()) - (
+                             SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)
+                             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                             WHERE c.relkind IN ('r', 'm') AND n.nspname IN ('pg_catalog', 'information_schema')
+                               AND NOT c.relisshared AND c.oid <> 'pg_catalog.pg_largeobject'::regclass)),
                          'system_identifier', (SELECT system_identifier::text FROM pg_control_system()))
 """
 
@@ -1050,7 +1055,7 @@ def dump_estimate(params, info):
     elif params.get("schema_only"):
         data, held = 0, "schema only"
     else:
-        data = int(info["user_data"]) + int(info.get("large_objects") or 0)
+        data = int(info["user_data"])
         held = "user tables with their indexes and large objects %d bytes" % data
     estimate = int(math.ceil((data + SCHEMA_ALLOWANCE) * factor))
     return estimate, "the dump of database %s (estimated at %d bytes: %s + %d for the schema, x space_factor %s)" % (

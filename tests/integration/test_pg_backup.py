@@ -366,6 +366,163 @@ def test_restore_into_a_missing_database_fails_before_touching_anything(pg, work
     assert final_names(workdir) == sorted([os.path.basename(good["path"]), os.path.basename(good["manifest"])])
 
 
+def test_restore_refuses_a_mismatched_or_partial_backup_unless_forced(pg, pg2, workdir):
+    """A schema-only backup, a backup of some tables, one of another database and one of the same
+    database name on another server (two stack databases both named shop) are refused before
+    anything changes, each naming why; force_mismatch restores one all the same, with a warning."""
+    schema = backup.make_backup(pg.container_params(dest=workdir, schema_only=True, label="schema"))
+    some = backup.make_backup(pg.container_params(dest=workdir, tables=["items"], label="some"))
+    other_server = backup.make_backup(pg2.container_params(dest=workdir, label="pg2"))
+    pg.sql("DROP DATABASE IF EXISTS shop_copy", db=DB)
+    pg.sql("CREATE DATABASE shop_copy", db=DB)
+    other_db = backup.make_backup(pg.container_params(dest=workdir, db="shop_copy", label="copy"))
+    manifest = json.load(open(schema["manifest"]))
+    assert manifest["system_identifier"] == pg.value("SELECT system_identifier FROM pg_control_system()")
+    assert manifest["system_identifier"] != json.load(open(other_server["manifest"]))["system_identifier"]
+    before = set(files_in(workdir))
+    for made, why in ((schema, "it is schema-only (no rows)"), (some, "it holds only the tables items"),
+                      (other_server, "it was taken on another PostgreSQL cluster (system identifier "),
+                      (other_db, "it is a backup of database shop_copy, not of shop")):
+        for check_mode in (True, False):
+            with pytest.raises(backup.BackupError) as failure:
+                backup.restore(pg.container_params(src=made["path"]), check_mode=check_mode)
+            message = str(failure.value)
+            assert message.startswith("refusing to restore %s into database shop: " % made["path"]), message
+            assert why in message and "Nothing was changed" in message and "force_mismatch" in message, message
+    assert counts(pg) == SEEDED and set(files_in(workdir)) == before  # no safety backup either
+    assert pg.value("SELECT count(*) FROM pg_stat_activity WHERE datname = 'shop'") >= "1"
+
+    # forced: restored, the reason in the result and a warning; the safety backup holds the rows
+    forced = backup.restore(pg.container_params(src=schema["path"], force_mismatch=True))
+    assert forced["mismatches"] == ["it is schema-only (no rows)"]
+    assert any("although it is schema-only" in w for w in forced["warnings"]), forced["warnings"]
+    assert forced["tables"]["public.items"] == {"before": 5000, "after": 0}
+    back = backup.restore(pg.container_params(src=forced["safety_backup"]["path"], safety_backup=False))
+    assert back["mismatches"] == [] and counts(pg) == SEEDED
+    pg.sql("DROP DATABASE shop_copy", db=DB)
+
+
+def test_retention_on_the_server_keeps_the_last_full_backup_and_the_one_just_made(pg, workdir):
+    """A full backup, then three newer schema-only ones with keep 3; then an unverified backup
+    with keep_days 0: the full one and the new one survive."""
+    full = backup.make_backup(pg.container_params(dest=workdir, label="full"))
+    schemas = [backup.make_backup(pg.container_params(dest=workdir, schema_only=True, keep=3, label="s%d" % i))
+               for i in range(3)]
+    assert schemas[-1]["deleted"] == []
+    assert os.path.exists(full["path"])
+    unverified = backup.make_backup(pg.container_params(dest=workdir, verify="none", keep_days=0, label="nv"))
+    assert sorted(unverified["deleted"]) == sorted(s["path"] for s in schemas[:2])
+    left = [n for n in final_names(workdir) if not n.endswith(".json")]
+    assert left == sorted(os.path.basename(p) for p in (full["path"], schemas[2]["path"], unverified["path"]))
+    assert "TABLE DATA public items" in run(["pg_restore", "--list", full["path"]]).stdout
+
+
+def test_a_dump_left_in_the_container_is_reported_with_how_to_remove_it(pg, workdir):
+    """A directory dump in the container whose container is paused while pg_dump waits for a
+    lock: the backup times out, the temporary dump cannot be removed (docker exec into a paused
+    container fails), and the failure says where the dump is and how to remove it. Once the
+    container runs again, pg_dump completes it: a full dump of the database is left there."""
+    locker = subprocess.Popen(["docker", "exec", "-i", pg.name, "psql", "-X", "-q", "-U", USER, "-d", DB],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    paused = False
+    try:
+        locker.stdin.write("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE;\n")
+        locker.stdin.flush()
+        wait_until("the lock", lambda: pg.value(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'orders'::regclass AND mode = 'AccessExclusiveLock'"
+            " AND granted") == "1", 20)
+        outcome = {}
+
+        def dump():
+            try:
+                outcome["result"] = backup.make_backup(pg.container_params(dest=workdir, format="directory",
+                                                                           timeout=8, label="paused"))
+            except backup.BackupError as exc:
+                outcome["error"] = str(exc)
+
+        worker = threading.Thread(target=dump)
+        worker.start()
+        wait_until("pg_dump waiting for the lock", lambda: pg.value(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'")
+            == "1", 30)
+        inside = container_tmp_leftovers(pg)
+        assert len(inside) == 1, inside
+        run(["docker", "pause", pg.name])
+        paused = True
+        worker.join(60)
+        assert not worker.is_alive()
+        run(["docker", "unpause", pg.name])
+        paused = False
+        assert "result" not in outcome
+        message = outcome["error"]
+        assert "a dump of database shop is left in container %s at %s" % (pg.name, inside[0]) in message, message
+        assert "is paused" in message and "remove it with: docker exec %s rm -rf %s" % (pg.name, inside[0]) in message
+        locker.stdin.write("COMMIT;\n")
+        locker.stdin.close()
+        locker.wait(30)
+        # pg_dump, which nothing stopped inside the container, finishes its dump there
+        wait_until("pg_dump done", lambda: pg.value(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'") == "0", 30)
+        listed = run(["docker", "exec", pg.name, "pg_restore", "-U", USER, "--list", inside[0]]).stdout
+        assert "TABLE DATA public items" in listed
+        assert final_names(workdir) == []
+        run(["docker", "exec", pg.name, "rm", "-rf", inside[0]])
+        assert container_tmp_leftovers(pg) == []
+    finally:
+        if paused:
+            run(["docker", "unpause", pg.name], check=False)
+        if locker.poll() is None:
+            locker.kill()
+        run(["docker", "exec", pg.name, "sh", "-c", "rm -rf /tmp/vpsops-bk-*"], check=False)
+
+
+def test_a_scratch_database_that_cannot_be_dropped_is_reported(pg, workdir):
+    """verify: restore by a role without superuser rights while a superuser's session sits in the
+    scratch database: DROP DATABASE ... WITH (FORCE) cannot end it. The backup is good, and its
+    warnings name the scratch database, why it is left and how to drop it."""
+    pg.sql("DROP DATABASE IF EXISTS vdb; DROP ROLE IF EXISTS verifier", db=DB)
+    pg.sql("CREATE ROLE verifier LOGIN CREATEDB", db=DB)
+    pg.sql("CREATE DATABASE vdb OWNER verifier", db=DB)
+    pg.sql("SET ROLE verifier; CREATE TABLE big (id int PRIMARY KEY, note text); "
+           "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 250000) g", db="vdb")
+    found = {}
+
+    def sit_in_the_scratch_database():
+        # a superuser's session polls for the scratch database, then another one sits in it
+        proc = pg.sql("DO $$DECLARE n text; BEGIN FOR i IN 1..6000 LOOP SELECT datname INTO n FROM pg_database "
+                      "WHERE datname LIKE 'vdb\\_vpsops\\_verify\\_%'; IF n IS NOT NULL THEN RAISE NOTICE 'scratch=%', n; "
+                      "RETURN; END IF; PERFORM pg_sleep(0.005); END LOOP; END$$", check=False)
+        name = proc.stderr.split("scratch=")[-1].strip() if "scratch=" in proc.stderr else None
+        found["name"] = name
+        if name:
+            found["sitter"] = subprocess.Popen(["docker", "exec", pg.name, "psql", "-U", USER, "-d", name, "-c",
+                                                "SELECT pg_sleep(60)"],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    watcher = threading.Thread(target=sit_in_the_scratch_database)
+    watcher.start()
+    try:
+        result = backup.make_backup(pg.container_params(dest=workdir, db="vdb", login_user="verifier",
+                                                        verify="restore", verify_tables=["big"]))
+        watcher.join(60)
+        name = found["name"]
+        assert name and result["verification"]["row_counts"] == {"public.big": 250000}
+        assert result["verification"]["scratch_database_left"] == name
+        warning = [w for w in result["warnings"] if "scratch database" in w]
+        assert warning and "the scratch database %s of the verification could not be dropped" % name in warning[0]
+        assert "must be a superuser to terminate superuser process" in warning[0], warning
+        assert 'DROP DATABASE "%s" WITH (FORCE);' % name in warning[0]
+        assert pg.value("SELECT count(*) FROM pg_database WHERE datname = '%s'" % name) == "1"
+    finally:
+        watcher.join(60)
+        if found.get("sitter"):
+            found["sitter"].kill()
+        for name in pg.value("SELECT string_agg(datname, ' ') FROM pg_database WHERE datname LIKE "
+                             "'vdb_vpsops_verify_%'").split():
+            pg.sql('DROP DATABASE "%s" WITH (FORCE)' % name, db=DB)
+        pg.sql("DROP DATABASE IF EXISTS vdb; DROP ROLE IF EXISTS verifier", db=DB)
+
+
 # ------------------------------------------------------------------------------------------------
 # bad input and faults: a clear failure naming what failed with the command's stderr, no file
 # under a final name, every earlier good backup untouched
@@ -427,8 +584,30 @@ def test_destination_too_small_fails_before_the_dump(pg, tmpfs):
         backup.make_backup(pg.container_params(dest=dest))
     message = str(failure.value)
     assert "dest: not enough free space in %s" % dest in message and "bytes free" in message
-    assert "the dump of database shop (pg_database_size" in message
+    assert "the dump of database shop (estimated at " in message
+    assert "user tables with their indexes and large objects" in message and "x space_factor 1.0" in message
     assert files_in(dest) == []
+
+
+def test_a_small_database_is_backed_up_to_a_disk_smaller_than_its_catalogs(pg, tmpfs):
+    """Ten rows: pg_database_size says 7.6 MB (the catalogs), the dump holds a few kB."""
+    pg.sql("DROP DATABASE IF EXISTS tiny", db=DB)
+    pg.sql("CREATE DATABASE tiny", db=DB)
+    pg.sql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) "
+           "FROM generate_series(1, 10) g", db="tiny")
+    dest = tmpfs("3m")
+    size = int(pg.value("SELECT pg_database_size('tiny')"))
+    assert size > 3 * 1024 * 1024
+    result = backup.make_backup(pg.container_params(dest=dest, db="tiny"))
+    assert result["database_size"] == size
+    assert result["size"] < result["estimate"] < 2 * 1024 * 1024, result
+    assert "TABLE DATA public t" in run(["pg_restore", "--list", result["path"]]).stdout
+    # the estimate grows with what the dump holds: 2 MB of rows no longer fit
+    pg.sql("INSERT INTO t SELECT g, repeat(md5(g::text), 8) FROM generate_series(11, 9000) g", db="tiny")
+    with pytest.raises(backup.BackupError, match=r"the dump of database tiny \(estimated at \d+ bytes"):
+        backup.make_backup(pg.container_params(dest=dest, db="tiny", label="bigger"))
+    assert final_names(dest) == sorted([os.path.basename(result["path"]), os.path.basename(result["manifest"])])
+    pg.sql("DROP DATABASE tiny", db=DB)
 
 
 @pytest.fixture

@@ -447,12 +447,12 @@ def test_is_full():
     assert not backup.is_full(dict(FULL, tables=["x"]))
 
 
-INFO = dict(size=7667047, user_data=32768, large_objects=8192)
+INFO = dict(size=7667047, user_data=40960)
 
 
 @pytest.mark.parametrize("params, info, expected, words", [
     # ten rows: what the tables hold, not the 7.6 MB of catalogs
-    (dict(db="shop"), INFO, 32768 + 8192 + backup.SCHEMA_ALLOWANCE,
+    (dict(db="shop"), INFO, 40960 + backup.SCHEMA_ALLOWANCE,
      "user tables with their indexes and large objects 40960 bytes + 1048576 for the schema, x space_factor 1.0"),
     (dict(db="shop", space_factor=2.0), INFO, 2 * (40960 + backup.SCHEMA_ALLOWANCE), "x space_factor 2.0"),
     (dict(db="shop", schema_only=True), INFO, backup.SCHEMA_ALLOWANCE, "schema only + 1048576 for the schema"),
