@@ -165,18 +165,19 @@ def refuse_missing_images(store, docker, target, scope, pull_digests=False, live
         usable = usable_releases(store, docker, exclude=(target["id"],))
     except (ReleaseError, DockerError):
         usable = []
+    # Short: the deploy's failure message keeps only the first few hundred characters of it.
     raise ReleaseError(
-        "rollback to %s refused before any change: %s. Nothing was stopped or recreated. The images were removed "
-        "from the host (docker system prune -a, docker image rm). Get them back first: `docker pull` (if the "
-        "tags still name these image IDs) or `docker load` from a saved copy, then `docker tag` each image ID "
-        "with its pin tag (%s), and run the rollback again%s"
+        "rollback to %s refused before any change: %s no longer on this host (docker system prune -a or docker "
+        "image rm removes every image no container uses); nothing was stopped or recreated. Put these exact "
+        "images back (docker load from a saved copy, or docker pull where the tag still names that image ID), "
+        "then run the rollback again%s"
         % (target["id"],
-           "; ".join("service %s: image %s (id %s, release %s) is not on this host" % (name, original, image_id, rid)
-                     for (name, original, _ref, image_id), rid in gone),
-           ", ".join("docker pull %s" % ref if "@sha256:" in ref else "docker tag %s %s" % (image_id, ref)
-                     for (_n, _o, ref, image_id), _rid in gone),
-           "; or roll back to a release whose images are all here: %s" % ", ".join(usable[:5]) if usable
-           else "; no other release has all its images here"))
+           "; ".join("service %s's image %s (ID %s%s)" % (name, original, image_id.split(":")[-1][:12],
+                                                          "" if rid == target["id"] else ", of the live release")
+                     for (name, original, _ref, image_id), rid in gone) + (" is" if len(gone) == 1 else " are"),
+           ("; or let it pull them by digest (pull: true)" if any("@sha256:" in e[2] for e, _r in gone) else "")
+           + ("; or roll back to a release whose images are all here: %s" % ", ".join(usable[:5]) if usable
+              else "")))
 
 
 def restore_images(docker, target, scope, pull_digests):
