@@ -70,7 +70,7 @@ def stack_vars(tmp, tag):
                "checks": [{"name": "b", "type": "http", "url": "http://127.0.0.1:%d/" % PORTS["b"]}]}]
     return {"vpsops_stack": {"name": PROJECT, "source": os.path.join(tmp, "source"),
                              "env": {"RELEASE_TAG": tag}, "phases": phases},
-            "deploy_phase_timeout": 15}
+            "deploy_phase_timeout": 10}
 
 
 def playbook_argv(tmp, name, values, path=PLAYBOOK):
