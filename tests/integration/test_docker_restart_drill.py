@@ -48,30 +48,43 @@ def restart_stack(lab):
 
 
 def test_docker_daemon_restarted_during_a_phase_leaves_one_consistent_live_release(restart_stack, tmp_path):
+    """Every outcome is asserted, none inside an `if`: the phase under way cannot finish (its `up`
+    loses the daemon), so the deploy fails, says where, and frees its lock. Its automatic rollback
+    may succeed (the daemon was back in time) or fail (it was not, and it then says to run
+    rollback.yml): `rollback.yml -e rollback_to=live` converges in both cases, and afterwards the
+    v1 release is the one live release, v2 is failed, every container runs v1's images, and the
+    rows written before the deploy are there."""
     st = restart_stack
     first = playbook(tmp_path, two_phases(st, "v1"))
     assert first.returncode == 0, first.stdout[-3000:]
+    live_before = releases(st)["live"]
+    assert live_before
     db_rows(st, "ar", "CREATE TABLE drill (id text PRIMARY KEY); "
                       "INSERT INTO drill VALUES ('written-before-the-deploy')")
 
     deploy = start_playbook(tmp_path, two_phases(st, "v2"), name="restart")
     out = fault_during_phase(deploy, restart_dockerd)
-    if deploy.returncode != 0:
-        # The deploy failed, said where, and released its lock, even when its own rollback failed
-        # too (the daemon was still coming back) ...
-        assert "Deploy of %s failed. lab1 failed at" % st.project in out, out[-4000:]
-        assert releases(st)["lock"] is None
-        if "the automatic rollback to" in out:
-            # ... then it said so and how to converge: rollback.yml, from the state on the host.
-            assert "stays pending: once the cause is fixed, run rollback.yml" in out, out[-4000:]
-            back = playbook(tmp_path, {"vpsops_stack": {"name": st.project}}, path=ROLLBACK_PLAYBOOK)
-            assert back.returncode == 0, back.stdout[-4000:]
+    # The deploy failed, said where, and released its lock, even when its own rollback failed too
+    # (the daemon was still coming back) ...
+    assert deploy.returncode != 0, out[-4000:]
+    assert "Deploy of %s failed. lab1 failed at" % st.project in out, out[-4000:]
+    assert "Traceback (most recent call last)" not in out
+    assert releases(st)["lock"] is None
+    # ... and it either rolled back or said how to converge: one of the two, always.
+    assert ("rolled back to the live release %s" % live_before in out
+            or "stays pending: once the cause is fixed, run rollback.yml" in out), out[-4000:]
 
-    # One consistent live release: its images run in every container of the stack, all running.
+    # Converge from the state on the host, whatever the automatic rollback managed: to the live release.
+    back = playbook(tmp_path, {"vpsops_stack": {"name": st.project}, "rollback_to": "live"}, path=ROLLBACK_PLAYBOOK)
+    assert back.returncode == 0, back.stdout[-4000:]
+
+    # One consistent live release, v1's: its images run in every container of the stack, all running.
     info = releases(st)
     assert info["lock"] is None, info["lock"]
     live = [r for r in info["releases"] if r["status"] == "live"]
-    assert len(live) == 1, info["releases"]
+    assert [r["id"] for r in live] == [live_before], info["releases"]
+    assert info["live"] == live_before
+    assert [r["status"] for r in info["releases"]] == ["failed", "live"], info["releases"]  # v2 failed
     wait_until("every container of the stack runs again", lambda: set(run(
         ["docker", "ps", "-a", "--filter", "label=com.docker.compose.project=%s" % st.project,
          "--format", "{{.State}}"]).stdout.split()) == {"running"}, timeout=120)
