@@ -296,7 +296,9 @@ class Compose:
         try:
             return json.loads(out)
         except ValueError:
-            raise DockerError("docker compose config returned no JSON: %s" % out[:500])
+            # Not quoted: the resolved model holds the env file's values, secrets included.
+            raise DockerError("docker compose config returned no JSON (%d characters of output, not shown: they "
+                              "hold the stack's interpolated variables)" % len(out))
 
     def config_hashes(self, services):
         """{service: the config hash compose labels its containers with (com.docker.compose.config-hash)}."""

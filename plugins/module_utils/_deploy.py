@@ -30,7 +30,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -62,6 +61,13 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     stored_checks,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._rollback import rollback
+from ansible_collections.vpsops.deploy.plugins.module_utils._secrets import (
+    argv_secrets,
+    check_secrets,
+    is_secret_name,
+    redact_text,
+    url_secrets,
+)
 
 STAGING = ".staging"
 # The deploy's gates run after `up --wait`: most checks pass at their first probe, and the final
@@ -90,49 +96,28 @@ def stack_files(stack):
     return files
 
 
-SECRET_NAME_RE = re.compile(r"(?i)(pass|pwd|secret|token|key|credential|auth|cookie|session|dsn|hook|private)")
-SECRET_CHECK_KEYS = ("login_password", "password", "headers")
-
-
 def stack_secrets(stack):
     """Every secret value of the stack: what a module masks in anything it returns. The env values
-    whose names look secret, the databases' passwords, the secret keys of checks, smoke tests and
-    SLO endpoints (headers' values), and the credentials and query strings of their URLs."""
+    whose names look secret, the databases' passwords, and the secrets of checks, smoke tests and SLO
+    endpoints (secret keys, headers' values, URL credentials and tokens, command-line passwords)."""
     found = set()
-
-    def add(value):
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and len(str(value)) >= 3:
-            found.add(str(value))
-
     for name, value in (stack.get("env") or {}).items():
-        if SECRET_NAME_RE.search(str(name)):
-            add(value)
+        if is_secret_name(name) and isinstance(value, (str, int, float)) and not isinstance(value, bool) \
+                and len(str(value)) >= 3:
+            found.add(str(value))
+        found.update(url_secrets(value))  # DATABASE_URL=postgres://user:pw@db/app
     for db in (stack.get("databases") or {}).values():
-        if isinstance(db, dict):
-            add(db.get("login_password"))
+        if isinstance(db, dict) and isinstance(db.get("login_password"), (str, int)) \
+                and len(str(db["login_password"])) >= 3:
+            found.add(str(db["login_password"]))
     checks = list(stack.get("smoke_tests") or []) + list((stack.get("slo") or {}).get("endpoints") or [])
     for phase in stack.get("phases") or []:
         checks += list((phase or {}).get("checks") or [])
+        migration = (phase or {}).get("migration")
+        if isinstance(migration, dict) and isinstance(migration.get("command"), (list, str)):
+            found.update(argv_secrets(migration["command"]))
     for check in checks:
-        if not isinstance(check, dict):
-            continue
-        for key in SECRET_CHECK_KEYS:
-            value = check.get(key)
-            if isinstance(value, dict):
-                for item in value.values():
-                    add(item)
-            else:
-                add(value)
-        url = check.get("url")
-        if isinstance(url, str):
-            match = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^@/?#]*)@", url)
-            if match:
-                add(match.group(1).partition(":")[2])
-            if "?" in url:
-                for pair in url.split("?", 1)[1].split("#")[0].split("&"):
-                    name, _eq, value = pair.partition("=")
-                    if SECRET_NAME_RE.search(name) or name.lower() in ("sig", "signature", "apikey"):
-                        add(value)
+        found.update(check_secrets(check))
     return found
 
 
@@ -567,7 +552,8 @@ def migrate(compose, phase, backups, stack):
     if rc == 0:
         return dict(service=migration["service"], rc=0)
     timed_out = rc == 124 and "timed out" in (err or "")
-    text = ("%s %s" % (err or "", out or "")).strip()
+    # Its output may print what it connects with: every secret of the stack is masked.
+    text = redact_text(("%s %s" % (err or "", out or "")).strip(), stack_secrets(stack))
     if len(text) > 600:
         text = text[:597] + "..."
     if migration.get("restore_on_failure"):

@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""HTTP for vpsops.deploy: the opener the probes, NATS and the SLO gate share, and the redaction
-of credentials in URLs. The ground floor of the shared code: standard library only, it imports
+"""HTTP for vpsops.deploy: the opener the probes, NATS and the SLO gate share (the redaction of
+URLs is _secrets'). The ground floor of the shared code: standard library only, it imports
 nothing of the collection. Private to this collection."""
 
 from __future__ import absolute_import, division, print_function
@@ -13,22 +13,7 @@ __metaclass__ = type
 
 import ssl
 
-from urllib.parse import urlsplit, urlunsplit
 from urllib.request import HTTPErrorProcessor, HTTPSHandler, build_opener
-
-
-def redact_url(url):
-    """Drop user:password@ from a URL before it is shown anywhere."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<malformed url>"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = "%s:%d" % (host, parts.port)
-    return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
 
 
 class NoRaise(HTTPErrorProcessor):

@@ -25,7 +25,8 @@ import time
 from urllib.error import URLError
 from urllib.parse import quote, unquote, urlsplit
 
-from ansible_collections.vpsops.deploy.plugins.module_utils._http import http_opener, redact_url
+from ansible_collections.vpsops.deploy.plugins.module_utils._http import http_opener
+from ansible_collections.vpsops.deploy.plugins.module_utils._secrets import redact_url
 
 DEFAULT_MONITOR_URL = "http://127.0.0.1:8222"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"

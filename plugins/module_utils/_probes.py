@@ -24,7 +24,8 @@ from urllib.error import URLError
 from urllib.parse import urlsplit
 from urllib.request import Request
 
-from ansible_collections.vpsops.deploy.plugins.module_utils._http import http_opener, redact_url
+from ansible_collections.vpsops.deploy.plugins.module_utils._http import http_opener
+from ansible_collections.vpsops.deploy.plugins.module_utils._secrets import redact_argv, redact_url
 from ansible_collections.vpsops.deploy.plugins.module_utils._runner import default_runner
 
 PROBES = {}
@@ -593,11 +594,11 @@ class CommandProbe(Probe):
         self.stdout_re = compile_regex(self, "stdout")
 
     def default_name(self):
-        argv = self.spec.get("argv")
-        return "command %s" % (" ".join(str(a) for a in argv) if isinstance(argv, list) else argv)
+        # A name reaches the audit log and the webhook: a password on the command line is masked.
+        return "command %s" % redact_argv(self.spec.get("argv") or "")
 
     def describe(self):
-        return "command %s" % " ".join(self.argv)
+        return "command %s" % redact_argv(self.argv)
 
     def probe(self, timeout):
         rc, out, err = self.runner(self.argv, timeout=max(timeout, 1))

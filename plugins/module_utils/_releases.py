@@ -46,6 +46,12 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._files import (
     write_atomic,
     write_json_atomic,
 )
+from ansible_collections.vpsops.deploy.plugins.module_utils._secrets import (
+    SECRET_CHECK_KEYS,
+    argv_secrets,
+    is_secret_name,
+    url_secrets,
+)
 
 MANIFEST = "manifest.json"
 LOCK_OVERRIDE = "images.lock.yml"
@@ -948,9 +954,11 @@ def snapshot(store, docker, compose, release_id, files, project_dir, env_file=No
     return manifest, True
 
 
-# Keys of a health check whose values are secrets: a manifest never holds them (see seal_checks).
-SECRET_CHECK_KEYS = ("login_password", "password", "headers")
 ENV_REF = "from_env"
+# A URL or command-line argument with a secret inside: its text around {"from_env": NAME} parts.
+ENV_PARTS = "from_env_parts"
+# What seal_checks looks for inside a check's url and argv.
+TEXT_KEYS = ("url", "argv")
 
 
 def given_checks(checks):
@@ -966,18 +974,45 @@ def stored_checks(checks, env=None):
 
 
 def seal_checks(checks, env):
-    """Health checks as a release manifest keeps them: no value of a secret key is written.
+    """Health checks as a release manifest keeps them: no secret is written.
 
     A secret (login_password, password, a header) whose value is the value of a variable of the
     release's env file is kept as {"from_env": NAME}: the env file's copy in the release (0600) holds
-    it, and unseal_checks puts it back for the rollback's gate. A check with any other secret is not
-    recorded at all (a rollback then gates on its containers and on the checks its caller passes):
-    without its secret it could only fail."""
+    it, and unseal_checks puts it back for the rollback's gate. A URL or a command-line argument that
+    holds a secret (URL credentials, a token parameter, a password after -a or --password, or the
+    value of a secret-named env variable) keeps its text around {"from_env": NAME} parts the same
+    way. A check with any other secret is not recorded at all (a rollback then gates on its
+    containers and on the checks its caller passes): without its secret it could only fail."""
     by_value = dict((value, name) for name, value in sorted(env.items()) if value)
+    # Values of env variables with secret-looking names are found inside any text.
+    env_secrets = set(value for name, value in env.items() if is_secret_name(name) and len(value or "") >= 3)
 
     def seal(value):
         name = by_value.get(value) if isinstance(value, str) else None
         return {ENV_REF: name} if name else None
+
+    def seal_text(text, found):
+        """(sealed text, whether every secret in it has an env variable)."""
+        found = set(s for s in found | set(v for v in env_secrets if v in text) if s in text)
+        if not found:
+            return text, True
+        if any(s not in by_value for s in found):
+            return None, False
+        parts = [text]
+        for secret in sorted(found, key=len, reverse=True):
+            split = []
+            for part in parts:
+                if isinstance(part, str):
+                    pieces = part.split(secret)
+                    for index, piece in enumerate(pieces):
+                        if index:
+                            split.append({ENV_REF: by_value[secret]})
+                        if piece:
+                            split.append(piece)
+                else:
+                    split.append(part)
+            parts = split
+        return {ENV_PARTS: parts}, True
 
     sealed = []
     for check in checks or []:
@@ -992,6 +1027,14 @@ def seal_checks(checks, env):
             else:
                 check[key] = seal(check[key])
                 kept = kept and check[key] is not None
+        if isinstance(check.get("url"), str):
+            check["url"], ok = seal_text(check["url"], url_secrets(check["url"]))
+            kept = kept and ok
+        if isinstance(check.get("argv"), list):
+            found = argv_secrets(check["argv"])
+            words = [seal_text(str(word), found | url_secrets(str(word))) for word in check["argv"]]
+            check["argv"] = [word for word, _ok in words]
+            kept = kept and all(ok for _word, ok in words)
         if kept:
             sealed.append(check)
     return sealed
@@ -1002,14 +1045,18 @@ def unseal_checks(checks, env):
     def unseal(value):
         if isinstance(value, dict) and set(value) == {ENV_REF}:
             return env.get(value[ENV_REF])
+        if isinstance(value, dict) and set(value) == {ENV_PARTS}:
+            return "".join(part if isinstance(part, str) else (unseal(part) or "") for part in value[ENV_PARTS])
         return value
 
     unsealed = []
     for check in checks or []:
         check = dict(check)
-        for key in SECRET_CHECK_KEYS:
+        for key in SECRET_CHECK_KEYS + TEXT_KEYS:
             if key == "headers" and isinstance(check.get(key), dict) and set(check[key]) != {ENV_REF}:
                 check[key] = dict((h, unseal(v)) for h, v in check[key].items())
+            elif key == "argv" and isinstance(check.get(key), list):
+                check[key] = [unseal(word) for word in check[key]]
             elif key in check:
                 check[key] = unseal(check[key])
         unsealed.append(check)

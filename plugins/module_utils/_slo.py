@@ -24,7 +24,8 @@ from urllib.error import URLError
 from urllib.parse import urlsplit
 from urllib.request import Request
 
-from ansible_collections.vpsops.deploy.plugins.module_utils._http import http_opener, redact_url
+from ansible_collections.vpsops.deploy.plugins.module_utils._http import http_opener
+from ansible_collections.vpsops.deploy.plugins.module_utils._secrets import redact_url
 
 MAX_REQUESTS = 1000
 READ_CHUNK = 64 * 1024

@@ -155,7 +155,7 @@ missing:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._nats import NatsError, fetch_jsz, summarize
-from ansible_collections.vpsops.deploy.plugins.module_utils._http import redact_url
+from ansible_collections.vpsops.deploy.plugins.module_utils._secrets import redact_url
 
 
 def main():

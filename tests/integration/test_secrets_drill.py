@@ -1,12 +1,18 @@
 """The secrets drill: unique secrets planted as vault variables go through a deploy of v1 then v2, a
-failing deploy that rolls itself back, backup.yml, restore.yml and a dlq.yml replay, each with -vvv
-and --diff, and appear nowhere but where they must: the project's `.env` and the releases' copies of
-it (mode 0600), and the containers' environment (by design, not searched).
+failing deploy that rolls itself back, one whose migration fails printing a database password,
+backup.yml, restore.yml and a dlq.yml replay, each run the way AWX runs a job (ansible-runner over a
+private data directory, the variables in env/extravars) with -vvv and --diff, and appear nowhere but
+where they must: the project's `.env` and the releases' copies of it (mode 0600), the containers'
+environment (by design, not searched) and the extra variables the job was given.
 
-Searched for every secret and for the webhook's token alone: every run's stdout and stderr, the
-process list sampled every 0.1 s during each run (the argv of every process), every file of the
-stack's state directory (releases, history, the lock as sampled while held, the project's compose
-files) and of its backup directory (dumps and their manifests) as they were after each run, the
+Planted: two database passwords (in postgres checks, backups and the env), a password on a command
+check's command line, a token in an http check's URL query, and the webhook URL with its token.
+
+Searched for every secret and for the webhook's token alone: every run's stdout, every job event
+ansible-runner stored (artifacts/<job>/job_events/*.json, what AWX keeps and shows), the process
+list sampled every 0.05 s during each run (the argv of every process), every file of the stack's
+state directory (releases, history, the lock as sampled while held, the project's compose files)
+and of its backup directory (dumps and their manifests) as they were after each run, the
 controller's audit log and the bodies the webhook received.
 
 The stack is compose project `vpsops-itsec` on loopback ports 18xxx (webhook on 18990), state in
@@ -20,13 +26,13 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import threading
 import time
 
+import ansible_runner
 import pytest
 
-from conftest import ROOT, VENV_BIN, Stack, ansible_env, run
+from conftest import ROOT, Stack, ansible_env, run
 from test_deploy_playbook import stack_vars
 from test_ops_playbooks import psql
 from test_slo_notify import receiving, webhook
@@ -46,7 +52,8 @@ MIN_FILES = 20  # files (distinct paths) a search of this drill's state and back
 def planted():
     """The secrets: name -> value, each unique to this run."""
     return {name: "S3CRET-" + secrets.token_hex(12)
-            for name in ("AR_DB_PASSWORD", "PAYMENTS_DB_PASSWORD", "REGISTRY_PASSWORD", "NOTIFY_TOKEN")}
+            for name in ("AR_DB_PASSWORD", "PAYMENTS_DB_PASSWORD", "REGISTRY_PASSWORD", "HEALTH_TOKEN",
+                         "NOTIFY_TOKEN")}
 
 
 class Sampler:
@@ -105,7 +112,7 @@ class Drill:
         # What is searched for: each secret, the whole webhook URL and its token alone.
         self.needles = dict(self.secret, NOTIFY_URL=self.notify_url)
         self.audit_log = os.path.join(tmp, "audit.jsonl")
-        self.runs = []  # {name, argv, rc, stdout, stderr, seconds, processes (Counter), samples}
+        self.runs = []  # {name, rc, stdout, events, seconds, processes (Counter), samples}
         self.locks = set()
         self.files = {}  # (path, sha256) -> bytes: every version of every file seen after a run
         self.posts = []  # what the webhook received
@@ -120,8 +127,14 @@ class Drill:
         p = self.st.ports
         stack["env"].update(AR_DB_PASSWORD="{{ vault_ar_db_password }}",
                             PAYMENTS_DB_PASSWORD="{{ vault_payments_db_password }}",
-                            REGISTRY_PASSWORD="{{ vault_registry_password }}")
-        infrastructure, platform = stack["phases"][0], stack["phases"][1]
+                            REGISTRY_PASSWORD="{{ vault_registry_password }}",
+                            HEALTH_TOKEN="{{ vault_health_token }}")
+        infrastructure, platform, modules = stack["phases"]
+        # A token in a URL's query, a password on a command line (a check named by its command).
+        modules["checks"] = modules["checks"] + [
+            {"name": "nats-with-token", "type": "http",
+             "url": "http://127.0.0.1:%d/healthz?token={{ vault_health_token }}" % p["NATS_MONITOR_PORT"]},
+            {"type": "command", "argv": ["sh", "-c", "exit 0", "sh", "--password", "{{ vault_registry_password }}"]}]
         infrastructure["checks"] = [
             check for check in infrastructure["checks"] if check["name"] not in ("ar-db", "payments-db")] + [
             {"name": "ar-db", "type": "postgres", "port": p["AR_DB_PORT"], "db": "ar_db",
@@ -139,32 +152,41 @@ class Drill:
         platform["backup"] = ["ar", "payments"]  # taken before the platform phase of every deploy
         return values
 
-    def playbook(self, name, path, tag="v2", **extra):
-        """Run a playbook with -vvv --diff, the secrets in a 0600 vars file, sampling the process list."""
+    def playbook(self, name, path, tag="v2", stack_change=None, **extra):
+        """Run a playbook as AWX runs a job: ansible-runner over a private data directory, the
+        variables (secrets included, as a credential or survey would give them) in env/extravars,
+        -vvv and --diff; sampling the process list meanwhile."""
         values = self.stack(tag)
+        if stack_change:
+            stack_change(values["vpsops_stack"])
         values.update(vault_ar_db_password=self.secret["AR_DB_PASSWORD"],
                       vault_payments_db_password=self.secret["PAYMENTS_DB_PASSWORD"],
                       vault_registry_password=self.secret["REGISTRY_PASSWORD"],
+                      vault_health_token=self.secret["HEALTH_TOKEN"],
                       vault_notify_url=self.notify_url,
                       vpsops_notify_url="{{ vault_notify_url }}")
         values.update(extra)
-        vars_file = os.path.join(self.tmp, "vars-%d.json" % len(self.runs))
-        with open(os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-            json.dump(values, handle)
-        env = ansible_env()
+        private = os.path.join(self.tmp, "job-%d" % len(self.runs))
+        os.makedirs(private)
+        env = dict((k, v) for k, v in ansible_env().items() if k.startswith(("ANSIBLE_", "PATH", "VPSOPS_")))
         env["VPSOPS_AUDIT_LOG"] = self.audit_log
         env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_tasks"  # where the time went, in stdout
-        argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", INVENTORY, os.path.join(PLAYBOOKS, path),
-                "-e", "@" + vars_file, "-vvv", "--diff"]
         started = time.monotonic()
         with Sampler() as sampler:
-            proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
-        self.runs.append({"name": name, "argv": argv, "rc": proc.returncode, "stdout": proc.stdout,
-                          "stderr": proc.stderr, "seconds": time.monotonic() - started,
-                          "processes": sampler.lines, "samples": sampler.samples})
+            job = ansible_runner.run(private_data_dir=private, project_dir=ROOT, playbook=os.path.join(PLAYBOOKS, path),
+                                     inventory=INVENTORY, extravars=values, envvars=env, verbosity=3,
+                                     cmdline="--diff", quiet=True, timeout=600, ident="job")
+        stdout = job.stdout.read()
+        events = []
+        for event_file in sorted(glob.glob(os.path.join(private, "artifacts", "job", "job_events", "*.json"))):
+            with open(event_file) as handle:
+                events.append((os.path.basename(event_file), handle.read()))
+        self.runs.append({"name": name, "rc": job.rc, "status": job.status, "stdout": stdout, "events": events,
+                          "seconds": time.monotonic() - started, "processes": sampler.lines,
+                          "samples": sampler.samples})
         self.locks |= sampler.locks
-        with open(os.path.join(self.tmp, "run-%d.log" % len(self.runs)), "w") as handle:
-            handle.write(proc.stdout + proc.stderr)
+        # What AWX itself holds of the job besides its events: the extra variables it was given.
+        run(["rm", "-rf", os.path.join(private, "env")])
         self.snapshot()
         return self.runs[-1]
 
@@ -218,6 +240,8 @@ def drill(lab, tmp_path_factory):
             d.playbook("deploy v2", "deploy.yml", tag="v2")
             # auth never answers ok: its check fails at the phase's deadline, kept short here.
             d.playbook("deploy v3-unhealthy (rolls back)", "deploy.yml", tag="v3-unhealthy", deploy_phase_timeout=40)
+            d.playbook("deploy with a failing migration (rolls back)", "deploy.yml", tag="v2",
+                       stack_change=failing_migration, deploy_phase_timeout=40)
             d.playbook("backup.yml", "backup.yml", backup_label="drill")
             taken = sorted(glob.glob(os.path.join(BACKUP_DIR, "ar_db_*_drill.dump")))
             d.backup_taken = taken[-1] if taken else None
@@ -234,21 +258,36 @@ def drill(lab, tmp_path_factory):
         d.cleanup()
 
 
+def failing_migration(stack):
+    """The modules phase migrates first, in ar's image: the migration prints the AR database's
+    password (its container's PGPASSWORD, from the env file) and fails. One more check makes it a
+    new release (v2 again would be the live release, whose phases have nothing to do)."""
+    modules = stack["phases"][2]
+    modules["migration"] = {"service": "ar", "command": [
+        "sh", "-c", "echo connecting to ar_db with password $PGPASSWORD >&2; exit 3"]}
+    modules["checks"] = modules["checks"] + [{"name": "ar-port", "type": "tcp", "port": int(stack["env"]["AR_PORT"])}]
+
+
 def failure(run_):
-    return "%s failed (rc=%d):\n%s\n%s" % (run_["name"], run_["rc"], run_["stdout"][-3000:], run_["stderr"][-2000:])
+    return "%s failed (rc=%s, %s):\n%s" % (run_["name"], run_["rc"], run_["status"], run_["stdout"][-5000:])
 
 
 def test_the_runs_did_what_they_should(drill):
-    v1, v2, v3, backup, restore, dlq = drill.runs
+    v1, v2, v3, migration, backup, restore, dlq = drill.runs
     for ok in (v1, v2, backup, restore, dlq):
-        assert ok["rc"] == 0, failure(ok)
-    assert v3["rc"] != 0, failure(v3)
-    assert "rolled back to the live release" in v3["stdout"], v3["stdout"][-3000:]
+        assert ok["rc"] == 0 and ok["status"] == "successful", failure(ok)
+    for failed in (v3, migration):
+        assert failed["rc"] != 0 and failed["status"] == "failed", failure(failed)
+        assert "rolled back to the live release" in failed["stdout"], failed["stdout"][-3000:]
+    assert "Migration ar of phase modules failed (exit code 3" in migration["stdout"], migration["stdout"][-3000:]
+    assert "connecting to ar_db with password" in migration["stdout"]  # its output is shown, masked
+    # Every job left its events, as AWX keeps them.
+    assert all(len(r["events"]) > 20 for r in drill.runs), [(r["name"], len(r["events"])) for r in drill.runs]
     assert drill.backup_taken, "backup.yml took no backup of ar into %s" % BACKUP_DIR
     assert drill.failed_events_left == 0  # replayed, then removed
     # The webhook was used (v1, v2 succeeded, v3 failed): its URL, with the token, reached the receiver.
     events = [json.loads(post["raw"])["event"] for post in drill.posts]
-    assert events == ["deploy_succeeded", "deploy_succeeded", "deploy_failed"], events
+    assert events == ["deploy_succeeded", "deploy_succeeded", "deploy_failed", "deploy_failed"], events
     assert all(post["path"].endswith(drill.secret["NOTIFY_TOKEN"]) for post in drill.posts)
     # Every run was sampled many times (at least one sample in four of its 0.05 s intervals: a short
     # run is sampled less, never too little), and the audit log was written to the file the runs
@@ -260,8 +299,8 @@ def test_the_runs_did_what_they_should(drill):
 
 def test_the_env_files_hold_the_secrets_owner_only(drill):
     env_files = sorted(p for p in walk(STATE_DIR) if is_env_file(p))
-    # The project's .env and one copy per release (v1, v2, v3-unhealthy, and none else).
-    assert os.path.join(STATE_DIR, "project", ".env") in env_files and len(env_files) == 4, env_files
+    # The project's .env and one copy per release (v1, v2, v3-unhealthy, v2 with a migration, and none else).
+    assert os.path.join(STATE_DIR, "project", ".env") in env_files and len(env_files) == 5, env_files
     for path in env_files:
         assert oct(os.stat(path).st_mode & 0o777) == "0o600", path
         with open(path) as handle:
@@ -299,7 +338,8 @@ def test_no_secret_appears_anywhere_else(drill, capsys):
     sources = []
     for r in drill.runs:
         sources.append(("%s: stdout" % r["name"], r["stdout"].splitlines()))
-        sources.append(("%s: stderr" % r["name"], r["stderr"].splitlines()))
+        for event_name, text in r["events"]:
+            sources.append(("%s: job event %s" % (r["name"], event_name), text.splitlines()))
         sources.append(("%s: process list" % r["name"], list(r["processes"])))
     for content in sorted(drill.locks):
         sources.append(("%s (held)" % os.path.join(STATE_DIR, "lock.json"), lines_of(content)))

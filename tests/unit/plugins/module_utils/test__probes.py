@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from ansible_collections.vpsops.deploy.plugins.module_utils import _probes as probes
-from ansible_collections.vpsops.deploy.plugins.module_utils._http import redact_url
+from ansible_collections.vpsops.deploy.plugins.module_utils._secrets import redact_url
 
 # `docker inspect --format '{{json .State}}'` as recorded from the lab's Docker 20.10.
 STATE_HEALTHY = json.loads(
