@@ -76,8 +76,15 @@ def flow(lab):
     run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
 
 
+def audit_entries(path):
+    with open(path) as handle:
+        return [json.loads(line) for line in handle]
+
+
 def test_controller_killed_during_phase_two_then_rollback_playbook_restores_the_live_release(
-        flow, tmp_path, receiver):
+        flow, tmp_path, receiver, monkeypatch):
+    audit_log = str(tmp_path / "audit.jsonl")
+    monkeypatch.setenv("VPSOPS_AUDIT_LOG", audit_log)  # every playbook below appends to it
     first = playbook(tmp_path, stack_vars(flow))
     assert first.returncode == 0, first.stdout[-3000:]
     good = images(flow.project)
@@ -118,6 +125,23 @@ def test_controller_killed_during_phase_two_then_rollback_playbook_restores_the_
     info = releases(flow)
     assert info["live"] == live and info["lock"] is None
     assert info["releases"][0]["status"] == "failed"  # the interrupted v2 release
+    interrupted = info["releases"][0]["id"]
+
+    # The controller's audit log tells the story: the killed run started and finished phase 1 of
+    # release v2, and nothing recorded its end (it was killed); the deploy refused meanwhile says
+    # by whom; the rollback that took over is recorded as a success back to the live release.
+    entries = audit_entries(audit_log)
+    killed = [e for e in entries if e["pid"] == deploy.pid]
+    assert [e["event"] for e in killed] == ["deploy_started", "phase_finished"], killed
+    assert (killed[1]["phase"], killed[1]["release"], killed[1]["status"]) == ("infrastructure", interrupted, "ok")
+    refused_lines = [e for e in entries if e["event"] == "deploy_failed" and e["pid"] not in (deploy.pid,)]
+    assert len(refused_lines) == 1, entries
+    assert "cannot lock" in refused_lines[0]["data"]["outcome"] and held["owner"] in refused_lines[0]["data"]["outcome"]
+    last = entries[-1]
+    assert (last["event"], last["status"], last["release"], last["stack"]) == (
+        "rollback_succeeded", "ok", live, flow.project), last
+    assert last["data"]["changed"] in (True, "True", "true"), last
+    assert [e["event"] for e in entries].count("deploy_succeeded") == 1  # the v1 deploy, before it all
 
 
 def test_two_deploys_at_once_one_is_refused_with_the_holder_named(flow, tmp_path):
