@@ -151,9 +151,10 @@ class ActionModule(ActionBase):
                 args["contents"] = self.read_sources(stack)
             except AnsibleError as exc:
                 return dict(result, failed=True, msg=str(exc))
+            if "controller" not in args and "pid" not in args:
+                args.setdefault("identity", identity)  # not when the caller names another holder
             args.setdefault("controller", socket.gethostname())
             args.setdefault("pid", controller_pid())
-            args.setdefault("identity", identity)
         services = args.pop("services", None)
         phase_step = args.get("step") == "phase" and not self._play_context.check_mode
         host = task_vars.get("inventory_hostname")

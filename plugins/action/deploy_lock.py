@@ -40,11 +40,13 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         args = dict(self._task.args)
+        here = run_identity()
+        if "controller" not in args and "pid" not in args:
+            # A holder named by the caller (another controller's pid) is not this run.
+            args.setdefault("identity", here)
         controller = args.get("controller") or socket.gethostname()
         args.setdefault("controller", controller)
         args.setdefault("pid", controller_pid())
-        here = run_identity()
-        args.setdefault("identity", here)
         takeover_dead = self._task.args.get("takeover_dead", False)
         args["takeover_dead"] = takeover_dead
         result.update(self._execute_module(module_name="vpsops.deploy.deploy_lock", module_args=args,
