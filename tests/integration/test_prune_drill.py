@@ -238,3 +238,19 @@ def test_automatic_rollback_inside_a_deploy_after_a_prune_is_refused_then_rollba
     assert state["live"] == drill["v2"] and state["lock"] is None
     assert [r["status"] for r in state["releases"]][:2] == ["failed", "live"]
     assert re.search(r"rolled back|already at", back.stdout)
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_release_with_dockers_error(lab, tmp_path):
+    """Pull errors are not swallowed: the failure carries Docker's answer. The registry is a closed
+    port on loopback (no traffic leaves the machine), so the pull fails at once."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "one.yml").write_text("services:\n  web:\n    image: 127.0.0.1:9/%s/none:v1\n" % REPO)
+    state_dir = str(tmp_path / "state")
+    rc, result = ansible_module("compose_release", {"stack": "vpsops-itpull", "state_dir": state_dir,
+                                                    "project_dir": str(project), "files": ["one.yml"]})
+    assert rc != 0 and result.get("failed"), result
+    assert "web (127.0.0.1:9/%s/none:v1)" % REPO in result["msg"] and "pulling failed" in result["msg"], result
+    assert "connection refused" in result["msg"], result["msg"]
+    assert "Traceback" not in json.dumps(result)
+    assert not os.path.exists(os.path.join(state_dir, "releases")) or os.listdir(os.path.join(state_dir, "releases")) == []
