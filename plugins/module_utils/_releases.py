@@ -867,7 +867,7 @@ def resolve_images(docker, compose, stack, pull="missing"):
         for ref in missing:
             try:
                 docker.pull(ref)
-            except Exception as exc:  # pylint: disable=broad-except - every failure is reported below
+            except Exception as exc:  # noqa: BLE001 - every failure is reported below, with the services
                 pull_errors[ref] = str(exc).strip() or type(exc).__name__
         found.update(docker.images(missing))
     absent = sorted((name, ref) for name, ref in refs.items() if ref not in found)
