@@ -460,3 +460,55 @@ def test_with_pull_never_a_missing_image_is_named_and_nothing_is_pulled():
     with pytest.raises(rel.ReleaseError, match=r"web \(web:v2\): build or pull them first \(pull=never\)"):
         rel.resolve_images(docker, FakeModel({"web": {"image": "web:v2"}}), "shop", pull="never")
     assert docker.pulled == []
+
+
+# the rollback's image pre-check ------------------------------------------------------------------
+
+class FakeHost:
+    """Docker for the rollback's pre-check: the images on the host, the containers running."""
+
+    def __init__(self, images, running):
+        self.present, self.running = set(images), running
+        self.tagged = []
+
+    def images(self, refs):
+        return dict((r, {"id": r, "repo_digests": [], "repo_tags": [r]}) for r in refs if r in self.present)
+
+    def project_containers(self, stack):
+        return [{"service": s, "image_id": i, "name": "%s-%s-1" % (stack, s)} for s, i in self.running.items()]
+
+    def tag(self, image_id, ref):
+        self.tagged.append((image_id, ref))
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_rollback_whose_images_were_pruned_is_refused_before_any_change(tmp_path, check_mode):
+    store = make_store(tmp_path)
+    r1 = add_release(store, tmp_path, "r1", "live")
+    r2 = add_release(store, tmp_path, "r2", "live")
+    running = dict((n, s["image_id"]) for n, s in r2["services"].items())
+    # After `docker system prune -a`: only the images the running containers use are left.
+    docker = FakeHost(running.values(), running)
+    history = len(store.history())
+    with pytest.raises(rel.ReleaseError) as caught:
+        rb.rollback(store, docker, to="r1", check_mode=check_mode)
+    message = str(caught.value)
+    assert message.startswith("rollback to r1 refused before any change: ")
+    for name in ("web", "api"):
+        assert "service %s's image %s:x (ID %s)" % (name, name, r1["services"][name]["image_id"][7:19]) in message
+    assert "docker load" in message and "then run the rollback again" in message
+    assert "nothing was stopped or recreated" in message
+    assert "or roll back to a release whose images are all here: r2" in message
+    assert len(store.history()) == history and docker.tagged == [] and store.live_id() == "r2"
+
+
+def test_a_partial_rollback_needs_the_live_release_s_other_images_too_and_a_lost_pin_tag_is_no_refusal(tmp_path):
+    store = make_store(tmp_path)
+    r1 = add_release(store, tmp_path, "r1", "live")
+    r2 = add_release(store, tmp_path, "r2", "live")
+    # r1's web image is here; r2's api image (which the partial release keeps) is not, nor its pin.
+    docker = FakeHost([r1["services"]["web"]["image_id"]], {"web": r2["services"]["web"]["image_id"]})
+    with pytest.raises(rel.ReleaseError, match=r"service api's image api:x \(ID [0-9a-z ]+, of the live release\)"):
+        rb.rollback(store, docker, to="r1", services=["web"], check_mode=True)
+    docker.present.add(r2["services"]["api"]["image_id"])
+    assert rb.rollback(store, docker, to="r1", services=["web"], check_mode=True)["changed"] is True
