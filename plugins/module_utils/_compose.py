@@ -261,6 +261,8 @@ class Docker:
                 "image": (item.get("Config") or {}).get("Image"),
                 "state": state.get("Status"),
                 "health": (state.get("Health") or {}).get("Status"),
+                "exit_code": state.get("ExitCode"),
+                "started_at": state.get("StartedAt"),
             })
         return sorted(containers, key=lambda c: (c["service"] or "", c["name"]))
 
@@ -276,6 +278,8 @@ class Compose:
         self.env_file = env_file
         # More env files after env_file, in order; compose lets a later file override an earlier one.
         self.env_files = list(env_files or [])
+        # The resolved model when a caller already read it with these same files (see config()).
+        self.model = None
 
     def base(self):
         args = ["compose", "-p", self.project]
@@ -291,7 +295,10 @@ class Compose:
         return self.docker.run(self.base() + list(args), timeout=timeout, what=what or "docker compose %s" % args[0])
 
     def config(self):
-        """The resolved model (`config --format json`), with variables interpolated."""
+        """The resolved model (`config --format json`), with variables interpolated; the one a caller
+        set as `model` (read with these files and env file) when there is one."""
+        if self.model is not None:
+            return self.model
         out = self.run(["config", "--format", "json"], what="docker compose config")
         try:
             return json.loads(out)
@@ -308,10 +315,12 @@ class Compose:
     def services(self):
         return sorted(l.strip() for l in self.run(["config", "--services"]).splitlines() if l.strip())
 
-    def up(self, services=(), wait_timeout=120, remove_orphans=False, pull="never", build=False, no_deps=False):
-        """`up -d --wait`. build: False never builds, True always, None builds a missing image of a
-        service with a build section (compose's own default)."""
-        args = ["up", "-d", "--wait", "--wait-timeout", str(int(wait_timeout)), "--pull", pull]
+    def up(self, services=(), wait_timeout=120, remove_orphans=False, pull="never", build=False, no_deps=False,
+           wait=True):
+        """`up -d --wait` (without --wait when wait is false: one-shot services, see _phase.run_jobs).
+        build: False never builds, True always, None builds a missing image of a service with a
+        build section (compose's own default)."""
+        args = ["up", "-d"] + (["--wait", "--wait-timeout", str(int(wait_timeout))] if wait else []) + ["--pull", pull]
         if build is False:
             args.append("--no-build")
         elif build is True:

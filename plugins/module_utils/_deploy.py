@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
 from ansible_collections.vpsops.deploy.plugins.module_utils._files import makedirs_owner_only, write_atomic
-from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_phase
+from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, job_done, run_phase
 from ansible_collections.vpsops.deploy.plugins.module_utils._plan import container_hashes
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     CheckSpecError,
@@ -142,14 +142,57 @@ def phase_services(docker, project, phases, files_by_name, project_dir, env_file
         paths = [files_by_name[f] for f in phase["compose_files"]]
         out = Compose(docker, project, paths, project_dir=project_dir, env_file=env_file).run(
             ["config", "--services", "--no-consistency"], what="docker compose config --services")
-        return dict(name=phase["name"], files=[os.path.basename(p) for p in paths], services=sorted(out.split()),
-                    checks=stored_checks(phase.get("checks"), env))
+        entry = dict(name=phase["name"], files=[os.path.basename(p) for p in paths], services=sorted(out.split()),
+                     checks=stored_checks(phase.get("checks"), env))
+        if phase.get("jobs"):
+            entry["jobs"] = list(phase["jobs"])
+        return entry
 
     phases = list(phases or [])
     if len(phases) <= 1:
         return [services_of(p) for p in phases]
     with ThreadPoolExecutor(max_workers=min(4, len(phases))) as pool:
         return list(pool.map(services_of, phases))
+
+
+def completion_dependencies(model):
+    """Services another service waits for with `condition: service_completed_successfully`: one-shot
+    services by compose's own word."""
+    found = set()
+    for svc in ((model or {}).get("services") or {}).values():
+        depends = (svc or {}).get("depends_on") or {}
+        if isinstance(depends, dict):
+            for name, spec in depends.items():
+                if isinstance(spec, dict) and spec.get("condition") == "service_completed_successfully":
+                    found.add(name)
+    return found
+
+
+def add_jobs(phases, model):
+    """Each phase's one-shot services (its `jobs`, in the stack's order, then those compose names as
+    completed dependencies): recorded with the release as the phase's `jobs`."""
+    completed = completion_dependencies(model)
+    for phase in phases:
+        jobs = list(phase.get("jobs") or [])
+        unknown = [j for j in jobs if j not in phase["services"]]
+        if unknown:
+            raise DeployError("vpsops_stack.phases[%s].jobs names %s, which are not services of the phase "
+                              "(its services are %s)." % (phase["name"], unknown, phase["services"]))
+        jobs += sorted(s for s in phase["services"] if s in completed and s not in jobs)
+        if jobs:
+            phase["jobs"] = jobs
+        else:
+            phase.pop("jobs", None)
+    return phases
+
+
+def jobs_of(manifest, phase_name=None):
+    """The one-shot services the release records (of one phase, or of all)."""
+    found = []
+    for phase in manifest.get("phases") or []:
+        if phase_name is None or phase.get("name") == phase_name:
+            found += [j for j in phase.get("jobs") or [] if j not in found]
+    return found
 
 
 # the lock --------------------------------------------------------------------------------------
@@ -222,10 +265,11 @@ def stage(store, contents, env, check_mode):
     return path
 
 
-def unchanged_services(compose, services, containers, hashes=None):
+def unchanged_services(compose, services, containers, hashes=None, jobs=()):
     """The services whose containers all run the compose config of `compose` already: every
-    container running, healthy where it has a healthcheck, labelled with the wanted config hash.
-    A service without a container is changed (it would be created)."""
+    container running, healthy where it has a healthcheck (a one-shot service of `jobs`: exited with
+    exit code 0), labelled with the wanted config hash. A service without a container is changed
+    (it would be created)."""
     services = list(services)
     if not services:
         return set()
@@ -240,8 +284,11 @@ def unchanged_services(compose, services, containers, hashes=None):
         found = by_service.get(name) or []
         if not found or name not in wanted:
             continue
-        if all(c["state"] == "running" and c.get("health") in (None, "", "healthy")
-               and hashes.get(c["id"]) == wanted[name] for c in found):
+        if name in jobs:
+            settled = all(job_done(c, None) for c in found)
+        else:
+            settled = all(c["state"] == "running" and c.get("health") in (None, "", "healthy") for c in found)
+        if settled and all(hashes.get(c["id"]) == wanted[name] for c in found):
             same.add(name)
     return same
 
@@ -261,7 +308,7 @@ def plan_phases(compose, manifest, stack, containers, images_of_refs=None, live=
     services = []
     for phase in manifest.get("phases") or []:
         services += [s for s in phase["services"] if s != migrations.get(phase["name"])]
-    same = unchanged_services(compose, sorted(set(services)), containers)
+    same = unchanged_services(compose, sorted(set(services)), containers, jobs=set(jobs_of(manifest)))
     running = {}
     for c in containers:
         ref = c.get("image") or c.get("image_id") or "?"
@@ -300,34 +347,52 @@ def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=
         except CheckSpecError as exc:
             raise DeployError("vpsops_stack.phases[%s].checks: %s; nothing was changed" % (phase.get("name"), exc))
     result = dict(changed=False, lock=None, took_over=None, warnings=[], seconds={})
-    mark = time.monotonic()
-    if preflight is not None and preflight.get("check_host", True):
-        result["host"] = host_preflight(docker, preflight, preflight.get("host") or "this host")
-    result["seconds"]["host"] = round(time.monotonic() - mark, 3)
+    started = time.monotonic()
+
+    def host_checks():
+        if preflight is not None and preflight.get("check_host", True):
+            result["host"] = host_preflight(docker, preflight, preflight.get("host") or "this host")
+        return round(time.monotonic() - started, 3)
+
+    # The host's checks run while the lock is taken and the new files are read; their problems come
+    # first (a full disk says so, not that the lock could not be written).
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        host = pool.submit(host_checks)
+        try:
+            lock = take_lock(store, result, owner, ttl, controller, pid, takeover, identity, check_mode)
+        except BaseException:
+            host.exception()
+            host.result()
+            raise
+        try:
+            return _begin(store, docker, stack, contents, names, owner, project_dir, pull, user, git_sha, preflight,
+                          check_mode, environ, result, lock, pool, host)
+        except BaseException:
+            # Nothing changed on the host yet: the lock taken here goes with the failure.
+            if not check_mode and result.get("lock"):
+                try:
+                    store.release_lock(owner)
+                except (ReleaseError, OSError):
+                    pass
+            raise
+
+
+def take_lock(store, result, owner, ttl, controller, pid, takeover, identity, check_mode):
+    """The stack's lock for this run (in check mode only whether another run holds it)."""
     now = time.time()
     if check_mode:
         lock = store.read_lock() if store.exists() else None
         if lock and lock.get("owner") != owner and lock_is_live(lock, now) and lock.get("owner") != takeover:
             raise LockHeld("cannot lock: " + lock_message(lock, now), lock)
-    else:
-        store.ensure()
-        lock, _changed, took_over = store.acquire(owner, ttl, controller, pid, takeover=takeover, identity=identity)
-        result.update(lock=lock, took_over=took_over)
-        if took_over:
-            result["warnings"].append("took over the deploy lock (%s): %s" % (
-                "its holder is gone" if took_over.get("owner") == takeover else "stale",
-                lock_message(took_over, lock["heartbeat_epoch"])))
-    try:
-        return _begin(store, docker, stack, contents, names, owner, project_dir, pull, user, git_sha, preflight,
-                      check_mode, environ, result, lock)
-    except BaseException:
-        # Nothing changed on the host yet: the lock taken here goes with the failure.
-        if not check_mode and result.get("lock"):
-            try:
-                store.release_lock(owner)
-            except (ReleaseError, OSError):
-                pass
-        raise
+        return lock
+    store.ensure()
+    lock, _changed, took_over = store.acquire(owner, ttl, controller, pid, takeover=takeover, identity=identity)
+    result.update(lock=lock, took_over=took_over)
+    if took_over:
+        result["warnings"].append("took over the deploy lock (%s): %s" % (
+            "its holder is gone" if took_over.get("owner") == takeover else "stale",
+            lock_message(took_over, lock["heartbeat_epoch"])))
+    return lock
 
 
 def host_preflight(docker, options, host="this host"):
@@ -354,7 +419,7 @@ def host_preflight(docker, options, host="this host"):
 
 
 def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user, git_sha, preflight, check_mode,
-           environ, result, lock):
+           environ, result, lock, pool, host):
     from ansible_collections.vpsops.deploy.plugins.module_utils import _preflight
 
     seconds = result["seconds"]
@@ -367,20 +432,36 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
             if not os.path.isdir(project_dir):
                 makedirs_owner_only(project_dir)
         compose_dir = project_dir if os.path.isdir(project_dir) else staged
-        if preflight is not None:
+        files_by_name = dict(zip(names, files))
+        keep = {}
+
+        def checks_of_stack():
+            if preflight is None:
+                return round(time.monotonic() - mark, 3)
             params = dict((k, v.get("default")) for k, v in _preflight.argument_spec().items())
             params.update(dict((k, v) for k, v in preflight.items() if k in params and v is not None))
             params.update(scope="stack", project=store.stack, project_dir=compose_dir, files=files,
                           env_files=[env_file], docker_cli=docker.cli,
                           required_env=sorted((stack.get("env") or {}).keys()))
-            checks, _services, problems = _preflight.stack_checks(params, docker, dict(os.environ) if environ is None
-                                                                  else environ)
+            _checks, _services, problems = _preflight.stack_checks(
+                params, docker, dict(os.environ) if environ is None else environ, keep=keep)
             if problems:
                 raise DeployError(_preflight.failure_message(params, problems))
-        seconds["stack checks"] = round(time.monotonic() - mark, 3)
-        mark = time.monotonic()
-        files_by_name = dict(zip(names, files))
-        phases = phase_services(docker, store.stack, stack["phases"], files_by_name, compose_dir, env_file)
+            return round(time.monotonic() - mark, 3)
+
+        def services_of_phases():
+            found = phase_services(docker, store.stack, stack["phases"], files_by_name, compose_dir, env_file)
+            return found, round(time.monotonic() - mark, 3)
+
+        # Independent reads of the new files (Docker and Compose answer each in their own process), at
+        # once and beside the host's checks; the host's problems first when several fail.
+        futures = [host, pool.submit(checks_of_stack), pool.submit(services_of_phases)]
+        for future in futures:
+            future.exception()
+        seconds["host"] = futures[0].result()
+        seconds["stack checks"] = futures[1].result()
+        phases, seconds["phases"] = futures[2].result()
+        add_jobs(phases, keep.get("model"))
         for phase in stack["phases"]:
             rollout = phase.get("rollout") or []
             known = next(p["services"] for p in phases if p["name"] == phase["name"])
@@ -389,7 +470,7 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
                 raise DeployError("vpsops_stack.phases[%s].rollout names %s, which are not services of the phase "
                                   "(its services are %s)." % (phase["name"], stray, known))
         compose = Compose(docker, store.stack, files, project_dir=compose_dir, env_file=env_file)
-        seconds["phases"] = round(time.monotonic() - mark, 3)
+        compose.model = keep.get("model")  # the stack checks read it with these files: not read twice
         mark = time.monotonic()
         live = store.live_id() if store.exists() else None
         manifest, recorded = snapshot(store, docker, compose, None, files, project_dir, env_file=env_file,
@@ -581,7 +662,10 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
     migration = (phase.get("migration") or {}).get("service")
     rollout = list(phase.get("rollout") or [])
     services = [s for s in recorded["services"] if s != migration]
-    plain = [s for s in services if s not in rollout]
+    jobs = [s for s in recorded.get("jobs") or [] if s in services]
+    # One-shot services run to completion after the others are up; the gate judges the others.
+    lasting = [s for s in services if s not in jobs]
+    plain = [s for s in lasting if s not in rollout]
     timeout = int(phase.get("timeout") or timeout)
     checks = given_checks(phase.get("checks"))
     validate_checks(checks, docker.cli)
@@ -598,14 +682,14 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
             # still proves every container runs and is healthy.
             same = set(services)
         else:
-            same = unchanged_services(compose, services, docker.project_containers(store.stack))
+            same = unchanged_services(compose, services, docker.project_containers(store.stack), jobs=set(jobs))
         # A new release keeps its backups and migration even for a phase whose containers stay.
         result["unchanged"] = bool(services) and same >= set(services) and quiet_phase(phase, live == release_id)
         result["seconds"]["plan"] = round(clock() - started, 3)
         if result["unchanged"]:
             # Nothing to change: one probe round of the phase's checks and containers proves it.
             try:
-                gated = run_phase(compose, [], gate_services=services, checks=checks, since=since, timeout=timeout,
+                gated = run_phase(compose, [], gate_services=lasting, checks=checks, since=since, timeout=timeout,
                                   interval=GATE_INTERVAL, max_interval=GATE_MAX_INTERVAL, consecutive=1, pull="never")
             except PhaseError as exc:
                 raise DeployError(str(exc), dict(result, **exc.result))
@@ -637,12 +721,14 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
                 new_replicas += list(r.get("new") or [])
             result["seconds"]["rollout"] = round(clock() - mark, 3)
         try:
-            done = run_phase(compose, plain, gate_services=services, gate_containers=new_replicas, checks=checks,
+            done = run_phase(compose, plain, gate_services=lasting, gate_containers=new_replicas, checks=checks,
                              since=since, timeout=timeout, interval=GATE_INTERVAL, max_interval=GATE_MAX_INTERVAL,
-                             consecutive=consecutive, pull=pull)
+                             consecutive=consecutive, pull=pull, jobs=jobs,
+                             redact=lambda text: redact_text(text, stack_secrets(stack)))
         except PhaseError as exc:
             raise DeployError(str(exc), dict(result, **exc.result))
-        result.update(actions=done["actions"], containers=done["containers"], gate=done["gate"])
+        result.update(actions=done["actions"], containers=done["containers"], gate=done["gate"],
+                      jobs=done.get("jobs") or [])
         result["changed"] = result["changed"] or done["changed"]
         for key, value in done["seconds"].items():
             result["seconds"][key] = value
@@ -656,8 +742,10 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
 # finish ----------------------------------------------------------------------------------------
 
 def finish(store, docker, stack, release_id, owner, ttl=None, since=None, gated=None, timeout=120, consecutive=2,
-           watch_seconds=0, smoke_timeout=60, baseline=None, keep=5, user=None, host="this host"):
-    """Smoke tests, SLO gate, the final gate (every check twice in a row), watch window, promote."""
+           watch_seconds=0, smoke_timeout=60, baseline=None, keep=5, user=None, host="this host", release_lock=False):
+    """Smoke tests, SLO gate, the final gate (every check twice in a row), watch window, promote.
+    With release_lock (a deploy of this host alone: nothing after it can call for a rollback), the
+    lock goes too, and the end step has nothing left to do."""
     from ansible_collections.vpsops.deploy.plugins.module_utils import _slo
 
     result = dict(changed=False, release=release_id, smoke=None, slo=None, gate=None, watch=None, removed=[],
@@ -675,7 +763,7 @@ def finish(store, docker, stack, release_id, owner, ttl=None, since=None, gated=
             for phase in manifest.get("phases") or []:
                 services |= set(phase.get("services") or [])
             gated = [c["name"] for c in docker.project_containers(store.stack)
-                     if c["service"] in services - migrations]
+                     if c["service"] in services - migrations - set(jobs_of(manifest))]
         smoke = [dict(c, type=c.get("type") or "http") for c in given_checks(stack.get("smoke_tests"))]
         if smoke:
             mark = time.monotonic()
@@ -724,6 +812,8 @@ def finish(store, docker, stack, release_id, owner, ttl=None, since=None, gated=
                 store.record("release_retired", release=old, reason="retention keep=%d" % keep)
                 result["removed"].append(old)
         result.update(changed=changed or bool(result["removed"]), replaced=replaced)
+    if release_lock:
+        _lock, result["lock_released"] = store.release_lock(owner)
     return result
 
 

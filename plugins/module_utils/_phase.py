@@ -14,7 +14,7 @@ import re
 import time
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import DockerError
-from ansible_collections.vpsops.deploy.plugins.module_utils._probes import run_gate, validate_checks
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import parse_docker_time, run_gate, validate_checks
 
 # `docker compose --dry-run up` prints one line per container it would touch.
 DRY_RUN_RE = re.compile(r"Container\s+(\S+)\s+(Recreat|Creat|Start)", re.IGNORECASE)
@@ -65,6 +65,63 @@ def dry_run_actions(text):
     return actions
 
 
+def job_done(container, since):
+    """A one-shot container that exited 0 (after `since`, epoch seconds, when given)."""
+    if container.get("state") != "exited" or container.get("exit_code") != 0:
+        return False
+    if since is None:
+        return True
+    started = parse_docker_time(container.get("started_at") or "")
+    return started is not None and started >= since - 1
+
+
+def run_jobs(compose, jobs, timeout=600, since=None, pull="never", clock=time.monotonic, sleep=time.sleep,
+             redact=None):
+    """The one-shot services (jobs) of a phase, in order, each run to completion: a job that already
+    ran to exit code 0 since `since` (compose started it as a dependency with
+    service_completed_successfully) is not run again; any other is started with `up -d --no-deps`
+    and waited for. Returns [{service, exit_code, seconds, ran}]; raises PhaseError naming the job,
+    its exit code and its last log lines (masked by `redact`) when one fails or outlives `timeout`."""
+    docker = compose.docker
+    done = []
+    for job in jobs:
+        started = clock()
+        mine = [c for c in docker.project_containers(compose.project) if c["service"] == job]
+        if mine and all(job_done(c, since) for c in mine):
+            done.append(dict(service=job, exit_code=0, seconds=0.0, ran=False))
+            continue
+        try:
+            compose.up([job], wait_timeout=timeout, pull=pull, no_deps=True, wait=False)
+        except DockerError as exc:
+            raise PhaseError("one-shot service %s did not start: %s" % (job, exc), dict(jobs=done))
+        delay = 0.1
+        while True:
+            mine = [c for c in docker.project_containers(compose.project) if c["service"] == job]
+            if mine and all(c["state"] in ("exited", "dead") for c in mine):
+                break
+            if clock() - started > timeout:
+                raise PhaseError("one-shot service %s did not finish within %ss" % (job, timeout),
+                                 dict(jobs=done + [dict(service=job, exit_code=None, seconds=round(clock() - started, 3),
+                                                        ran=True)]))
+            sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+        failed = [c for c in mine if c.get("exit_code") != 0]
+        entry = dict(service=job, exit_code=failed[0].get("exit_code") if failed else 0,
+                     seconds=round(clock() - started, 3), ran=True)
+        done.append(entry)
+        if failed:
+            try:
+                out, err = docker.container_logs(failed[0]["name"], tail=15)
+                tail = ((out or "") + (err or "")).strip()
+            except DockerError as exc:
+                tail = "(its logs could not be read: %s)" % exc
+            if redact:
+                tail = redact(tail)
+            raise PhaseError("one-shot service %s exited with exit code %s; its last log lines: %s"
+                             % (job, entry["exit_code"], tail[-1500:] or "(none)"), dict(jobs=done))
+    return done
+
+
 def gated_names(after, gate_services, gate_containers):
     """The containers the gate judges: every container of the gated services, then the given ones,
     each once."""
@@ -77,19 +134,22 @@ def gated_names(after, gate_services, gate_containers):
 
 def run_phase(compose, services, gate_services=None, gate_containers=None, checks=None, since=None,
               timeout=120, interval=1.0, max_interval=5.0, consecutive=1, pull="missing", check_mode=False,
-              clock=time.monotonic):
-    """Bring up `services` and gate the phase. Returns the result; raises PhaseError (with what
-    was done) when `up` or the gate fails. The checks are validated before anything changes."""
+              clock=time.monotonic, jobs=(), redact=None):
+    """Bring up `services`, run the one-shot `jobs` to completion (run_jobs) and gate the phase.
+    Returns the result; raises PhaseError (with what was done) when `up`, a job or the gate fails.
+    The checks are validated before anything changes."""
     docker = compose.docker
     gate_services = list(services if gate_services is None else gate_services)
     validate_checks(checks, docker.cli)  # CheckSpecError before anything changes
     result = {"changed": False, "actions": [], "containers": [], "gate": None, "seconds": {}}
+    jobs = list(jobs or [])
     if check_mode:
-        if services:
-            result["actions"] = dry_run_actions(compose.dry_run_up(services, pull=pull))
+        if services or jobs:
+            result["actions"] = dry_run_actions(compose.dry_run_up(list(services) + jobs, pull=pull))
         result["changed"] = bool(result["actions"])
         return result
     started = clock()
+    up_epoch = time.time()
     before = snapshot(docker, compose.project)
     failure = None
     if services:
@@ -97,6 +157,12 @@ def run_phase(compose, services, gate_services=None, gate_containers=None, check
             compose.up(services, wait_timeout=timeout, pull=pull, build=None)
         except DockerError as exc:
             failure = "docker compose up of %s failed: %s" % (", ".join(services), exc)
+    if jobs and not failure:
+        try:
+            result["jobs"] = run_jobs(compose, jobs, timeout=timeout, since=up_epoch, pull=pull, redact=redact)
+        except PhaseError as exc:
+            result["jobs"] = exc.result.get("jobs")
+            failure = str(exc)
     after = snapshot(docker, compose.project)
     result["actions"] = actions_between(before, after)
     result["changed"] = bool(result["actions"])

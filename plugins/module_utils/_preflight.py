@@ -578,8 +578,9 @@ def port_checks(project, services, containers, binder=bind_test, owner_of=socket
     return owners, problems
 
 
-def stack_checks(params, docker, environ, binder=bind_test, owner_of=socket_process):
-    """(checks, services, problems) for the compose files, variables, images and ports."""
+def stack_checks(params, docker, environ, binder=bind_test, owner_of=socket_process, keep=None):
+    """(checks, services, problems) for the compose files, variables, images and ports. With `keep`
+    (a dict), the resolved model is kept there as "model" for the caller's next reads."""
     project, project_dir = params["project"], params["project_dir"]
     checks = {"images": {}, "ports": {}}
     problems = []
@@ -643,6 +644,8 @@ def stack_checks(params, docker, environ, binder=bind_test, owner_of=socket_proc
     if model is None:
         problems.append("docker compose config of project %s failed: %s" % (project, compose_error(stderr, redact)))
         return checks, [], problems
+    if keep is not None:
+        keep["model"] = model
     services = parse_model(model)
     checks["images"] = dict((n, s["image"] or "%s-%s (built on the host)" % (project, n)) for n, s in services.items())
     problems += image_problems(services, params["allow_latest"])

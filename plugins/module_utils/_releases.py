@@ -923,6 +923,9 @@ def snapshot(store, docker, compose, release_id, files, project_dir, env_file=No
             "services": list(phase.get("services") or []),
             "checks": list(phase.get("checks") or []),
         })
+        if phase.get("jobs"):
+            # One-shot services: run to completion, never gated as running containers.
+            phase_entries[-1]["jobs"] = list(phase["jobs"])
     manifests, _bad = store.releases()
     live = store.live_id()
     for m in manifests:

@@ -17,6 +17,7 @@ import time
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
+from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_jobs
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     CorruptRelease,
     ReleaseError,
@@ -305,15 +306,26 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
         mark = time.monotonic()
         groups = reverse_phase_groups(deployed, scope, plan)
         result["order"] = [name for name, _names in groups]
+        # One-shot services are not waited for as running containers: they run to completion after.
+        jobs = [j for phase in deployed.get("phases") or [] for j in phase.get("jobs") or [] if j in scope]
+        lasting = [name for name in scope if name not in jobs]
+        up_epoch = time.time()
         if len(groups) > 1:
             # Several phases move: the last phase goes back first (consumers before the services
             # they consume), then one `up` of the whole scope removes what the target lacks.
             for _phase, names in groups:
-                compose.up(names, wait_timeout=timeout, pull="never", no_deps=True)
+                names = [name for name in names if name not in jobs]
+                if names:
+                    compose.up(names, wait_timeout=timeout, pull="never", no_deps=True)
             if whole:
-                compose.up(scope, wait_timeout=timeout, remove_orphans=True, pull="never")
-        else:
-            compose.up(scope, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole)
+                compose.up(lasting, wait_timeout=timeout, remove_orphans=True, pull="never")
+        elif lasting:
+            compose.up(lasting, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole)
+        if jobs:
+            try:
+                result["jobs"] = run_jobs(compose, jobs, timeout=timeout, since=up_epoch)
+            except PhaseError as exc:
+                raise ReleaseError("rollback to %s: %s" % (target_id, exc))
         timings["up"] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
         containers = docker.project_containers(store.stack)
@@ -323,7 +335,7 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
         gate_checks = list(checks or []) + (checks_for(target, scope, store.env_path(target))
                                             if recorded_checks else [])
         if gate is not None:
-            names = [c["name"] for c in containers if c["service"] in scope]
+            names = [c["name"] for c in containers if c["service"] in scope and c["service"] not in jobs]
             ok, message, details = gate(gate_checks, names, timeout)
             result["health"] = details
             timings["health"] = round(time.monotonic() - mark, 3)

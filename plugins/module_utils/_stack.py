@@ -38,6 +38,7 @@ STACK_OPTIONS = dict(
         checks=dict(type="list", elements="dict", default=[]),
         backup=dict(type="list", elements="str", default=[]),
         rollout=dict(type="list", elements="str", default=[]),
+        jobs=dict(type="list", elements="str", default=[]),
         timeout=dict(type="int"),
         migration=dict(type="dict", options=dict(
             service=dict(type="str", required=True),

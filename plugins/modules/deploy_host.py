@@ -146,6 +146,13 @@ options:
     description: Roll back to C(live) (C(end)).
     type: bool
     default: false
+  release_lock:
+    description:
+      - Release the stack's lock once the release is live (C(finish)). For a deploy of this host
+        alone, where nothing after the finish step can call for a rollback; the C(end) step then
+        has nothing left to do.
+    type: bool
+    default: false
   reason:
     description: Why the deploy failed, kept with the failed release (C(end)).
     type: str
@@ -274,6 +281,7 @@ def main():
             smoke_timeout=dict(type="int", default=60),
             baseline=dict(type="dict"),
             rollback=dict(type="bool", default=False),
+            release_lock=dict(type="bool", default=False),
             unchanged=dict(type="bool", default=False),
             reason=dict(type="str"),
             host_name=dict(type="str"),
@@ -324,7 +332,8 @@ def main():
             done = finish(store, docker, stack, p["release"], p["owner"], ttl=p["ttl"], since=p["since"],
                           gated=p["gated"], timeout=p["timeout"], consecutive=p["consecutive"],
                           watch_seconds=p["watch"], smoke_timeout=p["smoke_timeout"], baseline=p["baseline"],
-                          keep=p["keep"], user=p["user"], host=p["host_name"] or "this host")
+                          keep=p["keep"], user=p["user"], host=p["host_name"] or "this host",
+                          release_lock=p["release_lock"])
         else:
             done = end(store, docker, p["release"], p["owner"], live=p["live"], roll_back=p["rollback"],
                        reason=p["reason"], timeout=p["timeout"], project_dir=project_dir, user=p["user"],

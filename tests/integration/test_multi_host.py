@@ -22,7 +22,8 @@ from test_slo_notify import receiving, webhook
 
 RECEIVER_PORT = 19991
 HOSTS = ("m1", "m2", "m3")
-PORTS = {"m1": 24000, "m2": 25000, "m3": 26000}
+# Port ranges no other test module uses (test_ops_playbooks has 25000, the permissions drill 26000).
+PORTS = {"m1": 24000, "m2": 35000, "m3": 36000}
 SSH_PORTS = {"m1": 14041, "m2": 14042, "m3": 14043}
 
 
