@@ -1066,19 +1066,30 @@ def host_add(*names):
         raise LabError("the lab's Docker daemon is not running: run bin/lab up first")
     started = time.monotonic()
     ensure_keys()
-    hosts = netns_hosts()
-    existing = {h["name"]: h for h in hosts}
-    todo = []
-    for name in names:
-        if name in existing:
-            host = existing[name]
-        else:
-            host = {"name": name, "index": free_host_index(hosts), "netns": NETNS_PREFIX + name}
-            host["address"] = "%s.%d.2" % (NETNS_SUBNET, host["index"])
-            hosts.append(host)
-        host.update(docker_host="unix://" + host_socket(name), root=host_dir(name))
-        todo.append(host)
-    save_netns_hosts(hosts)
+    # One `bin/lab host` of any checkout at a time picks indices and makes network namespaces.
+    with FileLock(os.path.join(LAB_RUN, "hosts.lock")):
+        hosts = netns_hosts()
+        existing = {h["name"]: h for h in hosts}
+        todo = []
+        for name in names:
+            if name in existing:
+                host = existing[name]
+            else:
+                host = {"name": name, "index": free_host_index(hosts), "netns": NETNS_PREFIX + name}
+                host["address"] = "%s.%d.2" % (NETNS_SUBNET, host["index"])
+                hosts.append(host)
+            host.update(docker_host="unix://" + host_socket(name), root=host_dir(name))
+            todo.append(host)
+        save_netns_hosts(hosts)
+        try:
+            for host in todo:
+                host_netns(host)
+        except LabError:
+            for host in todo:
+                if host["name"] not in existing:
+                    teardown_netns(host)
+            save_netns_hosts([h for h in hosts if h["name"] in existing])
+            raise
     try:
         with FileLock(os.path.join(LAB_VAR, "image-store.lock")):
             ensure_image_store(host_image_refs())
@@ -1090,7 +1101,6 @@ def host_add(*names):
                     copy_image_store(data_root)
         pids = {}
         for host in todo:
-            host_netns(host)
             host_namespaces(host["name"])
             pids[host["name"]] = start_host_dockerd(host["name"])
         for host in todo:
@@ -1121,8 +1131,9 @@ def host_del(name):
     if host is None:
         raise LabError("no lab host named %r (have: %s)" % (name, ", ".join(h["name"] for h in hosts) or "none"))
     stop_host(name)
-    teardown_netns(host)
-    save_netns_hosts([h for h in netns_hosts() if h["name"] != name])
+    with FileLock(os.path.join(LAB_RUN, "hosts.lock")):
+        teardown_netns(host)
+        save_netns_hosts([h for h in netns_hosts() if h["name"] != name])
     log("removed host %s" % name)
 
 

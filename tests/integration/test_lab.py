@@ -218,6 +218,8 @@ def test_lab_hosts_are_hosts_of_their_own(lab):
     (["build-release", "x1", "--services", "ar,billing"], "--services: unknown service(s) billing"),
     (["host", "add", "Bad Name!"], "host name 'Bad Name!': expected 1-10 letters"),
     (["host", "del", "nosuchhost"], "no lab host named 'nosuchhost'"),
+    (["host", "add", "0"], "host add N: N from 1 to 249, got 0"),
+    (["host", "exec", "nosuchhost", "--", "true"], "no lab host named 'nosuchhost'"),
 ])
 def test_lab_bad_input_is_named_without_traceback(lab, argv, message):
     proc = run(LAB + argv, check=False)
