@@ -144,3 +144,36 @@ def test_the_manifest_keeps_no_secret_of_the_checks(tmp_path):
     assert stored_checks(checks, {"DB_PASSWORD": "pw"}) == [
         {"name": "db", "type": "postgres", "login_password": {"from_env": "DB_PASSWORD"}, "port": 5432}]
     assert json.dumps(stored_checks(checks, {})).count("pw") == 0
+
+
+def test_jobs_are_the_named_ones_then_compose_completed_dependencies():
+    from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import add_jobs, jobs_of
+    model = {"services": {
+        "web": {"depends_on": {"schema": {"condition": "service_completed_successfully"},
+                               "db": {"condition": "service_healthy"}}},
+        "schema": {}, "db": {}, "configure": {}, "other": {"depends_on": {"seed": {"condition": "service_completed_successfully"}}},
+        "seed": {}}}
+    phases = add_jobs([{"name": "app", "services": ["configure", "db", "schema", "web"], "jobs": ["configure"]},
+                       {"name": "more", "services": ["other", "seed"]},
+                       {"name": "none", "services": ["db2"]}], model)
+    assert [p.get("jobs") for p in phases] == [["configure", "schema"], ["seed"], None]
+    assert jobs_of({"phases": phases}) == ["configure", "schema", "seed"]
+    assert jobs_of({"phases": phases}, "more") == ["seed"]
+
+
+def test_a_job_that_is_not_a_service_of_its_phase_is_refused():
+    from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import DeployError, add_jobs
+    with pytest.raises(DeployError, match=r"phases\[app\]\.jobs names \['nosuch'\], which are not services"):
+        add_jobs([{"name": "app", "services": ["web"], "jobs": ["nosuch"]}], {"services": {}})
+
+
+def test_a_job_is_done_when_it_exited_0_after_the_phase_started():
+    from ansible_collections.vpsops.deploy.plugins.module_utils._phase import job_done
+    exited = {"state": "exited", "exit_code": 0, "started_at": "2026-12-06T10:00:05.5Z"}
+    import calendar
+    ten = calendar.timegm((2026, 12, 6, 10, 0, 0, 0, 0, 0))
+    assert job_done(exited, None)
+    assert job_done(exited, ten)  # ran after the phase started
+    assert not job_done(exited, ten + 10)  # an earlier run, before the phase started
+    assert not job_done(dict(exited, exit_code=3), None)
+    assert not job_done(dict(exited, state="running"), None)
