@@ -68,9 +68,11 @@ def stack_vars(tmp, tag):
                "checks": [{"name": "a", "type": "http", "url": "http://127.0.0.1:%d/" % PORTS["a"]}]},
               {"name": "two", "compose_files": ["two.yml"],
                "checks": [{"name": "b", "type": "http", "url": "http://127.0.0.1:%d/" % PORTS["b"]}]}]
+    if tag == "v3":
+        # b never gets healthy: its phase only has to last while the drill removes an image.
+        phases[1]["timeout"] = 10
     return {"vpsops_stack": {"name": PROJECT, "source": os.path.join(tmp, "source"),
-                             "env": {"RELEASE_TAG": tag}, "phases": phases},
-            "deploy_phase_timeout": 10}
+                             "env": {"RELEASE_TAG": tag}, "phases": phases}}
 
 
 def playbook_argv(tmp, name, values, path=PLAYBOOK):
