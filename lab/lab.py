@@ -1017,11 +1017,50 @@ def host_processes(name):
     return sorted(pids)
 
 
-def stop_host(name):
+def ssh_clients_of(address):
+    """Pids of this machine's ssh processes with a TCP connection to address:22 (Ansible's
+    ControlPersist masters among them)."""
+    import ipaddress
+
+    want = "%08X:%04X" % (int.from_bytes(ipaddress.IPv4Address(address).packed, "little"), 22)
+    inodes = set()
+    try:
+        with open("/proc/net/tcp") as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[2] == want:
+                    inodes.add("socket:[%s]" % fields[9])
+    except OSError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc") if inodes else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/comm" % entry) as fh:
+                if fh.read().strip() != "ssh":
+                    continue
+            fds = os.listdir("/proc/%s/fd" % entry)
+            if any(os.readlink("/proc/%s/fd/%s" % (entry, fd)) in inodes for fd in fds):
+                pids.append(int(entry))
+        except OSError:
+            pass
+    return pids
+
+
+def stop_host(name, address=None):
     """The host goes away as a machine that is switched off: every process it runs is killed (its
     containers, dockerd, containerd, sshd and its sessions), then its namespaces, cgroups, disk and
     /run are removed."""
     stop_sshd(name)
+    # The controller's connections to the host end with it: an ssh master that Ansible keeps open
+    # (ControlPersist) would otherwise carry the next session to a new host at the same address
+    # into a connection whose far end no longer exists, and hang.
+    for pid in ssh_clients_of(address) if address else []:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + 30
     while True:
         pids = host_processes(name)
@@ -1130,7 +1169,7 @@ def host_del(name):
     host = next((h for h in hosts if h["name"] == name), None)
     if host is None:
         raise LabError("no lab host named %r (have: %s)" % (name, ", ".join(h["name"] for h in hosts) or "none"))
-    stop_host(name)
+    stop_host(name, host["address"])
     with FileLock(os.path.join(LAB_RUN, "hosts.lock")):
         teardown_netns(host)
         save_netns_hosts([h for h in netns_hosts() if h["name"] != name])
