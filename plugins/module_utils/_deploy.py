@@ -118,6 +118,10 @@ def stack_secrets(stack):
             found.update(argv_secrets(migration["command"]))
     for check in checks:
         found.update(check_secrets(check))
+    # A multi-line secret (a PEM key) is masked line by line too: a message may quote one line.
+    for secret in list(found):
+        if "\n" in secret:
+            found.update(line.strip() for line in secret.splitlines() if len(line.strip()) >= 8)
     return found
 
 

@@ -38,18 +38,28 @@ def check_name(name, option="files"):
     return os.path.normpath(name)
 
 
+def env_value(value):
+    """One value as compose's .env format holds it exactly: single-quoted (literal, newlines
+    included) unless it holds a single quote; then double-quoted with backslash, double quote and
+    dollar escaped (compose would interpolate a bare `$` there)."""
+    if "'" not in value:
+        return "'%s'" % value
+    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+
+
 def env_text(env):
-    """The `.env` compose reads: one KEY='value' line per variable, literal (no interpolation)."""
+    """The `.env` compose reads: one KEY=value entry per variable, each value exactly as given (no
+    interpolation; quotes, `$` and newlines kept: env_value)."""
     lines = [ENV_HEADER]
     for key, value in (env or {}).items():
         value = str(value)
         if not ENV_NAME_RE.match(str(key)):
             raise ProjectError("env: %r is not a valid variable name (letters, digits and '_', not starting "
                                "with a digit)" % (key,))
-        if "'" in value or "\n" in value:
-            raise ProjectError("env.%s: the value holds a single quote or a newline, which compose's .env "
-                               "format cannot hold literally" % key)
-        lines.append("%s='%s'\n" % (key, value))
+        if "\r" in value or "\0" in value:
+            raise ProjectError("env.%s: the value holds a carriage return or a NUL character, which compose's .env "
+                               "format cannot hold" % key)
+        lines.append("%s=%s\n" % (key, env_value(value)))
     return "".join(lines)
 
 

@@ -133,6 +133,6 @@ def check_stack(stack, variable="vpsops_stack"):
         raise StackError("%s.phases must be a non-empty list of phases, each with a unique 'name' and a non-empty "
                          "'compose_files' list." % variable)
     for key, value in (stack.get("env") or {}).items():
-        if not ENV_NAME_RE.match(str(key)) or "'" in str(value) or "\n" in str(value):
-            raise StackError("%s.env.%s must be a valid variable name whose value holds no single quote and no "
-                             "newline (compose's .env format cannot hold those literally)." % (variable, key))
+        if not ENV_NAME_RE.match(str(key)) or "\r" in str(value) or "\0" in str(value):
+            raise StackError("%s.env.%s must be a valid variable name whose value holds no carriage return and no "
+                             "NUL character (compose's .env format cannot hold those)." % (variable, key))

@@ -58,8 +58,10 @@ options:
     default: []
   env:
     description:
-      - The variables of the stack's C(.env), one C(KEY='value') line each. Names must be valid
-        variable names; values may hold neither a single quote nor a newline.
+      - The variables of the stack's C(.env), one C(KEY='value') entry each. Names must be valid
+        variable names. Values are kept exactly, quotes, dollar signs and newlines included (a value
+        with a single quote is written double-quoted and escaped); a carriage return or a NUL
+        character is refused.
       - Omitted, the C(.env) is left as it is.
     type: dict
   contents:

@@ -181,13 +181,19 @@ def test_a_stack_name_that_is_no_project_name_is_refused(lab, tmp_path):
     assert not os.path.exists("/var/lib/vpsops/Bad Name")
 
 
-def test_an_env_value_with_a_quote_is_refused_without_printing_it(lab, tmp_path):
+def test_an_env_value_with_quotes_and_newlines_is_planned_without_printing_it(lab, tmp_path):
+    """A value with a quote, a `$` and a newline (a PEM key) is written so that compose reads it
+    exactly (tests/integration/test_env_values.py): the deploy's checks pass it (--check: compose
+    config reads the new .env) and print no line of it."""
     st = Stack("vpsops-itquote", 23000)
     values = stack_vars(st)
     values["vpsops_stack"]["env"]["AR_DB_PASSWORD"] = "it's-secret-4711"
-    result = playbook(tmp_path, values)
-    assert result.returncode != 0
-    assert "it's-secret-4711" not in result.stdout
+    values["vpsops_stack"]["env"]["JWT_PRIVATE_KEY"] = "-----BEGIN KEY-----\nline-one-$ecret-8812\n-----END KEY-----"
+    result = playbook(tmp_path, values, "--check")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "release " in result.stdout and "would be recorded" in result.stdout, result.stdout[-3000:]
+    for secret in ("it's-secret-4711", "line-one-$ecret-8812"):
+        assert secret not in result.stdout + result.stderr
     assert not os.path.exists("/var/lib/vpsops/%s/project/.env" % st.project)
     run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
 

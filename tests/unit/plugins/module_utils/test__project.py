@@ -67,14 +67,25 @@ def test_a_name_out_of_the_project_directory_is_refused_before_anything_is_writt
 
 @pytest.mark.parametrize("env, message", [
     ({"BAD-NAME": "x"}, "env: 'BAD-NAME' is not a valid variable name"),
-    ({"QUOTE": "it's"}, "env.QUOTE: the value holds a single quote"),
-    ({"LINES": "a\nb"}, "env.LINES: the value holds a single quote or a newline"),
+    ({"CR": "a\rb"}, "env.CR: the value holds a carriage return or a NUL character"),
+    ({"NUL": "a\0b"}, "env.NUL: the value holds a carriage return or a NUL character"),
 ])
 def test_an_env_compose_cannot_read_literally_is_refused_naming_the_variable(tmp_path, env, message):
     with pytest.raises(ProjectError) as caught:
         sync(str(tmp_path / "p"), {"ok.yml": "x\n"}, env=env)
     assert str(caught.value).startswith(message)
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("value", [
+    "-----BEGIN PRIVATE KEY-----\nMIIEv$QIBADAN\n-----END PRIVATE KEY-----\n",
+    "it's $HOME and \"q\" and \\ and \\n",
+    "plain ${NOT_A_VAR} # not a comment",
+    "'", '"', "$", "\\", "  spaced  ",
+])
+def test_env_values_are_read_back_exactly(value):
+    from ansible_collections.vpsops.deploy.plugins.module_utils._env import parse_env
+    assert parse_env(env_text({"V": value, "AFTER": "x"})) == {"V": value, "AFTER": "x"}
 
 
 def test_env_values_are_written_as_text():

@@ -116,3 +116,9 @@ def test_env_urls_with_credentials_are_secrets_and_ports_are_not():
     stack = {"env": {"AUTH_PORT": "18080", "DATABASE_URL": "postgres://app:url-pw-1@db:5432/app"}, "phases": []}
     found = stack_secrets(stack)
     assert "url-pw-1" in found and "18080" not in found
+
+
+def test_every_line_of_a_multi_line_secret_is_a_secret():
+    key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n-----END PRIVATE KEY-----"
+    found = stack_secrets({"env": {"JWT_PRIVATE_KEY": key}, "phases": []})
+    assert {key, "MIIEvQIBADANBgkqhkiG9w0B", "-----BEGIN PRIVATE KEY-----"} <= found

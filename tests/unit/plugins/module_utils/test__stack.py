@@ -39,7 +39,7 @@ def test_the_stack_must_be_a_mapping():
     ({"phases": []}, "vpsops_stack.phases must be a non-empty list of phases"),
     ({"phases": [{"name": "a", "compose_files": ["x.yml"]}, {"name": "a", "compose_files": ["y.yml"]}]},
      "unique 'name'"),
-    ({"env": {"DB_PASSWORD": "it's"}}, "vpsops_stack.env.DB_PASSWORD must be a valid variable name whose value"),
+    ({"env": {"DB_PASSWORD": "it's\r"}}, "vpsops_stack.env.DB_PASSWORD must be a valid variable name whose value"),
     ({"env": {"BAD-NAME": "x"}}, "vpsops_stack.env.BAD-NAME must be a valid variable name"),
     ({"phases": "infrastructure,modules"}, "vpsops_stack.phases must be a list of phases (mappings with name and "
                                            "compose_files), got str"),
