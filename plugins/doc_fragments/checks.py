@@ -30,7 +30,10 @@ options:
     suboptions:
       type:
         description:
-          - V(http) requests O(checks[].url) and compares status, body and JSON.
+          - V(http) requests O(checks[].url) and compares status, body, JSON (O(checks[].json)) and
+            numbers in the JSON (O(checks[].json_compare)). Gate a phase on a readiness endpoint
+            (V(/readyz)) with an V(http) check; the container's own healthcheck (liveness, V(/healthz))
+            is judged by the V(container) checks of the phase.
           - V(tcp) opens a TCP connection to O(checks[].host):O(checks[].port).
           - V(postgres) connects with the connection keys and runs C(SELECT 1).
           - V(redis) sends C(PING) (after C(AUTH) when O(checks[].password) is set) and expects C(PONG).
@@ -43,12 +46,17 @@ options:
           - V(dlq) counts the failed events in O(checks[].table) of O(checks[].db) (in
             O(checks[].container) or at O(checks[].login_host)) added since O(checks[].baseline)
             (or since the first probe); more than O(checks[].max_new) fails fast.
+          - V(kafka_consumer) runs the Kafka CLI (C(kafka-consumer-groups --describe)) in
+            O(checks[].container) for consumer group O(checks[].group). It is ready when the group has
+            active members, is not rebalancing, has a committed offset on every partition that has
+            messages, and lags at most O(checks[].max_lag) messages (summed over its partitions, or those
+            of O(checks[].topic)); until then it is retried to the deadline.
           - V(container) inspects O(checks[].container) with the Docker CLI.
           - V(log) reads the log of O(checks[].container) since it last started.
           - V(command) runs O(checks[].argv) (never through a shell).
         type: str
         required: true
-        choices: [command, container, dlq, http, log, nats, nats_consumer, postgres, redis, tcp]
+        choices: [command, container, dlq, http, kafka_consumer, log, nats, nats_consumer, postgres, redis, tcp]
       name:
         description: Name of the check in the result and in messages. Must be unique.
         type: str
@@ -73,6 +81,16 @@ options:
         description:
           - "For V(http) checks, a subset the JSON body must contain, for example V({status: ok})."
         type: dict
+      json_compare:
+        description:
+          - For V(http) checks, numeric comparisons of values of the JSON body; every one must hold.
+          - Each item has C(path), dot-separated keys and list indexes such as V(data) or
+            V(checks.db.latency_ms) (V(.) is the whole body), and one of C(value) (the number at the
+            path) or C(length) (the number of items of the list, object or string at the path). Either
+            is a mapping of comparisons (C(gt), C(ge), C(lt), C(le), C(eq), C(ne)) to numbers.
+          - "For example V([{path: data, length: {gt: 10}}]) for more than 10 routes in Kong's C(/routes)."
+        type: list
+        elements: dict
       headers:
         description: Request headers for V(http) checks. Never shown in results or logs.
         type: dict
@@ -140,6 +158,39 @@ options:
           - For V(nats_consumer) checks, most redeliveries added during the wait; more fails fast
             (a handler that keeps failing).
         type: int
+      group:
+        description: For V(kafka_consumer) checks, the consumer group (required).
+        type: str
+      topic:
+        description: For V(kafka_consumer) checks, count only the partitions of this topic (all of the group's when unset).
+        type: str
+      max_lag:
+        description:
+          - For V(kafka_consumer) checks, the most messages the group may lag behind, summed over its
+            partitions (required).
+        type: int
+      bootstrap_server:
+        description:
+          - For V(kafka_consumer) checks, the brokers as the CLI reaches them from inside
+            O(checks[].container) (default V(localhost:9092)).
+        type: str
+      command_config:
+        description:
+          - For V(kafka_consumer) checks, the absolute path of a client properties file inside the
+            container, passed as C(--command-config). SASL and TLS settings and their passwords belong
+            there; they are never put on the command line.
+        type: str
+      kafka_cli:
+        description:
+          - For V(kafka_consumer) checks, the consumer-group tool in the container. By default the first
+            that runs of V(kafka-consumer-groups.sh) on the PATH, V(/opt/kafka/bin/kafka-consumer-groups.sh)
+            (the apache/kafka image) and V(kafka-consumer-groups) (Confluent images).
+        type: str
+      require_members:
+        description:
+          - For V(kafka_consumer) checks, whether the group must have active members (default V(true)).
+            V(false) judges the committed offsets of a group whose consumers are stopped.
+        type: bool
       table:
         description: For V(dlq) checks, the dead-letter table (default V(failed_events)).
         type: str
@@ -161,6 +212,7 @@ options:
       container:
         description:
           - Container name or ID for V(container) and V(log) checks.
+          - For V(kafka_consumer) checks, the container that has the Kafka CLI (usually the broker).
           - For V(dlq) checks, the database container to run C(psql) in (C(docker exec));
             without it the host's C(psql) connects to O(checks[].login_host):O(checks[].port).
         type: str
@@ -198,7 +250,7 @@ options:
       request_timeout:
         description:
           - Seconds one probe attempt may take (bounded by the remaining time to the deadline).
-          - Defaults to 5, or 3 for V(tcp) and V(redis).
+          - Defaults to 5, or 3 for V(tcp) and V(redis), or 30 for V(kafka_consumer) (its CLI starts a JVM).
         type: float
       interval:
         description: Overrides the call's retry interval (C(interval)) for this check.
@@ -260,7 +312,10 @@ options:
         suboptions:
           type:
             description:
-              - V(http) requests O(phases[].checks[].url) and compares status, body and JSON.
+              - V(http) requests O(phases[].checks[].url) and compares status, body, JSON (O(phases[].checks[].json)) and
+                numbers in the JSON (O(phases[].checks[].json_compare)). Gate a phase on a readiness endpoint
+                (V(/readyz)) with an V(http) check; the container's own healthcheck (liveness, V(/healthz))
+                is judged by the V(container) checks of the phase.
               - V(tcp) opens a TCP connection to O(phases[].checks[].host):O(phases[].checks[].port).
               - V(postgres) connects with the connection keys and runs C(SELECT 1).
               - V(redis) sends C(PING) (after C(AUTH) when O(phases[].checks[].password) is set) and expects C(PONG).
@@ -273,12 +328,17 @@ options:
               - V(dlq) counts the failed events in O(phases[].checks[].table) of O(phases[].checks[].db) (in
                 O(phases[].checks[].container) or at O(phases[].checks[].login_host)) added since O(phases[].checks[].baseline)
                 (or since the first probe); more than O(phases[].checks[].max_new) fails fast.
+              - V(kafka_consumer) runs the Kafka CLI (C(kafka-consumer-groups --describe)) in
+                O(phases[].checks[].container) for consumer group O(phases[].checks[].group). It is ready when the group has
+                active members, is not rebalancing, has a committed offset on every partition that has
+                messages, and lags at most O(phases[].checks[].max_lag) messages (summed over its partitions, or those
+                of O(phases[].checks[].topic)); until then it is retried to the deadline.
               - V(container) inspects O(phases[].checks[].container) with the Docker CLI.
               - V(log) reads the log of O(phases[].checks[].container) since it last started.
               - V(command) runs O(phases[].checks[].argv) (never through a shell).
             type: str
             required: true
-            choices: [command, container, dlq, http, log, nats, nats_consumer, postgres, redis, tcp]
+            choices: [command, container, dlq, http, kafka_consumer, log, nats, nats_consumer, postgres, redis, tcp]
           name:
             description: Name of the check in the result and in messages. Must be unique.
             type: str
@@ -303,6 +363,16 @@ options:
             description:
               - "For V(http) checks, a subset the JSON body must contain, for example V({status: ok})."
             type: dict
+          json_compare:
+            description:
+              - For V(http) checks, numeric comparisons of values of the JSON body; every one must hold.
+              - Each item has C(path), dot-separated keys and list indexes such as V(data) or
+                V(checks.db.latency_ms) (V(.) is the whole body), and one of C(value) (the number at the
+                path) or C(length) (the number of items of the list, object or string at the path). Either
+                is a mapping of comparisons (C(gt), C(ge), C(lt), C(le), C(eq), C(ne)) to numbers.
+              - "For example V([{path: data, length: {gt: 10}}]) for more than 10 routes in Kong's C(/routes)."
+            type: list
+            elements: dict
           headers:
             description: Request headers for V(http) checks. Never shown in results or logs.
             type: dict
@@ -370,6 +440,39 @@ options:
               - For V(nats_consumer) checks, most redeliveries added during the wait; more fails fast
                 (a handler that keeps failing).
             type: int
+          group:
+            description: For V(kafka_consumer) checks, the consumer group (required).
+            type: str
+          topic:
+            description: For V(kafka_consumer) checks, count only the partitions of this topic (all of the group's when unset).
+            type: str
+          max_lag:
+            description:
+              - For V(kafka_consumer) checks, the most messages the group may lag behind, summed over its
+                partitions (required).
+            type: int
+          bootstrap_server:
+            description:
+              - For V(kafka_consumer) checks, the brokers as the CLI reaches them from inside
+                O(phases[].checks[].container) (default V(localhost:9092)).
+            type: str
+          command_config:
+            description:
+              - For V(kafka_consumer) checks, the absolute path of a client properties file inside the
+                container, passed as C(--command-config). SASL and TLS settings and their passwords belong
+                there; they are never put on the command line.
+            type: str
+          kafka_cli:
+            description:
+              - For V(kafka_consumer) checks, the consumer-group tool in the container. By default the first
+                that runs of V(kafka-consumer-groups.sh) on the PATH, V(/opt/kafka/bin/kafka-consumer-groups.sh)
+                (the apache/kafka image) and V(kafka-consumer-groups) (Confluent images).
+            type: str
+          require_members:
+            description:
+              - For V(kafka_consumer) checks, whether the group must have active members (default V(true)).
+                V(false) judges the committed offsets of a group whose consumers are stopped.
+            type: bool
           table:
             description: For V(dlq) checks, the dead-letter table (default V(failed_events)).
             type: str
@@ -391,6 +494,7 @@ options:
           container:
             description:
               - Container name or ID for V(container) and V(log) checks.
+              - For V(kafka_consumer) checks, the container that has the Kafka CLI (usually the broker).
               - For V(dlq) checks, the database container to run C(psql) in (C(docker exec));
                 without it the host's C(psql) connects to O(phases[].checks[].login_host):O(phases[].checks[].port).
             type: str
@@ -428,7 +532,7 @@ options:
           request_timeout:
             description:
               - Seconds one probe attempt may take (bounded by the remaining time to the deadline).
-              - Defaults to 5, or 3 for V(tcp) and V(redis).
+              - Defaults to 5, or 3 for V(tcp) and V(redis), or 30 for V(kafka_consumer) (its CLI starts a JVM).
             type: float
           interval:
             description: Overrides the call's retry interval (C(interval)) for this check.

@@ -61,6 +61,130 @@ def json_contains(actual, expected):
     return actual == expected
 
 
+# Numeric comparisons of a JSON body (an http check's json_compare): operator -> (sign, test).
+COMPARE_OPS = {
+    "gt": (">", lambda a, b: a > b),
+    "ge": (">=", lambda a, b: a >= b),
+    "lt": ("<", lambda a, b: a < b),
+    "le": ("<=", lambda a, b: a <= b),
+    "eq": ("==", lambda a, b: a == b),
+    "ne": ("!=", lambda a, b: a != b),
+}
+COMPARE_HINT = ("each item is {path: a dot-separated path such as data or checks.db.latency_ms, "
+                "and one of value or length: {gt|ge|lt|le|eq|ne: number}}")
+
+
+def _number(value):
+    """A JSON or YAML number as a float; None for anything else (booleans are not numbers here)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def json_path_segments(path):
+    """'data.0.name' -> ['data', '0', 'name']; '' or '.' -> [] (the whole document); a list is taken as
+    its segments (for keys holding a dot)."""
+    if isinstance(path, list):
+        return [str(p) for p in path]
+    path = str(path).strip()
+    return [] if path in ("", ".") else path.split(".")
+
+
+def json_at(document, segments):
+    """(True, value) at the path, or (False, the part of the path that is missing)."""
+    node = document
+    for depth, segment in enumerate(segments):
+        if isinstance(node, dict) and segment in node:
+            node = node[segment]
+        elif isinstance(node, list) and re.match(r"^-?[0-9]+$", segment) and -len(node) <= int(segment) < len(node):
+            node = node[int(segment)]
+        else:
+            return False, ".".join(segments[:depth + 1])
+    return True, node
+
+
+def compile_json_compare(probe):
+    """The check's json_compare as [(path text, segments, "value"|"length", [(op, number)])];
+    CheckSpecError names the item and what was expected."""
+    items = probe.spec.get("json_compare")
+    if items is None or items == []:
+        return []
+    if not isinstance(items, list):
+        raise CheckSpecError("%s: 'json_compare' must be a list of comparisons (%s), got %r"
+                             % (probe.where(), COMPARE_HINT, items))
+    compiled = []
+    for index, item in enumerate(items):
+        where = "%s: 'json_compare[%d]'" % (probe.where(), index)
+        if not isinstance(item, dict):
+            raise CheckSpecError("%s must be a mapping (%s), got %r" % (where, COMPARE_HINT, item))
+        unknown = sorted(set(item) - {"path", "value", "length"})
+        if unknown:
+            raise CheckSpecError("%s has unknown key(s) %s (%s)" % (where, ", ".join(map(str, unknown)), COMPARE_HINT))
+        path = item.get("path")
+        if path is None or not isinstance(path, (str, list)):
+            raise CheckSpecError("%s needs 'path' (%s)" % (where, COMPARE_HINT))
+        kinds = [k for k in ("value", "length") if item.get(k) is not None]
+        if len(kinds) != 1:
+            raise CheckSpecError("%s needs exactly one of 'value' and 'length' (%s)" % (where, COMPARE_HINT))
+        kind = kinds[0]
+        ops = item[kind]
+        if not isinstance(ops, dict) or not ops:
+            raise CheckSpecError("%s: '%s' must be a mapping of comparisons such as {gt: 10}, got %r"
+                                 % (where, kind, ops))
+        tests = []
+        for op in sorted(ops):
+            if op not in COMPARE_OPS:
+                raise CheckSpecError("%s: '%s' has the comparison %r; use gt, ge, lt, le, eq or ne"
+                                     % (where, kind, op))
+            number = _number(ops[op])
+            if number is None:
+                raise CheckSpecError("%s: '%s.%s' must be a number, got %r" % (where, kind, op, ops[op]))
+            tests.append((op, number))
+        segments = json_path_segments(path)
+        compiled.append((".".join(segments) or ".", segments, kind, tests))
+    return compiled
+
+
+def json_compare_failures(document, compiled, seen=None):
+    """Sentences for the comparisons the document fails; [] when it passes them all. `seen`, a
+    list, gets what each comparison read ("length of data is 12")."""
+    failures = []
+    for text, segments, kind, tests in compiled:
+        found, value = json_at(document, segments)
+        if not found:
+            failures.append("JSON has no %s" % value)
+            continue
+        if kind == "length":
+            if not isinstance(value, (list, dict, str)):
+                failures.append("%s is %s, which has no length" % (text, json.dumps(value)[:80]))
+                continue
+            shown, number = "length of %s is %d" % (text, len(value)), float(len(value))
+        else:
+            number = _number(value) if not isinstance(value, str) else None
+            if number is None:
+                failures.append("%s is %s, not a number" % (text, json.dumps(value)[:80]))
+                continue
+            shown = "%s is %s" % (text, json.dumps(value))
+        if seen is not None:
+            seen.append(shown)
+        broken = ["%s %s" % (COMPARE_OPS[op][0], fmt_number(limit))
+                  for op, limit in tests if not COMPARE_OPS[op][1](number, limit)]
+        if broken:
+            failures.append("%s, expected %s" % (shown, " and ".join(broken)))
+    return failures
+
+
+def fmt_number(value):
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
 class Probe:
     """One check. Subclasses set type_name, validate their keys in __init__ and implement probe()."""
 
@@ -127,6 +251,7 @@ class HttpProbe(Probe):
         self.method = (spec.get("method") or "GET").upper()
         self.body_re = compile_regex(self, "body")
         self.json = spec.get("json")
+        self.json_compare = compile_json_compare(self)
         self.headers = spec.get("headers") or {}
         self.validate_certs = spec.get("validate_certs", True)
         self.request_timeout = float(spec.get("request_timeout") or 5)
@@ -165,6 +290,16 @@ class HttpProbe(Probe):
             if not json_contains(parsed, self.json):
                 raise Exception("HTTP %d but JSON %s does not contain %s"
                                 % (status, json.dumps(parsed)[:200], json.dumps(self.json)))
+        if self.json_compare:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                raise Exception("HTTP %d but body is not JSON: %s" % (status, body[:120].strip()))
+            seen = []
+            failures = json_compare_failures(parsed, self.json_compare, seen)
+            if failures:
+                raise Exception("HTTP %d but %s" % (status, "; ".join(failures)))
+            return "HTTP %d, %s" % (status, ", ".join(seen))
         return "HTTP %d" % status
 
 
@@ -475,6 +610,192 @@ class NatsConsumerProbe(NatsProbe):
         return state
 
 
+# Where the consumer-group tool is in the usual broker images: on PATH (bitnami and most others),
+# apache/kafka's /opt/kafka/bin (not on its PATH), and Confluent's name without .sh.
+KAFKA_CLIS = ("kafka-consumer-groups.sh", "/opt/kafka/bin/kafka-consumer-groups.sh", "kafka-consumer-groups")
+KAFKA_BOOTSTRAP_RE = re.compile(r"^[^\s,]+:[0-9]+(,[^\s,]+:[0-9]+)*$")
+KAFKA_MISSING = "-"  # the tool's mark for a value it does not have (ConsumerGroupCommand.MISSING_COLUMN_VALUE)
+
+
+def _offset(value):
+    return None if value in (None, KAFKA_MISSING) or not re.match(r"^-?[0-9]+$", value) else int(value)
+
+
+def parse_consumer_group(out, err, group):
+    """The output of `kafka-consumer-groups --describe --group GROUP` (Kafka 2.x to 4.x; the table
+    ConsumerGroupCommand prints, with or without its GROUP column) -> dict:
+
+    - missing: the group does not exist ("Consumer group 'G' does not exist.", or the
+      GroupIdNotFoundException Kafka 4 raises), members: a row has a CONSUMER-ID (or the tool said
+      "has no active members"), rebalancing: the tool said "is rebalancing";
+    - rows: [{topic, partition, current, end, lag, consumer}], offsets and lag None where the tool
+      printed "-" (no committed offset, or no log end offset);
+    - error: the tool's "Error: ..." line when it failed otherwise (broker unreachable, not authorized).
+    """
+    text = "%s\n%s" % (out or "", err or "")
+    seen = dict(missing=False, members=None, rebalancing=False, rows=[], error=None, table=False)
+    if "has no active members" in text:
+        seen["members"] = False
+    if "is rebalancing" in text:
+        seen["rebalancing"] = True
+    lines = (out or "").splitlines()
+    header = None
+    for index, line in enumerate(lines):
+        words = line.split()
+        if "TOPIC" in words and "PARTITION" in words and "LAG" in words:
+            header, start = words, index + 1
+            break
+    if header is not None:
+        seen["table"] = True
+        col = dict((name, header.index(name)) for name in header)
+        for line in lines[start:]:
+            if not line.strip():
+                continue
+            if line.split()[0] in ("Error:", "GROUP", "TOPIC"):
+                break
+            if "GROUP" in col and line.startswith(group + " "):
+                # A group id may hold blanks; a topic, a partition or an offset never does.
+                words = [group] + line[len(group):].split()
+            else:
+                words = line.split()
+
+            def cell(name):
+                at = col.get(name)
+                return words[at] if at is not None and at < len(words) else None
+
+            topic = cell("TOPIC")
+            if topic in (None, KAFKA_MISSING):
+                continue  # a member without partitions (older tools print one such row)
+            consumer = cell("CONSUMER-ID")
+            seen["rows"].append(dict(topic=topic, partition=cell("PARTITION"), current=_offset(cell("CURRENT-OFFSET")),
+                                     end=_offset(cell("LOG-END-OFFSET")), lag=_offset(cell("LAG")),
+                                     consumer=None if consumer in (None, KAFKA_MISSING) else consumer))
+        if seen["members"] is None and "CONSUMER-ID" in col:
+            seen["members"] = any(r["consumer"] for r in seen["rows"])
+    for line in text.splitlines():
+        line = line.strip()
+        if "does not exist" in line or "GroupIdNotFoundException" in line:
+            seen["missing"] = True
+            break
+        if line.startswith("Error:") and seen["error"] is None:
+            seen["error"] = line[len("Error:"):].strip()
+    return seen
+
+
+@register
+class KafkaConsumerProbe(DockerProbe):
+    """A Kafka consumer group keeps up: its lag (summed over its partitions, or those of `topic`) is
+    at most `max_lag`, read with the Kafka CLI inside `container` (docker exec; credentials stay in
+    the `command_config` file in the container, never on the command line)."""
+
+    type_name = "kafka_consumer"
+
+    def __init__(self, spec, index, runner=None):
+        DockerProbe.__init__(self, spec, index, runner)
+        self.group = self.require("group", str)
+        self.topic = spec.get("topic") or None
+        if self.topic is not None and not isinstance(self.topic, str):
+            raise CheckSpecError("%s: 'topic' must be a topic name, got %r" % (self.where(), self.topic))
+        if spec.get("max_lag") is None or spec.get("max_lag") == "":
+            raise CheckSpecError("%s (type kafka_consumer) needs 'max_lag' (the most messages the group may lag, "
+                                 "summed over its partitions)" % self.where())
+        self.max_lag = non_negative_int(self, "max_lag")
+        self.bootstrap = spec.get("bootstrap_server") or "localhost:9092"
+        if not isinstance(self.bootstrap, str) or not KAFKA_BOOTSTRAP_RE.match(self.bootstrap):
+            raise CheckSpecError("%s: 'bootstrap_server' must be HOST:PORT[,HOST:PORT...] as the broker container "
+                                 "reaches the broker, got %r" % (self.where(), self.bootstrap))
+        self.command_config = spec.get("command_config") or None
+        if self.command_config is not None and (not isinstance(self.command_config, str)
+                                                or not self.command_config.startswith("/")):
+            raise CheckSpecError("%s: 'command_config' must be the absolute path of a client properties file inside "
+                                 "the container, got %r" % (self.where(), self.command_config))
+        self.cli = spec.get("kafka_cli") or None
+        if self.cli is not None and (not isinstance(self.cli, str) or not self.cli.strip()):
+            raise CheckSpecError("%s: 'kafka_cli' must be the program's name or path in the container, got %r"
+                                 % (self.where(), self.cli))
+        members = spec.get("require_members")
+        self.require_members = True if members is None else members
+        if not isinstance(self.require_members, bool):
+            raise CheckSpecError("%s: 'require_members' must be true or false, got %r" % (self.where(), members))
+        self.request_timeout = float(spec.get("request_timeout") or 30)
+        self.found_cli = None
+
+    def default_name(self):
+        return "kafka_consumer %s" % self.spec.get("group")
+
+    def describe(self):
+        return "kafka_consumer %s%s at %s in container %s" % (
+            self.group, " on %s" % self.topic if self.topic else "", self.bootstrap, self.container)
+
+    def argv(self, cli, seconds):
+        # --timeout bounds the tool's own calls to the broker, so a JVM left behind by a docker exec
+        # that timed out ends by itself; it gets half the time, the JVM's start the rest.
+        argv = [cli, "--bootstrap-server", self.bootstrap, "--describe", "--group", self.group,
+                "--timeout", str(max(int(seconds * 500), 1000))]
+        if self.command_config:
+            argv += ["--command-config", self.command_config]
+        return argv
+
+    def run_cli(self, timeout):
+        """(stdout, stderr) of the tool, trying the usual names until one runs in the container."""
+        from ansible_collections.vpsops.deploy.plugins.module_utils._compose import DockerError
+
+        seconds = max(min(self.request_timeout, timeout), 1)
+        tried = []
+        for cli in [self.found_cli or self.cli] if (self.found_cli or self.cli) else KAFKA_CLIS:
+            try:
+                out, err = self.engine().cli_output(["exec", self.container] + self.argv(cli, seconds),
+                                                    timeout=seconds + 5, what="docker exec %s %s" % (self.container, cli))
+            except DockerError as exc:
+                text = str(exc)
+                if "OCI runtime exec failed" in text or "executable file not found" in text:
+                    tried.append(cli)
+                    continue
+                raise Exception(text[-400:])
+            self.found_cli = cli
+            return out, err
+        raise FatalProbeError("no Kafka CLI in container %s (tried %s); set kafka_cli to the path of "
+                              "kafka-consumer-groups.sh in the broker image" % (self.container, ", ".join(tried)))
+
+    def probe(self, timeout):
+        out, err = self.run_cli(timeout)
+        seen = parse_consumer_group(out, err, self.group)
+        where = "consumer group %s" % self.group
+        if seen["missing"]:
+            raise Exception("%s does not exist (yet) at %s" % (where, self.bootstrap))
+        if not seen["table"]:
+            if seen["error"]:
+                raise Exception("%s: the Kafka CLI failed: %s" % (where, seen["error"][:300]))
+            if seen["members"] is False:
+                raise Exception("%s has no active members and no committed offsets" % where)
+            raise Exception("%s has no partitions assigned and no committed offsets yet%s"
+                            % (where, (": " + (out + err).strip()[-200:]) if (out + err).strip() else ""))
+        rows = seen["rows"]
+        if self.topic:
+            rows = [r for r in rows if r["topic"] == self.topic]
+            if not rows:
+                raise Exception("%s has no partitions of topic %s (its topics: %s)" % (
+                    where, self.topic, ", ".join(sorted(set(r["topic"] for r in seen["rows"]))) or "none"))
+        lag = sum(r["lag"] or 0 for r in rows)
+        # No committed offset: its lag is unknown, unless its log is empty (nothing to lag behind).
+        unknown = ["%s-%s" % (r["topic"], r["partition"]) for r in rows if r["lag"] is None and r["end"] != 0]
+        behind = sorted((r for r in rows if r["lag"]), key=lambda r: -r["lag"])
+        state = "lag %d on %d partition(s)%s" % (lag, len(rows), " of %s" % self.topic if self.topic else "")
+        if behind:
+            state += " (%s%s)" % (", ".join("%s-%s: %d" % (r["topic"], r["partition"], r["lag"]) for r in behind[:5]),
+                                  ", ..." if len(behind) > 5 else "")
+        if self.require_members and not seen["members"]:
+            raise Exception("%s has no active members (its consumers are not running); %s" % (where, state))
+        if seen["rebalancing"]:
+            raise Exception("%s is rebalancing; %s" % (where, state))
+        if unknown:
+            raise Exception("%s has no committed offset on %s yet (lag unknown); %s"
+                            % (where, ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else ""), state))
+        if lag > self.max_lag:
+            raise Exception("%s %s, above max_lag %d" % (where, state, self.max_lag))
+        return "%s, max_lag %d" % (state, self.max_lag)
+
+
 @register
 class DlqProbe(Probe):
     """At most `max_new` failed events since a baseline (an earlier dlq_report result, or the
@@ -672,6 +993,7 @@ def check_argument_spec():
         status=dict(type="list", elements="int", default=[200]),
         body=dict(type="str"),
         json=dict(type="dict"),
+        json_compare=dict(type="list", elements="dict"),
         headers=dict(type="dict", no_log=True),
         validate_certs=dict(type="bool", default=True),
         host=dict(type="str", default="127.0.0.1"),
@@ -685,6 +1007,13 @@ def check_argument_spec():
         max_pending=dict(type="int"),
         max_ack_pending=dict(type="int"),
         max_redelivered_growth=dict(type="int"),
+        group=dict(type="str"),
+        topic=dict(type="str"),
+        max_lag=dict(type="int"),
+        bootstrap_server=dict(type="str"),
+        command_config=dict(type="str"),
+        kafka_cli=dict(type="str"),
+        require_members=dict(type="bool"),
         table=dict(type="str"),
         columns=dict(type="dict"),
         baseline=dict(type="dict"),

@@ -69,7 +69,8 @@ def test_redact_url_drops_credentials(url, shown):
     ("http://x", "non-empty list"),
     (["http://x"], "checks[0] must be a dict"),
     ([{"type": "smtp"}],
-     "'type' must be one of command, container, dlq, http, log, nats, nats_consumer, postgres, redis, tcp, got 'smtp'"),
+     "'type' must be one of command, container, dlq, http, kafka_consumer, log, nats, nats_consumer, postgres, redis, tcp, "
+     "got 'smtp'"),
     ([{"type": "http"}], "checks[0] (type http) needs 'url'"),
     ([{"type": "http", "name": "api", "url": "ftp://x/"}], "check 'api': 'url' must be an http:// or https:// URL"),
     ([{"type": "http", "url": "http:///nohost"}], "'url' must be an http:// or https:// URL with a host"),
