@@ -1398,7 +1398,8 @@ def restore(params, check_mode=False, cli=None):
                   backup_database=sidecar.get("database"), backup_finished=sidecar.get("finished"),
                   method=method, safety_backup=None, terminated_sessions=0, mismatches=mismatches, warnings=[])
     if mismatches:
-        result["warnings"].append("restoring %s into %s although %s (force_mismatch)" % (src, db, "; ".join(mismatches)))
+        result["warnings"].append("restoring %s into %s although %s (force_mismatch)"
+                                  % (src, db, "; ".join(mismatches)))
     if not sidecar:
         result["warnings"].append("%s has no manifest: its database and completeness could not be compared "
                                   "with %s" % (src, db))

@@ -34,7 +34,8 @@ attributes:
   check_mode:
     support: full
     details:
-      - Checks the backup's sha256, counts rows and sessions and returns the plan; nothing is written,
+      - Checks the backup's sha256 and compares its manifest with the target (a mismatch fails as it
+        would without check mode), counts rows and sessions and returns the plan; nothing is written,
         terminated or restored.
   diff_mode:
     support: none
