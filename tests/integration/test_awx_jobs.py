@@ -127,6 +127,24 @@ def test_every_job_template_of_the_docs_is_run_with_its_blank_answers():
             "%s: %s are not survey questions in docs/awx.md" % (name, BLANKED[name])
 
 
+def test_the_search_finds_a_secret_in_any_event_file_and_in_the_stdout(tmp_path):
+    """The search itself, on artifacts written like ansible-runner's: it names file, event, task and field."""
+    events = tmp_path / "artifacts" / "job-1" / "job_events"
+    events.mkdir(parents=True)
+    (events / "1-aaaa.json").write_text(json.dumps({"event": "playbook_on_start", "event_data": {}}))
+    (events / "2-bbbb.json").write_text(json.dumps({"event": "runner_item_on_ok", "event_data": {
+        "task": "Bring up", "res": {"invocation": {"module_args": {"checks": [{"login_password": "pw-1"}]}}}}}))
+    (events / "cccc-partial.json").write_text(json.dumps({"event": "verbose", "stdout": "token tok-2"}))
+    (tmp_path / "artifacts" / "job-1" / "stdout").write_text("ok\nurl https://h/tok-2\n")
+    job = Job(1, "vpsops deploy", "run", {}, str(tmp_path), type("Result", (), {"status": "successful", "rc": 0}), 0)
+    found = job.leaks({"password": "pw-1", "token": "tok-2", "absent": "nowhere-3"})
+    assert found == [
+        "job-1: job_events/2-bbbb.json, event runner_item_on_ok, task 'Bring up', field "
+        "event.event_data.res.invocation.module_args.checks[0].login_password holds password",
+        "job-1: job_events/cccc-partial.json, event verbose, task None, field event.stdout holds token",
+        "job-1: stdout holds token: url https://h/<token>"], found
+
+
 # --------------------------------------------------------------------------------------------
 # jobs as AWX runs them
 # --------------------------------------------------------------------------------------------
@@ -492,6 +510,11 @@ def test_deploy_run_deploys_the_release_records_the_job_and_shows_no_secret(awx)
     assert events[0] == "deploy_started" and events[-1] == "deploy_succeeded", events
     assert all(line["user"] == "admin" for line in awx.audit(job)), awx.audit(job)
     assert len(awx.receiver.posts) == 1 and awx.receiver.posts[0]["path"].endswith(awx.needles["the webhook token"])
+    # The planted values are the secrets the job used: the stack's .env on the host holds them.
+    with open(os.path.join(STATE_DIR, "project", ".env")) as handle:
+        env = handle.read()
+    assert "AR_DB_PASSWORD=%s" % awx.needles["vault_ar_db_password"] in env
+    assert "PAYMENTS_DB_PASSWORD=%s" % awx.needles["vault_payments_db_password"] in env
     awx.assert_no_secret(job)
 
 
