@@ -4,9 +4,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """The Docker and Compose CLIs for vpsops.deploy: argument lists (never a shell), bounded in time,
-with failures turned into one readable error. Reads of container state (ps, inspect, logs) go to
-the Engine API over the local socket when the CLI would talk to that same daemon (_docker_api),
-else to the CLI; either way they return the same values. Private to this collection."""
+with failures turned into one readable error. Reads of container state (ps, inspect, logs) and of
+the host's networks and volumes go to the Engine API over the local socket when the CLI would talk
+to that same daemon (_docker_api), else to the CLI; either way they return the same values.
+Private to this collection."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -265,6 +266,102 @@ class Docker:
                 "started_at": state.get("StartedAt"),
             })
         return sorted(containers, key=lambda c: (c["service"] or "", c["name"]))
+
+
+    # networks and volumes -----------------------------------------------------------------------
+
+    def networks(self, timeout=None):
+        """Every network on the host, [network_info] sorted by name: GET /networks, or
+        `docker network ls -q` and `docker network inspect` of what it lists."""
+        api = self.engine_api()
+        if api is not None:
+            found = self.api_call("docker network ls", api.networks, timeout=timeout)
+        else:
+            ids = self.run(["network", "ls", "-q", "--no-trunc"], timeout=timeout, what="docker network ls").split()
+            found = self.inspect_objects("network", ids, timeout)
+        return sorted((network_info(item) for item in found), key=lambda item: (item["name"], item["id"]))
+
+    def volumes(self, timeout=None):
+        """Every volume on the host, [volume_info] sorted by name: GET /volumes, or
+        `docker volume ls -q` and `docker volume inspect` of what it lists."""
+        api = self.engine_api()
+        if api is not None:
+            found = self.api_call("docker volume ls", api.volumes, timeout=timeout)
+        else:
+            names = self.run(["volume", "ls", "-q"], timeout=timeout, what="docker volume ls").split()
+            found = self.inspect_objects("volume", names, timeout)
+        return sorted((volume_info(item) for item in found), key=lambda item: item["name"])
+
+    def inspect_objects(self, kind, refs, timeout=None):
+        """`docker KIND inspect REFS` documents; one removed since it was listed is left out."""
+        if not refs:
+            return []
+        rc, text, err = self.runner([self.cli, kind, "inspect"] + list(refs), timeout=timeout or self.timeout)
+        if rc != 0:
+            raise_if_daemon_down(self.cli, err)
+        try:
+            found = json.loads(text or "[]")
+        except ValueError:
+            raise DockerError("docker %s inspect returned no JSON: %s" % (kind, (err or text)[:500]))
+        if rc != 0 and not found and "No such" not in (err or ""):
+            raise DockerError("docker %s inspect failed (rc=%s): %s" % (kind, rc, (err or "").strip()[-2000:]))
+        return found or []
+
+    def create_network(self, name, driver=None, internal=False, attachable=False, enable_ipv6=False, subnet=None,
+                       gateway=None, labels=None, options=None):
+        """`docker network create`; returns the argv it ran (for the caller's audit trail)."""
+        args = ["network", "create"]
+        if driver:
+            args += ["--driver", driver]
+        if internal:
+            args.append("--internal")
+        if attachable:
+            args.append("--attachable")
+        if enable_ipv6:
+            args.append("--ipv6")
+        if subnet:
+            args += ["--subnet", subnet]
+        if gateway:
+            args += ["--gateway", gateway]
+        args += key_values("--label", labels) + key_values("--opt", options) + ["--", name]
+        self.run(args, what="docker network create %s" % name)
+        return [self.cli] + args
+
+    def create_volume(self, name, driver=None, labels=None, options=None):
+        """`docker volume create`; returns the argv it ran."""
+        args = ["volume", "create"]
+        if driver:
+            args += ["--driver", driver]
+        args += key_values("--label", labels) + key_values("--opt", options) + ["--", name]
+        self.run(args, what="docker volume create %s" % name)
+        return [self.cli] + args
+
+
+def key_values(flag, values):
+    args = []
+    for key, value in sorted((values or {}).items()):
+        args += [flag, "%s=%s" % (key, value)]
+    return args
+
+
+def network_info(item):
+    """What the collection reads of a network, the same from the Engine API and the CLI:
+    {"name", "id", "driver", "scope", "internal", "attachable", "enable_ipv6", "subnets",
+    "gateways", "labels", "options"}."""
+    ipam = (item.get("IPAM") or {}).get("Config") or []
+    return {"name": item.get("Name") or "", "id": item.get("Id") or "", "driver": item.get("Driver") or "",
+            "scope": item.get("Scope") or "", "internal": bool(item.get("Internal")),
+            "attachable": bool(item.get("Attachable")), "enable_ipv6": bool(item.get("EnableIPv6")),
+            "subnets": [c["Subnet"] for c in ipam if c.get("Subnet")],
+            "gateways": [c["Gateway"] for c in ipam if c.get("Gateway")],
+            "labels": dict(item.get("Labels") or {}), "options": dict(item.get("Options") or {})}
+
+
+def volume_info(item):
+    """What the collection reads of a volume, the same from the Engine API and the CLI:
+    {"name", "driver", "scope", "labels", "options"}."""
+    return {"name": item.get("Name") or "", "driver": item.get("Driver") or "", "scope": item.get("Scope") or "",
+            "labels": dict(item.get("Labels") or {}), "options": dict(item.get("Options") or {})}
 
 
 class Compose:

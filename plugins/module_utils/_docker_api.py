@@ -4,10 +4,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """Reads of container state from the Docker Engine API over its unix socket: the containers of
-a project, one container's inspect document, its logs. Standard library only (http.client over
-AF_UNIX), so a bare VPS needs no extra Python package. A `docker inspect` starts a Go process
-(about 20 ms); the same read over the socket takes well under a millisecond, which matters to
-health gates that read every container on every probe round.
+a project, one container's inspect document, its logs; the host's networks and volumes. Standard
+library only (http.client over AF_UNIX), so a bare VPS needs no extra Python package. A `docker
+inspect` starts a Go process (about 20 ms); the same read over the socket takes well under a
+millisecond, which matters to health gates that read every container on every probe round.
 
 Only a local daemon is spoken to: DOCKER_HOST=unix://PATH or the default /var/run/docker.sock.
 Anything else (tcp://, ssh://, a Docker context) raises Unavailable, and the caller keeps the CLI,
@@ -194,6 +194,17 @@ class DockerAPI:
     def inspect_container(self, ref, timeout=None):
         """The inspect document of one container (by ID or name); NotFound when it is gone."""
         return self.get_json("/containers/%s/json" % quote(ref, safe=""), timeout=timeout)
+
+    def networks(self, timeout=None):
+        """Every network of the daemon as GET /networks lists it: the fields of `docker network
+        inspect` (name, ID, driver, IPAM, internal, attachable, labels, options), without the
+        attached containers."""
+        return self.get_json("/networks", timeout=timeout) or []
+
+    def volumes(self, timeout=None):
+        """Every volume of the daemon as GET /volumes lists it: the fields of `docker volume
+        inspect` (name, driver, labels, options, mount point)."""
+        return (self.get_json("/volumes", timeout=timeout) or {}).get("Volumes") or []
 
     def container_logs(self, ref, tail=None, since=None, tty=None, timeout=None):
         """(stdout, stderr) text of a container's log, as `docker logs [--tail N] [--since S]`

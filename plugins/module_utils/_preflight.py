@@ -6,9 +6,9 @@
 """Preflight of a host and of a Docker Compose stack, behind vpsops.deploy.compose_preflight.
 
 Private to this collection. Only reads: the compose model (`docker compose config`), the env
-files, the containers that run, /proc and the file systems. Values of environment variables never
-leave this module: results and messages name variables, never their values, and compose's own
-error text is redacted before it is shown.
+files, the containers that run, the host's networks and volumes, /proc and the file systems.
+Values of environment variables never leave this module: results and messages name variables,
+never their values, and compose's own error text is redacted before it is shown.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -22,6 +22,7 @@ import re
 import socket
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker, DockerError, raise_if_daemon_down
+from ansible_collections.vpsops.deploy.plugins.module_utils import _externals
 from ansible_collections.vpsops.deploy.plugins.module_utils._env import parse_env
 from ansible_collections.vpsops.deploy.plugins.module_utils._files import read_text
 
@@ -579,10 +580,11 @@ def port_checks(project, services, containers, binder=bind_test, owner_of=socket
 
 
 def stack_checks(params, docker, environ, binder=bind_test, owner_of=socket_process, keep=None):
-    """(checks, services, problems) for the compose files, variables, images and ports. With `keep`
-    (a dict), the resolved model is kept there as "model" for the caller's next reads."""
+    """(checks, services, problems) for the compose files, variables, images, external networks and
+    volumes, and ports. With `keep` (a dict), the resolved model is kept there as "model" for the
+    caller's next reads."""
     project, project_dir = params["project"], params["project_dir"]
-    checks = {"images": {}, "ports": {}}
+    checks = {"images": {}, "ports": {}, "externals": {"networks": {}, "volumes": {}}}
     problems = []
     if not os.path.isdir(project_dir):
         return checks, [], ["project_dir %s does not exist on this host: put the stack's files there first."
@@ -649,6 +651,9 @@ def stack_checks(params, docker, environ, binder=bind_test, owner_of=socket_proc
     services = parse_model(model)
     checks["images"] = dict((n, s["image"] or "%s-%s (built on the host)" % (project, n)) for n, s in services.items())
     problems += image_problems(services, params["allow_latest"])
+    # compose creates neither: `up` would fail on a missing one after earlier phases changed.
+    checks["externals"], external_problems = _externals.check(docker, model)
+    problems += external_problems
     if params["check_ports"]:
         problems += duplicate_ports(services)
         checks["ports"], port_problems = port_checks(project, services, running_containers(docker), binder, owner_of)
@@ -662,7 +667,8 @@ def preflight(params, docker=None, environ=None, binder=bind_test, owner_of=sock
     validate(params)
     docker = docker or Docker(params.get("docker_cli") or "docker")
     environ = dict(os.environ) if environ is None else environ
-    checks = {"disk": {}, "memory_mb": None, "cores": None, "images": {}, "ports": {}}
+    checks = {"disk": {}, "memory_mb": None, "cores": None, "images": {}, "ports": {},
+              "externals": {"networks": {}, "volumes": {}}}
     problems = []
     services = []
     if params["scope"] in ("all", "host") and params.get("compose_min_version"):

@@ -22,7 +22,10 @@ description:
     unless pinned by a digest; services built on the host are not judged); no published host port is
     held by anything but a container of this compose project (a running container of another project,
     or a process on the host, found by a bind test on the published address); no host port is
-    published twice by the stack."
+    published twice by the stack; every network and volume the model marks C(external: true)
+    exists on the host (compose never creates one, and C(up) would fail on it only after earlier
+    phases changed; C(vpsops.deploy.docker_externals) and the host role's C(host_networks) and
+    C(host_volumes) create them)."
   - Host checks (O(scope=all) or O(scope=host)) are free disk space on O(disk_paths), available memory
     (C(MemAvailable)) and CPU cores.
   - Values of environment variables never leave the module. Results name variables only, and compose's
@@ -130,6 +133,7 @@ notes:
 seealso:
   - module: vpsops.deploy.compose_release
   - module: vpsops.deploy.health_wait
+  - module: vpsops.deploy.docker_externals
 """
 
 EXAMPLES = r"""
@@ -192,6 +196,12 @@ checks:
           C(this project (container NAME)), C(container NAME (project P)), C(process NAME (pid N)), ...
       type: dict
       sample: {"8080": "this project (container platform-auth-lb-1)", "5434": "free"}
+    externals:
+      description:
+        - The networks and volumes the compose model marks external, by their name on the host,
+          each V(present) or V(missing) (empty when there are none, and with O(scope=host)).
+      type: dict
+      sample: {"networks": {"7d-platform": "present"}, "volumes": {"7d-ar-pgdata": "missing"}}
 services:
   description: The services of the resolved compose model (empty with O(scope=host) or an invalid model).
   returned: always
