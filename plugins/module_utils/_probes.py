@@ -1197,6 +1197,12 @@ def wait_for(probes, timeout, interval=1.0, max_interval=5.0, consecutive=1, fai
     return ok, runs, elapsed
 
 
+def probe_budget(probe, interval):
+    """Seconds one probe of the watch window may take: twice the interval, at least 5, and at least
+    the check's own request_timeout (a kafka_consumer check starts a JVM in the broker container)."""
+    return max(interval * 2, 5.0, float(getattr(probe, "request_timeout", 0) or 0))
+
+
 def watch(probes, seconds, interval=1.0, failures_in_a_row=1, clock=time.monotonic):
     """Keep probing every check for `seconds` after a passed gate (the watch window).
 
@@ -1215,7 +1221,7 @@ def watch(probes, seconds, interval=1.0, failures_in_a_row=1, clock=time.monoton
         in_a_row = 0
         while not stop.is_set() and clock() < deadline:
             try:
-                probe.probe(max(interval * 2, 5.0))
+                probe.probe(probe_budget(probe, interval))
                 in_a_row = 0
             except Exception as exc:  # noqa: BLE001 - every probe failure is data
                 in_a_row += 1
@@ -1236,7 +1242,7 @@ def watch(probes, seconds, interval=1.0, failures_in_a_row=1, clock=time.monoton
         thread.daemon = True
         thread.start()
     for thread in threads:
-        thread.join(max(deadline - clock(), 0) + max(interval * 2, 5.0) + 10)
+        thread.join(max(deadline - clock(), 0) + max(probe_budget(p, interval) for p in probes) + 10)
     stop.set()
     return not failure, (failure or None), round(clock() - start, 3), made
 

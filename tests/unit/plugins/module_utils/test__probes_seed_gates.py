@@ -314,3 +314,20 @@ def test_kafka_consumer_names_and_describes_itself():
     probe, _runner = kafka_probe({}, topic="deposits")
     assert probe.name == "kafka_consumer cg-deposit-watcher"
     assert probe.describe() == "kafka_consumer cg-deposit-watcher on deposits at localhost:9092 in container kafka"
+
+
+def test_the_watch_window_gives_a_kafka_consumer_probe_its_request_timeout():
+    """A probe of the watch window gets at least the check's request_timeout (30 s here: the tool
+    starts a JVM), not the 5 s that suit an HTTP request."""
+    probe, runner = kafka_probe({"kafka-consumer-groups.sh": (0, CAUGHT_UP, "")})
+    timeouts = []
+
+    def recording(argv, timeout=None):
+        timeouts.append(timeout)
+        return runner(argv, timeout)
+
+    probe.engine().runner = recording
+    ok, failure, _elapsed, made = probes.watch([probe], 0.2, interval=0.05)
+    assert ok and failure is None and made[probe.name] >= 1
+    assert set(timeouts) == {35}
+    assert runner.calls[0][-2:] == ["--timeout", "15000"]
