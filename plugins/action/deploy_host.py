@@ -4,7 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """Controller side of vpsops.deploy.deploy_host: names the run as the lock's owner, reads the compose
-files of `begin` from the stack's source on the controller, takes over the lock of a dead run of this
+files of `begin` and the files they reference (bind mounts, env_file, configs, secrets) from the
+stack's source on the controller, takes over the lock of a dead run of this
 controller when asked, and turns a host that became unreachable into a failure of the step. The
 documentation is in plugins/modules/deploy_host.py."""
 
@@ -33,6 +34,7 @@ from ansible_collections.vpsops.deploy.plugins.action.audit import (
 from ansible_collections.vpsops.deploy.plugins.action.deploy_lock import controller_pid, dead_holder, run_identity
 from ansible_collections.vpsops.deploy.plugins.action.project_files import read_text
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import run_owner_name
+from ansible_collections.vpsops.deploy.plugins.module_utils._stack import StackError, file_references, read_referenced
 
 display = Display()
 
@@ -109,6 +111,22 @@ class ActionModule(ActionBase):
                                    % (name, src, exc))
         return contents
 
+    def read_referenced(self, stack, contents):
+        """The files the compose files reference (bind mounts, env_file, configs and secrets files),
+        read from the stack's source on the controller: ({path: {content, mode, kind}}, {service:
+        [paths]}) for the module."""
+        import base64
+
+        try:
+            kinds, by_service = file_references(contents, stack.get("env") or {})
+            source = self._find_needle("files", stack["source"]) if kinds else stack.get("source")
+            found = read_referenced(source, kinds) if kinds else {}
+        except StackError as exc:
+            raise AnsibleError(str(exc))
+        files = dict((path, {"content": base64.b64encode(data).decode("ascii"), "mode": mode, "kind": kind})
+                     for path, (data, mode, kind) in found.items())
+        return files, by_service
+
     def execute(self, args, task_vars):
         try:
             return self._execute_module(module_name="vpsops.deploy.deploy_host", module_args=args,
@@ -149,6 +167,7 @@ class ActionModule(ActionBase):
         if args.get("step") == "begin":
             try:
                 args["contents"] = self.read_sources(stack)
+                args["files"], args["file_refs"] = self.read_referenced(stack, args["contents"])
             except AnsibleError as exc:
                 return dict(result, failed=True, msg=str(exc))
             if "controller" not in args and "pid" not in args:
@@ -189,4 +208,7 @@ class ActionModule(ActionBase):
             if isinstance(invocation.get("contents"), dict):
                 invocation["contents"] = dict((n, "(%d characters)" % len(t))
                                               for n, t in (args.get("contents") or {}).items())
+            if isinstance(invocation.get("files"), dict):
+                invocation["files"] = dict((n, "(%s, %d bytes of base64)" % (f.get("kind"), len(f.get("content") or "")))
+                                           for n, f in (args.get("files") or {}).items())
         return result

@@ -47,7 +47,7 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     validate_checks,
     watch,
 )
-from ansible_collections.vpsops.deploy.plugins.module_utils._project import ENV_FILE, ProjectError, publish, sync
+from ansible_collections.vpsops.deploy.plugins.module_utils._project import ENV_FILE, ProjectError, check_name, publish, sync
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     LOCK_OVERRIDE,
     LockHeld,
@@ -122,6 +122,31 @@ def stack_secrets(stack):
     for secret in list(found):
         if "\n" in secret:
             found.update(line.strip() for line in secret.splitlines() if len(line.strip()) >= 8)
+    return found
+
+
+def secret_file_values(files):
+    """What a module masks of the secret and env files the compose files reference: each file's
+    text and each of its lines of 8 characters or more."""
+    import base64
+
+    from ansible_collections.vpsops.deploy.plugins.module_utils._env import parse_env
+
+    found = set()
+    for spec in (files or {}).values():
+        if not isinstance(spec, dict) or spec.get("kind") not in ("secret", "env_file"):
+            continue
+        try:
+            text = base64.b64decode(spec.get("content") or "").decode("utf-8", "replace")
+        except (TypeError, ValueError):
+            continue
+        if spec["kind"] == "env_file":
+            # An env file: the values of its secret-looking variables, as for the stack's env.
+            found |= stack_secrets({"env": parse_env(text)})
+            continue
+        if len(text.strip()) >= 3:
+            found.add(text.strip())
+        found.update(line.strip() for line in text.splitlines() if len(line.strip()) >= 8)
     return found
 
 
@@ -252,9 +277,13 @@ class Heartbeat:
 
 # begin -----------------------------------------------------------------------------------------
 
-def stage(store, contents, env, check_mode):
-    """Write the new compose files and .env to a staging directory of the state directory (a
-    temporary directory in check mode). Returns its path."""
+def stage(store, contents, env, check_mode, files=None):
+    """Write the new compose files, .env and the files they reference (`files`: {relative path:
+    {content (base64), mode, kind}}) to a staging directory of the state directory (a temporary
+    directory in check mode). Returns (its path, the referenced files as the release records them:
+    [{path, source, mode, kind}])."""
+    import base64
+
     if check_mode:
         path = tempfile.mkdtemp(prefix="vpsops-plan-")
     else:
@@ -262,11 +291,26 @@ def stage(store, contents, env, check_mode):
         path = os.path.join(store.state_dir, STAGING)
         if os.path.isdir(path):
             shutil.rmtree(path)
+    extra = []
     try:
         sync(path, contents, env=env)
+        for rel in sorted(files or {}):
+            spec = files[rel] if isinstance(files[rel], dict) else {}
+            name = check_name(rel, "files")
+            if name in contents:
+                raise DeployError("files: %s is both a compose file and a file the compose files reference" % name)
+            try:
+                data = base64.b64decode(spec.get("content") or "", validate=True)
+            except (TypeError, ValueError):
+                raise DeployError("files.%s: content must be base64 (the deploy_host action sets it)" % name)
+            mode = int(spec.get("mode") or 0o600) & 0o755 | 0o400
+            target = os.path.join(path, name)
+            makedirs_owner_only(os.path.dirname(target))
+            write_atomic(target, data, 0o600)
+            extra.append(dict(path=name, source=target, mode=mode, kind=spec.get("kind")))
     except ProjectError as exc:
         raise DeployError(str(exc))
-    return path
+    return path, extra
 
 
 def unchanged_services(compose, services, containers, hashes=None, jobs=()):
@@ -335,7 +379,7 @@ def plan_phases(compose, manifest, stack, containers, images_of_refs=None, live=
 
 def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=None, takeover=None,
           project_dir=None, pull="missing", user=None, git_sha=None, preflight=None, check_mode=False,
-          environ=None, identity=None):
+          environ=None, identity=None, extra_files=None, file_refs=None):
     """Lock, stage, check, record and plan one host's deploy. Returns the result; raises LockHeld
     when the lock belongs to another run, DeployError for anything else (and then releases the lock
     it took: nothing on the host changed)."""
@@ -370,7 +414,7 @@ def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=
             raise
         try:
             return _begin(store, docker, stack, contents, names, owner, project_dir, pull, user, git_sha, preflight,
-                          check_mode, environ, result, lock, pool, host)
+                          check_mode, environ, result, lock, pool, host, extra_files, file_refs)
         except BaseException:
             # Nothing changed on the host yet: the lock taken here goes with the failure.
             if not check_mode and result.get("lock"):
@@ -423,19 +467,24 @@ def host_preflight(docker, options, host="this host"):
 
 
 def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user, git_sha, preflight, check_mode,
-           environ, result, lock, pool, host):
+           environ, result, lock, pool, host, extra_files=None, file_refs=None):
     from ansible_collections.vpsops.deploy.plugins.module_utils import _preflight
 
     seconds = result["seconds"]
     mark = time.monotonic()
-    staged = stage(store, dict((n, contents[n]) for n in names), stack.get("env") or {}, check_mode)
+    staged, extra = stage(store, dict((n, contents[n]) for n in names), stack.get("env") or {}, check_mode,
+                          extra_files)
     try:
         files = [os.path.join(staged, n) for n in names]
         env_file = os.path.join(staged, ENV_FILE)
         if not check_mode:
             if not os.path.isdir(project_dir):
                 makedirs_owner_only(project_dir)
-        compose_dir = project_dir if os.path.isdir(project_dir) else staged
+        # Compose resolves the referenced files against the project directory, where the running
+        # release's files are (the config hashes of the plan must be those the phases will see);
+        # before a referenced file is there for the first time, against the staged files.
+        compose_dir = project_dir if os.path.isdir(project_dir) and all(
+            os.path.exists(os.path.join(project_dir, e["path"])) for e in extra) else staged
         files_by_name = dict(zip(names, files))
         keep = {}
 
@@ -478,14 +527,16 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
         mark = time.monotonic()
         live = store.live_id() if store.exists() else None
         manifest, recorded = snapshot(store, docker, compose, None, files, project_dir, env_file=env_file,
-                                      phases=phases, pull=pull, user=user, git_sha=git_sha, check_mode=check_mode)
+                                      phases=phases, pull=pull, user=user, git_sha=git_sha, check_mode=check_mode,
+                                      extra_files=extra, file_refs=file_refs)
         seconds["record"] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
         containers = docker.project_containers(store.stack)
         # Planned with the pins the release records, as the phase step will run it.
         override = os.path.join(staged, LOCK_OVERRIDE)
         write_atomic(override, lock_override_text(manifest["id"], dict(
-            (n, s["ref"]) for n, s in manifest["services"].items())).encode("utf-8"), 0o600)
+            (n, s["ref"]) for n, s in manifest["services"].items()), manifest.get("file_labels")).encode("utf-8"),
+            0o600)
         pinned = Compose(docker, store.stack, files + [override], project_dir=compose_dir, env_file=env_file)
         known = {}
         if live:

@@ -15,7 +15,7 @@ import re
 import stat
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._files import makedirs_owner_only, write_atomic
-from ansible_collections.vpsops.deploy.plugins.module_utils._releases import ENV_COPY
+from ansible_collections.vpsops.deploy.plugins.module_utils._releases import ENV_COPY, EXTRA_DIR
 
 FILE_MODE = 0o600
 ENV_FILE = ".env"
@@ -108,6 +108,32 @@ def sync(path, files, env=None, check_mode=False, want_diff=False):
     return changed, diffs
 
 
+def write_extra(project_dir, extra, check_mode=False):
+    """Put the files the compose files reference ([(relative path, source path, mode)]) in the
+    project directory, each with its mode (a config a container user reads keeps 0644; secrets and
+    env files are 0600), written only when its content or mode differs. Directories below the
+    project directory are made 0755 (a bind-mounted directory must be readable in the container).
+    Returns the paths written."""
+    written = []
+    for rel, source, mode in extra:
+        rel = check_name(rel, "extra files")
+        mode = int(mode or FILE_MODE)
+        target = os.path.join(project_dir, rel)
+        with open(source, "rb") as handle:
+            data = handle.read()
+        if read_bytes(target) == data and stat.S_IMODE(os.stat(target).st_mode) == mode:
+            continue
+        written.append(rel)
+        if check_mode:
+            continue
+        parent = os.path.dirname(target)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o755)
+        write_atomic(target, data, mode)
+        os.chmod(target, mode)
+    return written
+
+
 def publish(store, manifest, project_dir):
     """Make the project directory hold the release's compose files and .env (owner only, only what
     differs), so that what an operator finds there is what runs. Returns the names written."""
@@ -117,6 +143,8 @@ def publish(store, manifest, project_dir):
         with open(os.path.join(base, entry["name"]), "rb") as handle:
             files[entry["name"]] = handle.read().decode("utf-8")
     written, _diffs = sync(project_dir, files)
+    written += write_extra(project_dir, [(e["path"], os.path.join(base, EXTRA_DIR, e["path"]), e.get("mode"))
+                                         for e in manifest.get("extra_files") or []])
     env_copy = os.path.join(base, ENV_COPY)
     if manifest.get("env_file") and os.path.isfile(env_copy):
         with open(env_copy, "rb") as handle:

@@ -122,15 +122,39 @@ def service_repo_name(service):
     return re.sub(r"[._-]{2,}", "-", name) or "service"
 
 
-def lock_override_text(release_id, pins):
-    """The compose override that pins every service: pins is {service: image ref}. JSON strings are
-    valid YAML scalars, so no YAML library is needed on the host."""
+FILES_LABEL = "vpsops.deploy.files"
+EXTRA_DIR = "files"
+
+
+def lock_override_text(release_id, pins, labels=None):
+    """The compose override that pins every service: pins is {service: image ref}; labels is
+    {service: digest of the files it uses} (FILES_LABEL: a changed file changes the service's config
+    hash, so compose recreates exactly the services that use it). JSON strings are valid YAML
+    scalars, so no YAML library is needed on the host."""
     lines = ["# vpsops.deploy release %s: every service pinned to the image it was deployed with." % release_id,
              "services:"]
-    for service in sorted(pins):
+    for service in sorted(set(pins) | set(labels or {})):
         lines.append("  %s:" % json.dumps(service))
-        lines.append("    image: %s" % json.dumps(pins[service]))
+        if service in pins:
+            lines.append("    image: %s" % json.dumps(pins[service]))
+        if (labels or {}).get(service):
+            lines.append("    labels:")
+            lines.append("      %s: %s" % (json.dumps(FILES_LABEL), json.dumps(labels[service])))
     return "\n".join(lines) + "\n"
+
+
+def file_labels(extra_files, file_refs):
+    """{service: one digest of every file it references} (a directory reference covers the files
+    below it), from the release's extra files [{path, sha256, mode}] and {service: [paths]}."""
+    labels = {}
+    for service, refs in sorted((file_refs or {}).items()):
+        used = [e for e in extra_files or [] if any(e["path"] == r or e["path"].startswith(r.rstrip("/") + "/")
+                                                    for r in refs)]
+        if used:
+            text = "\n".join("%s %s %o" % (e["path"], e["sha256"], e.get("mode", 0o600))
+                             for e in sorted(used, key=lambda e: e["path"]))
+            labels[service] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+    return labels
 
 
 # the store --------------------------------------------------------------------------------------
@@ -268,11 +292,14 @@ class Store:
         return entries[-limit:] if limit else entries
 
     def create(self, release_id, files, pins, services, phases, project_dir, env_file=None, user=None,
-               git_sha=None, backups=None, meta=None, lock_owner=None):
+               git_sha=None, backups=None, meta=None, lock_owner=None, extra_files=None, file_refs=None):
         """Write a complete release directory (pending) and return its manifest.
 
         files: absolute paths of the compose files, in order; pins: {service: ref};
-        services: {service: {"image": original ref, "image_id": id, "ref": pinned ref}}.
+        services: {service: {"image": original ref, "image_id": id, "ref": pinned ref}};
+        extra_files: [{"path": relative path, "source": absolute path, "mode": int, "kind": str}],
+        the files the compose files reference (kept under files/ in the release); file_refs:
+        {service: [relative paths]} (see file_labels).
         """
         if not RELEASE_ID_RE.match(release_id):
             raise ReleaseError("release must match %s, got %r" % (RELEASE_ID_RE.pattern, release_id))
@@ -299,7 +326,17 @@ class Store:
                     content = handle.read()
                 write_atomic(os.path.join(tmp, ENV_COPY), content, 0o600)
                 env_entry = {"source": env_file, "sha256": hashlib.sha256(content).hexdigest()}
-            write_atomic(os.path.join(tmp, LOCK_OVERRIDE), lock_override_text(release_id, pins), 0o600)
+            extra_entries = []
+            for extra in sorted(extra_files or [], key=lambda e: e["path"]):
+                with open(extra["source"], "rb") as handle:
+                    content = handle.read()
+                target = os.path.join(tmp, EXTRA_DIR, extra["path"])
+                makedirs_owner_only(os.path.dirname(target))
+                write_atomic(target, content, 0o600)
+                extra_entries.append({"path": extra["path"], "sha256": hashlib.sha256(content).hexdigest(),
+                                      "mode": int(extra.get("mode") or 0o600), "kind": extra.get("kind")})
+            labels = file_labels(extra_entries, file_refs)
+            write_atomic(os.path.join(tmp, LOCK_OVERRIDE), lock_override_text(release_id, pins, labels), 0o600)
             seq = self.next_seq()
             manifest = {
                 "format": FORMAT,
@@ -313,6 +350,9 @@ class Store:
                 "project_dir": project_dir,
                 "files": file_entries,
                 "env_file": env_entry,
+                "extra_files": extra_entries,
+                "file_refs": dict((k, list(v)) for k, v in sorted((file_refs or {}).items())),
+                "file_labels": labels,
                 "services": services,
                 "phases": phases or [],
                 "backups": backups or [],
@@ -794,6 +834,8 @@ def verify_files(store, manifest):
     entries = list(manifest["files"])
     if manifest.get("env_file"):
         entries.append(dict(name=ENV_COPY, sha256=manifest["env_file"].get("sha256")))
+    for extra in manifest.get("extra_files") or []:
+        entries.append(dict(name=os.path.join(EXTRA_DIR, extra["path"]), sha256=extra.get("sha256")))
     for entry in entries:
         path = os.path.join(base, entry["name"])
         try:
@@ -890,8 +932,10 @@ def resolve_images(docker, compose, stack, pull="missing"):
     return result
 
 
-def same_content(manifest, file_digests, env_digest, images, phases=None):
+def same_content(manifest, file_digests, env_digest, images, phases=None, extra=None):
     if [f.get("sha256") for f in manifest.get("files", [])] != file_digests:
+        return False
+    if extra is not None and [(e["path"], e["sha256"], e.get("mode")) for e in manifest.get("extra_files") or []] != extra:
         return False
     if phases is not None and (manifest.get("phases") or []) != phases:
         return False
@@ -906,7 +950,7 @@ def sha256_or_none(path):
 
 
 def snapshot(store, docker, compose, release_id, files, project_dir, env_file=None, phases=None, pull="missing",
-             user=None, git_sha=None, check_mode=False):
+             user=None, git_sha=None, check_mode=False, extra_files=None, file_refs=None):
     """Record a pending release of what the compose files resolve to now.
 
     Returns (manifest, changed). When the newest live or pending release has the same files and
@@ -915,6 +959,8 @@ def snapshot(store, docker, compose, release_id, files, project_dir, env_file=No
     images = resolve_images(docker, compose, store.stack, pull=pull)
     file_digests = [sha256_file(p)[0] for p in files]
     env_digest = sha256_or_none(env_file)
+    extra = [(e["path"], sha256_file(e["source"])[0], int(e.get("mode") or 0o600))
+             for e in sorted(extra_files or [], key=lambda e: e["path"])]
     phase_entries = []
     for phase in phases or []:
         phase_entries.append({
@@ -930,7 +976,7 @@ def snapshot(store, docker, compose, release_id, files, project_dir, env_file=No
     live = store.live_id()
     for m in manifests:
         if m["status"] == "pending" or m["id"] == live:
-            if same_content(m, file_digests, env_digest, images, phase_entries):
+            if same_content(m, file_digests, env_digest, images, phase_entries, extra):
                 return m, False
             break
     release_id = release_id or new_release_id()
@@ -940,9 +986,10 @@ def snapshot(store, docker, compose, release_id, files, project_dir, env_file=No
         pins[name] = info["digest"] or tag
         services[name] = dict(info, ref=pins[name], pin_tag=tag)
     if check_mode:
+        extra_entries = [dict(path=p, sha256=d, mode=m) for p, d, m in extra]
         manifest = {"id": release_id, "status": "pending", "services": services, "phases": phase_entries,
                     "files": [{"name": os.path.basename(p), "sha256": d} for p, d in zip(files, file_digests)],
-                    "seq": None}
+                    "extra_files": extra_entries, "file_labels": file_labels(extra_entries, file_refs), "seq": None}
         return manifest, True
     store.ensure()
     with store.guard():
@@ -951,7 +998,8 @@ def snapshot(store, docker, compose, release_id, files, project_dir, env_file=No
         for name, svc in services.items():
             docker.tag(svc["image_id"], svc["pin_tag"])
         manifest = store.create(release_id, files, pins, services, phase_entries, project_dir, env_file=env_file,
-                                user=user, git_sha=git_sha, lock_owner=store.lock_holder())
+                                user=user, git_sha=git_sha, lock_owner=store.lock_holder(), extra_files=extra_files,
+                                file_refs=file_refs)
         store.record("release_created", release=release_id, user=user, git_sha=git_sha,
                      services=dict((n, s["image_id"]) for n, s in services.items()))
     return manifest, True

@@ -18,7 +18,9 @@ import time
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
 from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_jobs
+from ansible_collections.vpsops.deploy.plugins.module_utils._project import publish
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
+    EXTRA_DIR,
     CorruptRelease,
     ReleaseError,
     new_release_id,
@@ -234,9 +236,11 @@ def partial_release(store, docker, live, target, scope, user=None):
     base = store.release_dir(live["id"])
     files = [os.path.join(base, f["name"]) for f in live["files"]]
     env = store.env_path(live)
+    # The live release's referenced files stay (a partial rollback moves images only).
+    extra = [dict(e, source=os.path.join(base, EXTRA_DIR, e["path"])) for e in live.get("extra_files") or []]
     manifest = store.create(release_id, files, pins, services, live.get("phases"), live.get("project_dir"),
                             env_file=env, user=user, git_sha=live.get("git_sha"),
-                            backups=live.get("backups"),
+                            backups=live.get("backups"), extra_files=extra, file_refs=live.get("file_refs"),
                             meta={"partial_rollback_of": live["id"], "from_release": target["id"],
                                   "services": sorted(scope)})
     for entry in manifest["files"]:
@@ -302,6 +306,10 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
             deployed = target
         compose = Compose(docker, store.stack, store.compose_files(deployed), project_dir=deployed.get("project_dir"),
                           env_file=store.env_path(deployed))
+        if deployed.get("extra_files") and deployed.get("project_dir"):
+            # The files the compose files reference (configs, secrets) are read from the project
+            # directory when containers are created: the release's own go back first.
+            publish(store, deployed, deployed["project_dir"])
         timings["prepare"] = round(time.monotonic() - started, 3)
         mark = time.monotonic()
         groups = reverse_phase_groups(deployed, scope, plan)

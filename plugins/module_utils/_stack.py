@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
 import re
 
 STACK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -136,3 +137,132 @@ def check_stack(stack, variable="vpsops_stack"):
         if not ENV_NAME_RE.match(str(key)) or "\r" in str(value) or "\0" in str(value):
             raise StackError("%s.env.%s must be a valid variable name whose value holds no carriage return and no "
                              "NUL character (compose's .env format cannot hold those)." % (variable, key))
+
+
+# files the compose files reference -------------------------------------------------------------
+
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?err}, ${NAME?err}, $NAME; $$ is a literal $.
+INTERPOLATION_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+MAX_FILES = 500
+MAX_BYTES = 20 * 1024 * 1024
+
+
+def interpolate(text, env):
+    """A path of a compose file with its variables replaced as compose does (from the stack's env)."""
+    def replace(match):
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1) or match.group(4)
+        value = env.get(name)
+        operator, default = match.group(2), match.group(3) or ""
+        if operator in (":-",) and not value:
+            return default
+        if operator == "-" and value is None:
+            return default
+        return "" if value is None else str(value)
+    return INTERPOLATION_RE.sub(replace, text)
+
+
+def _relative(path):
+    """A compose path that names a file of the project (relative), not of the host (absolute, ~)."""
+    return isinstance(path, str) and bool(path) and not path.startswith(("/", "~"))
+
+
+def file_references(compose_texts, env=None):
+    """The files of the stack's source directory its compose files reference, as
+    ({relative path: kind}, {service: [relative paths]}): bind-mount sources (short `./x:/y` and long
+    `type: bind` syntax), `env_file`, and the `file` of top-level `configs` and `secrets` (their
+    services are those that list them). Paths are normalised, relative to the source directory;
+    one that leaves it raises StackError naming the compose file."""
+    import yaml
+
+    env = dict((str(k), "" if v is None else str(v)) for k, v in (env or {}).items())
+    kinds, by_service = {}, {}
+
+    def add(raw, kind, compose_name, services):
+        path = interpolate(raw, env)
+        if not _relative(path):
+            return
+        norm = os.path.normpath(path)
+        if norm == ".." or norm.startswith("../") or os.path.isabs(norm):
+            raise StackError("%s references %r, which is outside vpsops_stack.source: the files a release "
+                             "carries must be below it" % (compose_name, raw))
+        if norm == ".":
+            raise StackError("%s mounts the whole project directory (%r): name the files or directories to "
+                             "mount instead" % (compose_name, raw))
+        # The strictest use wins: a file that is a secret or an env file anywhere stays owner-only.
+        if kinds.get(norm) not in ("secret", "env_file"):
+            kinds[norm] = kind
+        for service in services:
+            if norm not in by_service.setdefault(service, []):
+                by_service[service].append(norm)
+
+    for compose_name, text in compose_texts.items():
+        try:
+            model = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise StackError("%s is not valid YAML: %s" % (compose_name, exc))
+        if not isinstance(model, dict):
+            continue
+        top = dict(configs=model.get("configs") or {}, secrets=model.get("secrets") or {})
+        for service, spec in (model.get("services") or {}).items():
+            if not isinstance(spec, dict):
+                continue
+            for volume in spec.get("volumes") or []:
+                if isinstance(volume, str):
+                    source = volume.split(":", 1)[0] if ":" in volume else None
+                    if source and (source.startswith(".") or "/" in source or "$" in source):
+                        add(source, "bind", compose_name, [service])
+                elif isinstance(volume, dict) and volume.get("type") == "bind":
+                    add(str(volume.get("source") or ""), "bind", compose_name, [service])
+            env_files = spec.get("env_file") or []
+            for entry in [env_files] if isinstance(env_files, str) else env_files:
+                path = entry.get("path") if isinstance(entry, dict) else entry
+                if isinstance(path, str):
+                    add(path, "env_file", compose_name, [service])
+            for key in ("configs", "secrets"):
+                for use in spec.get(key) or []:
+                    name = use.get("source") if isinstance(use, dict) else use
+                    defined = top[key].get(name) if isinstance(top[key], dict) else None
+                    if isinstance(defined, dict) and isinstance(defined.get("file"), str):
+                        add(defined["file"], "secret" if key == "secrets" else "config", compose_name, [service])
+        for key in ("configs", "secrets"):
+            for _name, defined in (top[key].items() if isinstance(top[key], dict) else []):
+                if isinstance(defined, dict) and isinstance(defined.get("file"), str):
+                    add(defined["file"], "secret" if key == "secrets" else "config", compose_name, [])
+    return kinds, dict((s, sorted(p)) for s, p in by_service.items())
+
+
+def read_referenced(source, kinds):
+    """{relative path: (bytes, mode, kind)} of every referenced file below `source` on the controller;
+    a directory contributes every file below it. Missing files, too many or too large raise StackError."""
+    found, total = {}, 0
+    for path, kind in sorted(kinds.items()):
+        full = os.path.join(source, path)
+        if os.path.isdir(full):
+            members = []
+            for base, dirs, names in os.walk(full):
+                dirs.sort()
+                members += [os.path.join(base, n) for n in sorted(names)]
+        elif os.path.isfile(full):
+            members = [full]
+        else:
+            raise StackError("the compose files reference %s, which is not a file or directory in "
+                             "vpsops_stack.source (%s)" % (path, source))
+        for member in members:
+            rel = os.path.relpath(member, source)
+            try:
+                with open(member, "rb") as handle:
+                    data = handle.read()
+                mode = os.stat(member).st_mode & 0o777
+            except (IOError, OSError) as exc:
+                raise StackError("cannot read %s from vpsops_stack.source: %s" % (rel, exc.strerror or exc))
+            total += len(data)
+            # Secrets and env files are owner-only on the host; the others keep their mode, at most
+            # 0755 (a container user other than root may have to read a config).
+            found[rel] = (data, 0o600 if kind in ("secret", "env_file") else (mode & 0o755) | 0o400, kind)
+    if len(found) > MAX_FILES or total > MAX_BYTES:
+        raise StackError("the compose files reference %d files of %d bytes in all: a release carries at most %d "
+                         "files and %d MB (mount large data as a volume instead)"
+                         % (len(found), total, MAX_FILES, MAX_BYTES // (1024 * 1024)))
+    return found

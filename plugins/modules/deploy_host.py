@@ -78,6 +78,20 @@ options:
     description: "C({file name: text}) of the compose files (C(begin)); set by the action."
     type: dict
     default: {}
+  files:
+    description:
+      - The files the compose files reference (bind-mount sources, C(env_file), C(configs) and
+        C(secrets) files) by path relative to the stack's source, each with its C(content)
+        (base64), C(mode) and C(kind) (C(begin)); set by the action from the stack's source on the
+        controller. They travel with the release and are put in the project directory before C(up).
+    type: dict
+    default: {}
+  file_refs:
+    description:
+      - The referenced files each service uses (C(begin)); set by the action. A changed file
+        recreates exactly the services that use it.
+    type: dict
+    default: {}
   release:
     description: The release this run recorded (C(phase), C(finish), C(end)).
     type: str
@@ -243,6 +257,7 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import (
     end,
     finish,
     slo_baseline,
+    secret_file_values,
     stack_secrets,
 )
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import rollback_gate
@@ -265,6 +280,8 @@ def main():
             takeover=dict(type="str"),
             identity=dict(type="dict"),
             contents=dict(type="dict", default={}),
+            files=dict(type="dict", default={}),
+            file_refs=dict(type="dict", default={}),
             release=dict(type="str"),
             live=dict(type="str"),
             phase=dict(type="str"),
@@ -293,6 +310,7 @@ def main():
     p = module.params
     stack = p["stack"]
     module.no_log_values.update(stack_secrets(stack))
+    module.no_log_values.update(secret_file_values(p["files"]))
     if not 5 <= p["ttl"] <= 7 * 86400:
         module.fail_json(msg="ttl must be between 5 and 604800 seconds, got %d" % p["ttl"])
     if not 1 <= p["timeout"] <= 86400:
@@ -317,7 +335,7 @@ def main():
                          project_dir=project_dir, pull=p["pull"],
                          user=p["user"], git_sha=p["git_sha"],
                          preflight=preflight,
-                         check_mode=module.check_mode)
+                         check_mode=module.check_mode, extra_files=p["files"], file_refs=p["file_refs"])
             for warning in done.pop("warnings", []):
                 module.warn(warning)
             if stack.get("slo") and done.get("live") and not module.check_mode:

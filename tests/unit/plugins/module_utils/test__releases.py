@@ -512,3 +512,16 @@ def test_a_partial_rollback_needs_the_live_release_s_other_images_too_and_a_lost
         rb.rollback(store, docker, to="r1", services=["web"], check_mode=True)
     docker.present.add(r2["services"]["api"]["image_id"])
     assert rb.rollback(store, docker, to="r1", services=["web"], check_mode=True)["changed"] is True
+
+
+def test_file_labels_follow_the_files_each_service_uses():
+    extra = [{"path": "conf/nats.conf", "sha256": "a" * 64, "mode": 0o644},
+             {"path": "conf/sub/x.conf", "sha256": "b" * 64, "mode": 0o644},
+             {"path": "secrets/jwt.pem", "sha256": "c" * 64, "mode": 0o600}]
+    refs = {"nats": ["conf"], "kong": ["secrets/jwt.pem"], "plain": ["nothing-here"]}
+    labels = rel.file_labels(extra, refs)
+    assert sorted(labels) == ["kong", "nats"]
+    changed = rel.file_labels([dict(extra[0], sha256="d" * 64)] + extra[1:], refs)
+    assert changed["nats"] != labels["nats"] and changed["kong"] == labels["kong"]
+    text = rel.lock_override_text("r1", {"nats": "vpsops/s/nats:id-1"}, labels)
+    assert '"vpsops.deploy.files": "%s"' % labels["nats"] in text and '"kong":' in text

@@ -51,3 +51,69 @@ def test_a_bad_stack_is_refused_naming_what_is_wrong_without_a_secret(changes, m
         check_stack(stack(**changes))
     assert message in str(caught.value)
     assert "s3cret" not in str(caught.value) and "it's" not in str(caught.value)
+
+
+COMPOSE_WITH_FILES = """
+services:
+  nats:
+    image: nats
+    volumes:
+      - ./conf/nats.conf:/etc/nats/nats.conf:ro
+      - natsdata:/data
+      - /var/log:/host-log
+      - type: bind
+        source: ./${CONF_DIR:-conf}/extra
+        target: /extra
+  kong:
+    image: kong
+    env_file: [./kong.env, {path: ./optional.env, required: false}]
+    configs: [kong_decl]
+    secrets: [{source: jwt, target: jwt.pem}]
+configs:
+  kong_decl: {file: ./kong/kong.yml}
+  unused: {file: ./unused.yml}
+secrets:
+  jwt: {file: ./secrets/jwt.pem}
+volumes:
+  natsdata: {}
+"""
+
+
+def test_the_files_compose_files_reference_are_found_per_service():
+    from ansible_collections.vpsops.deploy.plugins.module_utils._stack import file_references
+    kinds, by_service = file_references({"a.yml": COMPOSE_WITH_FILES}, {})
+    assert kinds == {"conf/nats.conf": "bind", "conf/extra": "bind", "kong.env": "env_file",
+                     "optional.env": "env_file", "kong/kong.yml": "config", "unused.yml": "config",
+                     "secrets/jwt.pem": "secret"}
+    assert by_service == {"nats": ["conf/extra", "conf/nats.conf"],
+                          "kong": ["kong.env", "kong/kong.yml", "optional.env", "secrets/jwt.pem"]}
+    kinds, _by = file_references({"a.yml": COMPOSE_WITH_FILES}, {"CONF_DIR": "other"})
+    assert "other/extra" in kinds
+
+
+@pytest.mark.parametrize("volume, message", [
+    ("../outside.conf:/x", "references '../outside.conf', which is outside vpsops_stack.source"),
+    (".:/src", "mounts the whole project directory"),
+])
+def test_a_reference_out_of_the_source_is_refused(volume, message):
+    from ansible_collections.vpsops.deploy.plugins.module_utils._stack import file_references
+    with pytest.raises(StackError, match=message):
+        file_references({"a.yml": "services:\n  s:\n    image: x\n    volumes: [%r]\n" % volume}, {})
+
+
+def test_referenced_files_are_read_with_owner_only_modes_for_secrets(tmp_path):
+    from ansible_collections.vpsops.deploy.plugins.module_utils._stack import read_referenced
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "a.conf").write_text("a")
+    (tmp_path / "conf" / "sub").mkdir()
+    (tmp_path / "conf" / "sub" / "b.conf").write_text("b")
+    (tmp_path / "jwt.pem").write_text("key")
+    (tmp_path / "conf" / "a.conf").chmod(0o664)
+    (tmp_path / "jwt.pem").chmod(0o644)
+    found = read_referenced(str(tmp_path), {"conf": "bind", "jwt.pem": "secret"})
+    assert dict((p, (d, oct(m), k)) for p, (d, m, k) in found.items()) == {
+        "conf/a.conf": (b"a", "0o644", "bind"), "conf/sub/b.conf": (b"b", oct((tmp_path / "conf" / "sub" / "b.conf")
+                                                                         .stat().st_mode & 0o755 | 0o400), "bind"),
+        "jwt.pem": (b"key", "0o600", "secret")}
+    with pytest.raises(StackError, match="reference missing.conf, which is not a file or directory"):
+        read_referenced(str(tmp_path), {"missing.conf": "bind"})
