@@ -13,10 +13,13 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
+import time
 import urllib.request
 
 import pytest
 
+from ansible_collections.vpsops.deploy.plugins.module_utils import _backup
 from conftest import (PHASE_FILES, ROOT, STACK_DIR, VENV_BIN, Stack, ansible_env, ansible_module,
                       remove_pin_tags, run, wait_until)
 
@@ -371,6 +374,190 @@ def test_restore_from_the_backup_pinned_to_a_release(ops):
     assert "safety backup: none" in said(proc)
     assert ops.count("payments", "payouts") == 30
     assert ops.info()["lock"] is None
+
+
+# --------------------------------------------------------------------------------------------
+# the restore drill: restore.yml while the application writes, then back to the safety backup;
+# a backup of another database, a schema-only one and a same-named database of another server
+# --------------------------------------------------------------------------------------------
+class Writer:
+    """The application writing to ar_db while the drill runs: one numbered row at a time over TCP
+    (psycopg2, autocommit), reconnecting when its session is terminated or refused, as an
+    application does."""
+
+    def __init__(self, ops):
+        self.dsn = ops.st.psql_dsn("ar")
+        self.seq = 0
+        self.written = []
+        self.failed = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        import psycopg2
+
+        conn = None
+        while not self.stopping.is_set():
+            self.seq += 1
+            try:
+                if conn is None:
+                    conn = psycopg2.connect(connect_timeout=3, **self.dsn)
+                    conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO drill_writes (seq) VALUES (%s)", (self.seq,))
+                self.written.append(self.seq)
+            except psycopg2.Error:
+                self.failed += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+            time.sleep(0.02)
+        if conn is not None:
+            conn.close()
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(90)
+        assert not self.thread.is_alive()
+
+    def more(self, count, timeout=60):
+        """Wait until `count` more rows are written."""
+        target = len(self.written) + count
+        wait_until("%d more rows written" % count, lambda: len(self.written) >= target, timeout, 0.1)
+        return self.written[-1]
+
+
+def seqs_in(dump):
+    """The writer's row numbers a backup holds, read from the dump itself."""
+    out = run(["pg_restore", "--data-only", "-t", "drill_writes", "-f", "-", dump]).stdout
+    rows = out.split("FROM stdin;\n", 1)[1].split("\n\\.", 1)[0]
+    return set(int(line.split("\t")[0]) for line in rows.splitlines() if line)
+
+
+def seqs_up_to(ops, top):
+    return set(int(v) for v in ops.sql("ar", "SELECT seq FROM drill_writes WHERE seq <= %d" % top).split())
+
+
+def rows_said(proc, table):
+    """(before, after) of 'TABLE: N rows before, M after' in restore.yml's output."""
+    match = re.search(r"%s: (\d+) rows before, (\d+) after" % re.escape(table), said(proc))
+    assert match, failure(proc)
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_restore_drill_while_the_application_writes_then_back_to_the_safety_backup(ops):
+    drill = os.path.join(ops.root, "drill")
+    stack = ops.stack()
+    stack["backup"] = dict(stack["backup"], dest=drill)
+    ops.sql("ar", "CREATE TABLE drill_writes (seq int PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())")
+    ledger = ops.count("ar", "ledger")
+    writer = Writer(ops)
+    writer.start()
+    try:
+        writer.more(10)
+        # payments' backup is the wrong one offered to ar below
+        proc = ops.playbook("backup", extra={"vpsops_stack": stack, "backup_databases": ["ar", "payments"],
+                                             "backup_label": "drill"})
+        assert proc.returncode == 0, failure(proc)
+        (taken,) = glob.glob(os.path.join(drill, "ar_db_*_drill.dump"))
+        (other,) = glob.glob(os.path.join(drill, "payments_db_*_drill.dump"))
+        in_backup = seqs_in(taken)
+        assert len(in_backup) >= 10
+        writer.more(10)
+
+        # the backup back while the writer writes: what it holds is there again, exactly
+        done = ops.playbook("restore", extra={"vpsops_stack": stack, "restore_database": "ar", "restore_src": taken,
+                                              "restore_confirm": True})
+        assert done.returncode == 0, failure(done)
+        (safety,) = glob.glob(os.path.join(drill, "ar_db_*_pre-restore.dump"))
+        in_safety = seqs_in(safety)
+        assert in_backup < in_safety and max(in_safety) > max(in_backup)
+        assert seqs_up_to(ops, max(in_safety)) == in_backup
+        before, after = rows_said(done, "public.drill_writes")
+        # counted before the safety backup, and right after the restore (the writer goes on)
+        assert len(in_backup) < before <= len(in_safety) and after >= len(in_backup)
+        assert rows_said(done, "public.ledger") == (ledger, ledger)
+        last = writer.more(10)
+        assert last > max(in_safety), "the application writes again after the restore"
+
+        # then the safety backup back: the rows the first restore replaced are there again
+        back = ops.playbook("restore", extra={"vpsops_stack": stack, "restore_database": "ar", "restore_src": safety,
+                                              "restore_confirm": True, "restore_safety_backup": False})
+        assert back.returncode == 0, failure(back)
+        assert "safety backup: none" in said(back)
+        assert seqs_up_to(ops, max(in_safety)) == in_safety
+        assert rows_said(back, "public.drill_writes")[1] >= len(in_safety)
+        assert ops.count("ar", "ledger") == ledger
+        writer.more(10)
+    finally:
+        writer.stop()
+    assert writer.written[-1] > max(in_safety)
+    # the table after the last restore: the safety backup's rows, then only rows written after it
+    now = set(int(v) for v in ops.sql("ar", "SELECT seq FROM drill_writes").split())
+    assert set(s for s in now if s <= max(in_safety)) == in_safety
+
+    # refused, each naming why, before anything changes: a backup of another database, and a
+    # schema-only backup of this one
+    # pg_backup's own code in this process (the lab host is this machine): one playbook run less
+    schema = _backup.make_backup(dict(
+        (k, v.get("default")) for k, v in _backup.backup_argument_spec().items()) | dict(
+        container=ops.st.container("ar-postgres"), db="ar_db", login_user="ar_user",
+        login_password=ops.st.passwords["AR_DB_PASSWORD"], dest=drill, schema_only=True, label="schema"))
+    rows = ops.count("ar", "drill_writes")
+    files = sorted(os.listdir(drill))
+    history = len(ops.info()["history"])
+    for src, why in ((other, "it is a backup of database payments_db, not of ar_db"),
+                     (schema["path"], "it is schema-only (no rows)")):
+        refused = ops.playbook("restore", extra={"vpsops_stack": stack, "restore_database": "ar",
+                                                 "restore_src": src, "restore_confirm": True})
+        assert refused.returncode != 0
+        assert "refusing to restore %s into database ar_db: " % src in said(refused), failure(refused)
+        assert why in said(refused) and "Nothing was changed" in said(refused)
+        assert ops.count("ar", "drill_writes") == rows and ops.count("ar", "ledger") == ledger
+        assert sorted(os.listdir(drill)) == files  # no safety backup was taken
+    info = ops.info()
+    assert info["lock"] is None  # each refused run took the lock and released it
+    assert [e["event"] for e in info["history"][history:] if e["event"].startswith("lock_")] == [
+        "lock_acquired", "lock_released"] * 2
+    ops.sql("ar", "DROP TABLE drill_writes")
+
+
+def test_restore_release_picks_the_pinned_backup_by_the_stack_s_key_not_the_database_name(ops):
+    """Two databases of the stack both named ar_db, on two servers: restore_release restores each
+    one's own pinned backup (picked by database name, one would get the other's)."""
+    drill = os.path.join(ops.root, "twins")
+    ops.sql("payments", "CREATE DATABASE ar_db")
+    try:
+        subprocess.run(["docker", "exec", "-i", ops.st.container("payments-postgres"), "psql", "-X", "-q",
+                        "-v", "ON_ERROR_STOP=1", "-U", "payments_user", "-d", "ar_db"],
+                       input="CREATE TABLE ledger (id SERIAL PRIMARY KEY, amount INT NOT NULL);"
+                             "INSERT INTO ledger (amount) SELECT g FROM generate_series(1, 7) g;",
+                       text=True, check=True, capture_output=True, timeout=60)
+        stack = ops.stack()
+        stack["backup"] = dict(stack["backup"], dest=drill)
+        stack["databases"]["ar_twin"] = dict(stack["databases"]["payments"], db="ar_db")
+        proc, tasks = ops.playbook("backup", structured=True, extra={
+            "vpsops_stack": stack, "backup_databases": ["ar", "ar_twin"], "backup_label": "twins"})
+        assert proc.returncode == 0, failure(proc)
+        results = tasks["Keep the backups in the shape compose_release pins to a release"]["ansible_facts"][
+            "backup_results"]
+        assert [(r["name"], r["database"]) for r in results] == [("ar", "ar_db"), ("ar_twin", "ar_db")]
+        rc, pinned = ansible_module("compose_release", {"stack": STACK_NAME, "state_dir": ops.state_dir,
+                                                        "release": ops.info()["live"], "backups": results})
+        assert rc == 0, pinned
+        ledger = ops.count("ar", "ledger")
+        ops.sql("ar", "DELETE FROM ledger WHERE id > 10")
+        done = ops.playbook("restore", extra={"vpsops_stack": stack, "restore_database": "ar",
+                                              "restore_release": "live", "restore_confirm": True,
+                                              "restore_safety_backup": False})
+        assert done.returncode == 0, failure(done)
+        assert "restored ar (ar_db) from %s" % results[0]["path"] in said(done)
+        assert ops.count("ar", "ledger") == ledger
+    finally:
+        ops.sql("payments", "DROP DATABASE IF EXISTS ar_db WITH (FORCE)")
 
 
 # --------------------------------------------------------------------------------------------
