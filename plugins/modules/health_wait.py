@@ -147,6 +147,27 @@ EXAMPLES = r"""
         argv: [docker, exec, platform-ar-1, test, -f, /tmp/migrated]
   register: gate
 
+- name: Gate on readiness, Kong's routes and a Kafka consumer group's lag
+  vpsops.deploy.health_wait:
+    timeout: 180
+    containers: [platform-field-management-1]   # liveness: running, its healthcheck healthy
+    checks:
+      - name: field-management-ready              # readiness, apart from the healthcheck
+        type: http
+        url: http://127.0.0.1:8100/readyz
+      - name: kong-routes
+        type: http
+        url: http://127.0.0.1:8001/routes
+        json_compare:
+          - {path: data, length: {gt: 10}}
+      - name: deposit-watcher-lag
+        type: kafka_consumer
+        container: kafka
+        group: cg-deposit-watcher
+        topic: deposits
+        max_lag: 1000
+        command_config: /etc/kafka/admin.properties   # SASL settings stay in the container
+
 - name: Show how long each check took
   ansible.builtin.debug:
     msg: "{{ gate.checks | dict2items | map(attribute='value.ready_after') | list }}"

@@ -332,3 +332,21 @@ def test_the_watch_window_gives_a_kafka_consumer_probe_its_request_timeout():
     assert ok and failure is None and made[probe.name] >= 1
     assert set(timeouts) == {35}
     assert runner.calls[0][-2:] == ["--timeout", "15000"]
+
+
+def test_the_health_wait_example_of_these_gates_builds():
+    """The module's example of the seed gates is a valid gate (docs that drift from the code fail here)."""
+    import ast
+    import os
+
+    import yaml
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "plugins", "modules", "health_wait.py")
+    with open(path) as handle:
+        tree = ast.parse(handle.read())
+    examples = next(yaml.safe_load(node.value.value) for node in tree.body
+                    if isinstance(node, ast.Assign) and node.targets[0].id == "EXAMPLES")
+    task = next(t for t in examples if t["name"].startswith("Gate on readiness"))["vpsops.deploy.health_wait"]
+    built = probes.build_probes(probes.gate_specs(task["checks"], task["containers"]))
+    assert [p.type_name for p in built] == ["http", "http", "kafka_consumer", "container"]
+    assert built[2].argv("kafka-consumer-groups.sh", 30)[-2:] == ["--command-config", "/etc/kafka/admin.properties"]
