@@ -1,16 +1,19 @@
 """The example inventories (inventories/prod, inventories/staging): the platform of the deployment
-runbook as one vpsops_stack, secrets only through vault_* variables, and usable against the lab host
-in check mode by pointing them there with VPSOPS_EXAMPLE_* environment variables."""
+runbook as one vpsops_stack, consistent with its compose files (files/platform), secrets only
+through vault_* variables, and usable against the lab host in check mode by pointing them there
+with VPSOPS_EXAMPLE_* environment variables. test_platform_example.py deploys it."""
 
 import json
 import os
 import re
 
 import pytest
+import yaml
 
 from conftest import ROOT, SSH_PORT, ansible_env, run
 
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+COMPOSE_DIR = os.path.join(ROOT, "files", "platform")
 INVENTORIES = ["prod", "staging"]
 PHASES = ["infrastructure", "platform", "modules"]
 DATABASES = {
@@ -107,6 +110,65 @@ def test_checks_cover_the_runbook(listed):
     assert HTTP_PORTS <= smoke_ports
     slo = stack["slo"]
     assert slo["endpoints"] and 0 < slo["max_error_rate"] < 1 and slo["max_p95_ratio"] > 1 and slo["requests"] > 0
+
+
+def compose_services():
+    """{service: its definition} of the example's compose files, with the file each comes from."""
+    services = {}
+    for name in sorted(os.listdir(COMPOSE_DIR)):
+        with open(os.path.join(COMPOSE_DIR, name)) as handle:
+            for service, spec in yaml.safe_load(handle)["services"].items():
+                assert service not in services, "%s is defined twice" % service
+                services[service] = dict(spec, file=name)
+    return services
+
+
+def test_the_stack_fits_its_compose_files(listed):
+    """Every file, container and port the stack names is one its compose files define: a rollout
+    service has replicas and no container_name (the rollout starts new containers beside the old
+    ones under other names), and every other container a check or a backup addresses by name has
+    the container_name the compose files fix."""
+    name, proc, hostvars = listed
+    stack = hostvars["vpsops_stack"]
+    services = compose_services()
+    assert sorted(set(s["file"] for s in services.values())) == sorted(
+        f for phase in stack["phases"] for f in phase["compose_files"])
+    fixed = dict((s["container_name"], service) for service, s in services.items() if s.get("container_name"))
+    for phase in stack["phases"]:
+        of_phase = set(service for service, s in services.items() if s["file"] in phase["compose_files"])
+        for service in phase.get("rollout", []):
+            assert service in of_phase, (phase["name"], service)
+            assert "container_name" not in services[service], "%s sets container_name: it cannot be rolled out" % service
+            assert services[service]["deploy"]["replicas"] >= 2, service
+        for check in phase["checks"]:
+            if check.get("container"):
+                assert check["container"] in fixed, "%s names container %s, which no compose file fixes" % (
+                    check["name"], check["container"])
+    for db_name, entry in stack["databases"].items():
+        service = fixed.get(entry["container"])
+        assert service and services[service]["environment"]["POSTGRES_DB"] == "${%s_POSTGRES_DB:-%s}" % (
+            db_name.upper(), entry["db"]), db_name
+    # Auth's replicas: two, behind the load balancer, in the rollout of their phase.
+    assert [p["rollout"] for p in stack["phases"] if p.get("rollout")] == [["auth"]]
+    # The ports the checks, smoke tests and SLO probe are the ones the compose files publish.
+    published = set(int(port.split(":")[-2]) for s in services.values() for port in s.get("ports", []))
+    checks = [c for phase in stack["phases"] for c in phase["checks"]]
+    urls = [c["url"] for c in checks + stack["smoke_tests"] + stack["slo"]["endpoints"] if c.get("url")]
+    probed = set(int(re.search(r"://[^/]+:(\d+)", url).group(1)) for url in urls + [stack["nats_url"]])
+    probed |= set(c["port"] for c in checks if c.get("port"))
+    assert probed <= published, probed - published
+    # Every variable the compose files require is in the stack's env, and every image the env
+    # names by default is the registry's.
+    text = "".join(open(os.path.join(COMPOSE_DIR, f)).read() for f in os.listdir(COMPOSE_DIR))
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    assert required and required <= set(stack["env"]), required - set(stack["env"])
+    registry = hostvars["platform_image_refs"]["registry"]
+    defaults = dict(re.findall(r"\$\{(\w+_IMAGE):-([^}:]+(?::[\w.-]+)?)\}", text))
+    assert defaults == dict(("%s_IMAGE" % key.upper(), ref) for key, ref in registry.items()), defaults
+    assert set(hostvars["platform_image_refs"]["lab"]) == set(registry)
+    for variable in defaults:
+        key = variable[:-len("_IMAGE")].lower()
+        assert stack["env"][variable] == "{{ platform_image_refs[platform_images].%s }}" % key, variable
 
 
 def test_secrets_come_only_from_vault_variables(listed):
