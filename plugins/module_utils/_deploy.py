@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
 from ansible_collections.vpsops.deploy.plugins.module_utils._files import makedirs_owner_only, write_atomic
+from ansible_collections.vpsops.deploy.plugins.module_utils._hooks import HookError, hooks_of, run_hooks
 from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, job_done, run_phase
 from ansible_collections.vpsops.deploy.plugins.module_utils._plan import container_hashes
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
@@ -148,6 +149,19 @@ def secret_file_values(files):
             found.add(text.strip())
         found.update(line.strip() for line in text.splitlines() if len(line.strip()) >= 8)
     return found
+
+
+def stack_hooks(docker, stack, spec, when, where, release=None, live=None, phase=None, outcome=None, only=None):
+    """Run the hooks of `spec` for `when` (HookError on the first that fails); returns their runs.
+    Every hook gets VPSOPS_STACK, VPSOPS_RELEASE, VPSOPS_LIVE, VPSOPS_PHASE, VPSOPS_HOOK and
+    VPSOPS_OUTCOME in its environment; its output is masked with the stack's secrets."""
+    hooks = [h for h in hooks_of(spec, when) if only is None or only(h)]
+    if not hooks:
+        return []
+    secrets = stack_secrets(stack)
+    env = dict(VPSOPS_STACK=stack.get("name"), VPSOPS_RELEASE=release, VPSOPS_LIVE=live, VPSOPS_PHASE=phase,
+               VPSOPS_HOOK=when, VPSOPS_OUTCOME=outcome)
+    return run_hooks(docker, stack["name"], hooks, where, env=env, redact=lambda text: redact_text(text, secrets))
 
 
 def phase_of(stack, name):
@@ -546,6 +560,10 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
                 known = {}
         plan = plan_phases(pinned, manifest, stack, containers, known, live)
         seconds["plan"] = round(time.monotonic() - mark, 3)
+        if not check_mode and hooks_of(stack.get("hooks"), "before"):
+            mark = time.monotonic()
+            run_before_hooks(store, docker, stack, manifest, live, result)
+            seconds["hooks"] = round(time.monotonic() - mark, 3)
     finally:
         # The release holds its own copies now; the staged files are never what compose runs.
         shutil.rmtree(staged, ignore_errors=True)
@@ -562,6 +580,33 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
         started_epoch=(lock or {}).get("started_epoch"),
     )
     return result
+
+
+def run_before_hooks(store, docker, stack, manifest, live, result):
+    """The stack's `before` hooks, the last thing begin does: when one fails, nothing of the stack
+    has changed; the deploy stops, the release is marked failed and the `after` hooks marked
+    on_rollback run (best effort: they undo what the earlier hooks did, such as a paused consumer)."""
+    try:
+        result["hooks"] = stack_hooks(docker, stack, stack.get("hooks"), "before", "before-deploy",
+                                      release=manifest["id"], live=live)
+    except HookError as exc:
+        result["hooks"] = exc.runs
+        undone = []
+        try:
+            undone = stack_hooks(docker, stack, stack.get("hooks"), "after", "after-deploy (on_rollback)",
+                                 release=manifest["id"], live=live, outcome="failed",
+                                 only=lambda h: h.get("on_rollback"))
+        except HookError as undo:
+            undone = undo.runs
+        result["hooks"] += undone
+        with store.guard():
+            current = store.load(manifest["id"])
+            if current["status"] == "pending" and store.set_status(current, "failed", by="deploy",
+                                                                    reason=str(exc)[:500]):
+                store.record("release_failed", release=manifest["id"], reason=str(exc)[:500])
+        raise DeployError("%s; nothing of the stack was changed%s" % (
+            exc, ", and the on_rollback hooks ran (%s)" % ", ".join(r["name"] for r in undone) if undone else ""),
+            dict(hooks=result["hooks"]))
 
 
 def slo_params(stack, **extra):
@@ -753,6 +798,15 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
             return result
         written = publish(store, manifest, project_dir)
         result["changed"] = bool(written)
+        if hooks_of(phase.get("hooks"), "before"):
+            mark = clock()
+            try:
+                result["hooks"] = stack_hooks(docker, stack, phase.get("hooks"), "before", "before phase %s" % name,
+                                              release=release_id, live=live, phase=name)
+            except HookError as exc:
+                result["hooks"] = exc.runs
+                raise DeployError(str(exc), result)
+            result["seconds"]["hooks"] = round(clock() - mark, 3)
         mark = clock()
         backups, skipped = take_backups(store, docker, stack, phase, manifest, live)
         result.update(backups=backups, skipped_backups=skipped)
@@ -787,6 +841,14 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
         result["changed"] = result["changed"] or done["changed"]
         for key, value in done["seconds"].items():
             result["seconds"][key] = value
+        if hooks_of(phase.get("hooks"), "after"):
+            try:
+                result["hooks"] = list(result.get("hooks") or []) + stack_hooks(
+                    docker, stack, phase.get("hooks"), "after", "after phase %s" % name, release=release_id,
+                    live=live, phase=name)
+            except HookError as exc:
+                result["hooks"] = list(result.get("hooks") or []) + exc.runs
+                raise DeployError(str(exc), result)
         if beat.lost:
             raise DeployError(beat.lost, result)
     result["gated"] = sorted(set([c["name"] for c in result["containers"]] + new_replicas))
@@ -867,6 +929,15 @@ def finish(store, docker, stack, release_id, owner, ttl=None, since=None, gated=
                 store.record("release_retired", release=old, reason="retention keep=%d" % keep)
                 result["removed"].append(old)
         result.update(changed=changed or bool(result["removed"]), replaced=replaced)
+        if hooks_of(stack.get("hooks"), "after"):
+            # The release is live and proven: a failing `after` hook is reported, never rolled back.
+            try:
+                result["hooks"] = stack_hooks(docker, stack, stack.get("hooks"), "after", "after-deploy",
+                                              release=release_id, live=release_id, outcome="succeeded")
+            except HookError as exc:
+                result["hooks"] = exc.runs
+                result.setdefault("warnings", []).append("%s (the release %s is live and stays live)"
+                                                         % (exc, release_id))
     if release_lock:
         _lock, result["lock_released"] = store.release_lock(owner)
     return result
@@ -875,7 +946,7 @@ def finish(store, docker, stack, release_id, owner, ttl=None, since=None, gated=
 # end -------------------------------------------------------------------------------------------
 
 def end(store, docker, release_id, owner, live=None, roll_back=False, reason=None, timeout=120, project_dir=None,
-        user=None, gate_fn=None):
+        user=None, gate_fn=None, stack=None):
     """Close this host's part of a deploy: roll back to `live` when told to, mark the release this run
     recorded failed unless it went live and stays, release the lock. Every part is tried even when
     one fails; the result says what was done and `errors` what could not be."""
@@ -914,6 +985,18 @@ def end(store, docker, release_id, owner, live=None, roll_back=False, reason=Non
                 result["changed"] = True
         except (ReleaseError, OSError) as exc:
             result["errors"].append("cannot mark release %s failed: %s" % (release_id, exc))
+    failed = roll_back or bool(reason)
+    if stack and failed and hooks_of(stack.get("hooks"), "after"):
+        # The deploy failed on some host: the `after` hooks marked on_rollback undo what the
+        # `before` hooks did (a paused consumer, a maintenance page), whether or not this host moved.
+        try:
+            result["hooks"] = stack_hooks(docker, stack, stack.get("hooks"), "after", "after-deploy (on_rollback)",
+                                          release=release_id, live=live,
+                                          outcome="rolled_back" if result["rolled_back"] else "failed",
+                                          only=lambda h: h.get("on_rollback"))
+        except HookError as exc:
+            result["hooks"] = exc.runs
+            result["errors"].append(str(exc))
     try:
         _lock, released = store.release_lock(owner)
         result["lock_released"] = released

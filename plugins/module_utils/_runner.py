@@ -14,11 +14,12 @@ __metaclass__ = type
 import subprocess
 
 
-def default_runner(argv, timeout=None):
-    """Run argv (never a shell); return (rc, stdout, stderr)."""
+def default_runner(argv, timeout=None, env=None):
+    """Run argv (never a shell), in `env` when given (else this process's environment); return
+    (rc, stdout, stderr)."""
     try:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                              check=False, universal_newlines=True)
+                              check=False, universal_newlines=True, env=env)
     except OSError as exc:
         return 127, "", str(exc)
     except subprocess.TimeoutExpired:

@@ -18,6 +18,12 @@ import re
 STACK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# Commands before and after the deploy and around each phase (see _hooks; each hook is checked there).
+HOOKS_OPTIONS = dict(
+    before=dict(type="list", elements="dict", default=[]),
+    after=dict(type="list", elements="dict", default=[]),
+)
+
 STACK_OPTIONS = dict(
     name=dict(type="str", required=True),
     source=dict(type="str", required=True),
@@ -40,6 +46,7 @@ STACK_OPTIONS = dict(
         backup=dict(type="list", elements="str", default=[]),
         rollout=dict(type="list", elements="str", default=[]),
         jobs=dict(type="list", elements="str", default=[]),
+        hooks=dict(type="dict", options=HOOKS_OPTIONS),
         timeout=dict(type="int"),
         migration=dict(type="dict", options=dict(
             service=dict(type="str", required=True),
@@ -49,6 +56,7 @@ STACK_OPTIONS = dict(
         )),
     )),
     smoke_tests=dict(type="list", elements="dict", default=[]),
+    hooks=dict(type="dict", options=HOOKS_OPTIONS),
     slo=dict(type="dict", options=dict(
         endpoints=dict(type="list", elements="dict", required=True),
         requests=dict(type="int", default=20),
@@ -137,6 +145,21 @@ def check_stack(stack, variable="vpsops_stack"):
         if not ENV_NAME_RE.match(str(key)) or "\r" in str(value) or "\0" in str(value):
             raise StackError("%s.env.%s must be a valid variable name whose value holds no carriage return and no "
                              "NUL character (compose's .env format cannot hold those)." % (variable, key))
+    check_hooks(stack, variable)
+
+
+def check_hooks(stack, variable="vpsops_stack"):
+    """Raise StackError naming the first hook that is not valid (_hooks.validate)."""
+    from ansible_collections.vpsops.deploy.plugins.module_utils._hooks import hooks_of, name_of, validate
+
+    owners = [("%s.hooks" % variable, stack.get("hooks"))] + [
+        ("%s.phases[%s].hooks" % (variable, p.get("name")), p.get("hooks")) for p in stack.get("phases") or []]
+    for where, spec in owners:
+        for when in ("before", "after"):
+            for index, hook in enumerate(hooks_of(spec, when)):
+                problem = validate(hook, "%s.%s[%d] (%s)" % (where, when, index, name_of(hook, index)))
+                if problem:
+                    raise StackError(problem)
 
 
 # files the compose files reference -------------------------------------------------------------

@@ -355,7 +355,7 @@ def main():
         else:
             done = end(store, docker, p["release"], p["owner"], live=p["live"], roll_back=p["rollback"],
                        reason=p["reason"], timeout=p["timeout"], project_dir=project_dir, user=p["user"],
-                       gate_fn=rollback_gate(p["docker_cli"]))
+                       gate_fn=rollback_gate(p["docker_cli"]), stack=stack)
     except LockHeld as exc:
         text = str(exc)
         module.fail_json(msg=text if text.startswith("cannot lock") else "cannot lock: %s" % text, lock=exc.lock,
@@ -369,6 +369,8 @@ def main():
         module.fail_json(msg=str(exc), **result)
     except (IOError, OSError) as exc:
         module.fail_json(msg="the %s step failed on the host: %s" % (p["step"], exc), **result)
+    for warning in done.pop("warnings", None) or []:
+        module.warn(warning)
     result.update(done)
     module.exit_json(**result)
 
