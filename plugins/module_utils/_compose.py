@@ -267,7 +267,6 @@ class Docker:
             })
         return sorted(containers, key=lambda c: (c["service"] or "", c["name"]))
 
-
     # networks and volumes -----------------------------------------------------------------------
 
     def networks(self, timeout=None):
@@ -427,6 +426,11 @@ class Compose:
         if remove_orphans:
             args.append("--remove-orphans")
         return self.run(args + list(services), timeout=wait_timeout + 120, what="docker compose up")
+
+    def build(self, services, timeout=1800):
+        """`docker compose build` of these services (their images are then on the host, as compose
+        names them: the service's `image`, else <project>-<service>)."""
+        return self.run(["build"] + list(services), timeout=timeout, what="docker compose build")
 
     def dry_run_up(self, services=(), pull="never"):
         """What `up -d` would do (`docker compose --dry-run up`): its output, one line per container."""
