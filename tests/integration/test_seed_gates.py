@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -147,7 +146,7 @@ def test_kafka_consumer_waits_until_the_lag_is_under_the_ceiling(broker):
     with open(os.path.join(broker, GROUP + ".then"), "w") as handle:
         handle.write(CAUGHT_UP)
     open(os.path.join(broker, "argv.log"), "w").close()
-    rc, result = health_wait({"timeout": 60, "checks": [kafka_check()]})
+    rc, result = health_wait({"timeout": 120, "checks": [kafka_check()]})
     assert rc == 0 and result["ready"], result
     check = result["checks"]["deposits"]
     assert check["attempts"] == 2, check
@@ -165,7 +164,7 @@ def test_kafka_consumer_waits_until_the_lag_is_under_the_ceiling(broker):
 
 def test_kafka_consumer_over_the_ceiling_fails_at_the_deadline_naming_group_partitions_and_lag(broker):
     answer(broker, LAGGING)
-    rc, result = health_wait({"timeout": 4, "checks": [kafka_check(max_lag=1000, topic="deposits")]})
+    rc, result = health_wait({"timeout": 8, "checks": [kafka_check(max_lag=1000, topic="deposits")]})
     assert rc != 0 and not result["ready"]
     assert result["not_ready"] == ["deposits"]
     assert ("deposits (kafka_consumer cg-deposit-watcher on deposits at kafka:29092 in container %s) is not ready "
@@ -176,14 +175,14 @@ def test_kafka_consumer_over_the_ceiling_fails_at_the_deadline_naming_group_part
 
 def test_kafka_consumer_group_without_members_or_missing_is_not_ready(broker):
     answer(broker, STOPPED, NO_MEMBERS)
-    rc, result = health_wait({"timeout": 3, "checks": [kafka_check(max_lag=0)]})
+    rc, result = health_wait({"timeout": 8, "checks": [kafka_check(max_lag=0)]})
     assert rc != 0
     assert "consumer group cg-deposit-watcher has no active members (its consumers are not running)" in result["msg"]
     # The stopped group's committed offsets alone, when the stack says so.
-    rc, result = health_wait({"timeout": 20, "checks": [kafka_check(max_lag=0, require_members=False)]})
+    rc, result = health_wait({"timeout": 90, "checks": [kafka_check(max_lag=0, require_members=False)]})
     assert rc == 0, result
     os.remove(os.path.join(broker, GROUP + ".out"))
-    rc, result = health_wait({"timeout": 3, "checks": [kafka_check()]})
+    rc, result = health_wait({"timeout": 8, "checks": [kafka_check()]})
     assert rc != 0
     assert "consumer group cg-deposit-watcher does not exist (yet) at kafka:29092" in result["msg"]
 
@@ -192,17 +191,16 @@ def test_kafka_consumer_finds_the_confluent_name_and_fails_fast_without_any_cli(
     answer(broker, CAUGHT_UP)
     run(["docker", "exec", KAFKA, "mv", "/opt/kafka/bin/kafka-consumer-groups.sh", "/bin/kafka-consumer-groups"])
     try:
-        rc, result = health_wait({"timeout": 20, "checks": [kafka_check()]})
+        rc, result = health_wait({"timeout": 90, "checks": [kafka_check()]})
         assert rc == 0, result
         run(["docker", "exec", KAFKA, "rm", "/bin/kafka-consumer-groups"])
-        started = time.monotonic()
-        rc, result = health_wait({"timeout": 60, "checks": [kafka_check()]})
+        rc, result = health_wait({"timeout": 300, "checks": [kafka_check()]})
         assert rc != 0
-        assert result["checks"]["deposits"]["fatal"] is True
-        assert result["elapsed"] < 30
+        # Failed fast: fatal at its first probe, long before the deadline.
+        assert result["checks"]["deposits"]["fatal"] is True and result["checks"]["deposits"]["attempts"] == 1
+        assert result["elapsed"] < 300
         assert ("no Kafka CLI in container %s (tried kafka-consumer-groups.sh, /opt/kafka/bin/kafka-consumer-groups.sh, "
                 "kafka-consumer-groups)" % KAFKA) in result["msg"]
-        assert time.monotonic() - started < 60
     finally:
         # The image keeps its file: the next container of the module starts from it again.
         run(["docker", "rm", "-f", KAFKA], check=False)
@@ -245,11 +243,11 @@ def kong_admin(lab):
 def test_json_compare_gates_on_more_than_ten_kong_routes(kong_admin):
     check = {"name": "kong-routes", "type": "http", "url": "http://127.0.0.1:%d/routes" % KONG_PORT,
              "json_compare": [{"path": "data", "length": {"gt": 10}}]}
-    rc, result = health_wait({"timeout": 3, "checks": [check]})
+    rc, result = health_wait({"timeout": 6, "checks": [check]})
     assert rc != 0 and result["not_ready"] == ["kong-routes"]
     assert "HTTP 200 but length of data is 10, expected > 10" in result["msg"]
     KongAdmin.routes = 11
-    rc, result = health_wait({"timeout": 20, "checks": [check]})
+    rc, result = health_wait({"timeout": 90, "checks": [check]})
     assert rc == 0, result
     assert result["checks"]["kong-routes"]["timeline"][-1]["detail"] == "HTTP 200, length of data is 11"
 
@@ -284,7 +282,7 @@ def test_a_phase_gates_on_readyz_while_the_healthcheck_is_liveness(service):
                lambda: run(["docker", "inspect", "--format", "{{.State.Health.Status}}", service]).stdout.strip()
                == "healthy", timeout=60)
     # Alive (healthy) but not ready: the phase's gate does not pass.
-    rc, result = health_wait({"timeout": 3, "containers": [service], "checks": [readyz]})
+    rc, result = health_wait({"timeout": 8, "containers": [service], "checks": [readyz]})
     assert rc != 0
     assert result["checks"]["container %s" % service]["ready"] is True
     assert result["not_ready"] == ["svc-ready"]
@@ -292,5 +290,5 @@ def test_a_phase_gates_on_readyz_while_the_healthcheck_is_liveness(service):
     assert "HTTP 404" in result["msg"]
     # Ready: the same gate passes.
     run(["docker", "exec", service, "sh", "-c", "echo ready > /www/readyz"])
-    rc, result = health_wait({"timeout": 20, "containers": [service], "checks": [readyz]})
+    rc, result = health_wait({"timeout": 90, "containers": [service], "checks": [readyz]})
     assert rc == 0 and result["ready"], result
