@@ -114,7 +114,8 @@ def broker(lab, tmp_path_factory):
     run(["docker", "rm", "-f", KAFKA], check=False)
     run(["docker", "run", "-d", "--name", KAFKA, "-v", "%s:/state" % state, IMAGE])
     yield state
-    run(["docker", "rm", "-f", KAFKA], check=False)
+    run(["docker", "rm", "-f", KAFKA, SERVICE], check=False)
+    run(["docker", "image", "rm", IMAGE], check=False)
 
 
 def answer(state, out, err=""):
