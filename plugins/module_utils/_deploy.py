@@ -320,7 +320,9 @@ def stage(store, contents, env, check_mode, files=None):
             mode = int(spec.get("mode") or 0o600) & 0o755 | 0o400
             target = os.path.join(path, name)
             makedirs_owner_only(os.path.dirname(target))
-            write_atomic(target, data, 0o600)
+            # Its own mode (the state directory is owner-only): a build context copies modes into
+            # the image, so an executable stays executable.
+            write_atomic(target, data, mode)
             extra.append(dict(path=name, source=target, mode=mode, kind=spec.get("kind")))
     except ProjectError as exc:
         raise DeployError(str(exc))
@@ -529,6 +531,19 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
         seconds["stack checks"] = futures[1].result()
         phases, seconds["phases"] = futures[2].result()
         add_jobs(phases, keep.get("model"))
+        built = sorted(n for n, svc in ((keep.get("model") or {}).get("services") or {}).items()
+                       if isinstance(svc, dict) and svc.get("build"))
+        if built:
+            # Images built on the host from the release's own files (the staged build contexts; a
+            # git context builds the ref its URL names). Recorded and pinned like any other image:
+            # no later step builds again, a rollback never rebuilds.
+            mark = time.monotonic()
+            try:
+                Compose(docker, store.stack, files, project_dir=staged, env_file=env_file).build(built)
+            except DockerError as exc:
+                raise DeployError("building %s on the host failed: %s" % (", ".join(built), exc))
+            result["built"] = built
+            seconds["build"] = round(time.monotonic() - mark, 3)
         for phase in stack["phases"]:
             rollout = phase.get("rollout") or []
             known = next(p["services"] for p in phases if p["name"] == phase["name"])
@@ -601,8 +616,9 @@ def run_before_hooks(store, docker, stack, manifest, live, result):
         result["hooks"] += undone
         with store.guard():
             current = store.load(manifest["id"])
-            if current["status"] == "pending" and store.set_status(current, "failed", by="deploy",
-                                                                    reason=str(exc)[:500]):
+            marked = current["status"] == "pending" and store.set_status(current, "failed", by="deploy",
+                                                                         reason=str(exc)[:500])
+            if marked:
                 store.record("release_failed", release=manifest["id"], reason=str(exc)[:500])
         raise DeployError("%s; nothing of the stack was changed%s" % (
             exc, ", and the on_rollback hooks ran (%s)" % ", ".join(r["name"] for r in undone) if undone else ""),

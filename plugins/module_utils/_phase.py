@@ -154,7 +154,8 @@ def run_phase(compose, services, gate_services=None, gate_containers=None, check
     failure = None
     if services:
         try:
-            compose.up(services, wait_timeout=timeout, pull=pull, build=None)
+            # The release's images are pinned and on the host (built when it was recorded): never built here.
+            compose.up(services, wait_timeout=timeout, pull=pull, build=False)
         except DockerError as exc:
             failure = "docker compose up of %s failed: %s" % (", ".join(services), exc)
     if jobs and not failure:

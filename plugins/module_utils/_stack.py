@@ -211,8 +211,10 @@ def file_references(compose_texts, env=None):
             raise StackError("%s references %r, which is outside vpsops_stack.source: the files a release "
                              "carries must be below it" % (compose_name, raw))
         if norm == ".":
-            raise StackError("%s mounts the whole project directory (%r): name the files or directories to "
-                             "mount instead" % (compose_name, raw))
+            raise StackError("%s %s the whole project directory (%r): %s" % (
+                compose_name, "builds from" if kind == "build" else "mounts", raw,
+                "put the build's files in a directory of their own" if kind == "build"
+                else "name the files or directories to mount instead"))
         # The strictest use wins: a file that is a secret or an env file anywhere stays owner-only.
         if kinds.get(norm) not in ("secret", "env_file"):
             kinds[norm] = kind
@@ -238,6 +240,11 @@ def file_references(compose_texts, env=None):
                         add(source, "bind", compose_name, [service])
                 elif isinstance(volume, dict) and volume.get("type") == "bind":
                     add(str(volume.get("source") or ""), "bind", compose_name, [service])
+            build = spec.get("build")
+            context = build if isinstance(build, str) else (build or {}).get("context") if isinstance(build, dict) else None
+            if isinstance(context, str) and "://" not in context and not context.startswith("git@"):
+                # A build context below the source travels with the release; the host builds from it.
+                add(context, "build", compose_name, [service])
             env_files = spec.get("env_file") or []
             for entry in [env_files] if isinstance(env_files, str) else env_files:
                 path = entry.get("path") if isinstance(entry, dict) else entry

@@ -3,7 +3,9 @@
 the controller. Deployed by deploy.yml: they reach the project directory (the secret and the env
 file owner-only, the page with its own mode), the containers read them, a changed page recreates
 exactly the service that mounts it, rollback.yml puts the old page back before `up`, and no line of
-the key is printed.
+the key is printed. A service built on the host from a build context in the source: built when the
+release is recorded, its image pinned; a changed source rebuilds and recreates it, the rollback
+runs the old image again without building.
 
 Its own tiny stack: project vpsops-itfiles, one busybox image (`FROM scratch`) built here, ports
 12495-12496.
@@ -21,7 +23,7 @@ from conftest import ansible_env, compose_down, remove_pin_tags, run
 from test_deploy_playbook import ANSIBLE, INVENTORY, PLAYBOOK, ROLLBACK_PLAYBOOK
 
 PROJECT = "vpsops-itfiles"
-PORTS = {"web": 12495, "other": 12496}
+PORTS = {"web": 12495, "other": 12496, "built": 12497}
 STATE = "/var/lib/vpsops/%s" % PROJECT
 PROJECT_DIR = os.path.join(STATE, "project")
 IMAGE = "vpsops-itfiles/box:v1"
@@ -40,6 +42,10 @@ COMPOSE = """services:
     volumes: ["pages:/www"]
     ports: ["127.0.0.1:%(other)d:8080"]
     command: ["/bin/busybox", "sh", "-c", "echo other > /www/index.html; exec /bin/busybox httpd -f -p 8080 -h /www"]
+  built:
+    build: ./built
+    init: true
+    ports: ["127.0.0.1:%(built)d:8080"]
   keyed:
     image: %(image)s
     init: true
@@ -53,7 +59,14 @@ secrets:
 volumes:
   pages: {}
   keyed: {}
-""" % dict(image=IMAGE, web=PORTS["web"], other=PORTS["other"])
+""" % dict(image=IMAGE, web=PORTS["web"], other=PORTS["other"], built=PORTS["built"])
+
+BUILT_DOCKERFILE = """FROM scratch
+COPY busybox /bin/busybox
+COPY version.txt /www/index.html
+HEALTHCHECK --interval=2s --timeout=10s --retries=5 --start-period=60s CMD ["/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/index.html"]
+CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+"""
 
 DOCKERFILE = """FROM scratch
 COPY busybox /bin/busybox
@@ -87,6 +100,7 @@ def playbook(tmp, name, values, path=PLAYBOOK):
     proc = run([os.path.join(ANSIBLE, "ansible-playbook"), "-i", INVENTORY, path, "-e", "@%s" % vars_file, "-v"],
                check=False, env=ansible_env())
     return {"rc": proc.returncode, "out": proc.stdout + proc.stderr, "ids": container_ids(), "page": page(),
+            "built": page("built"), "built_image": container_images().get("built"),
             "project_page": read(os.path.join(PROJECT_DIR, "site", "index.html"))}
 
 
@@ -97,9 +111,16 @@ def container_ids():
                 for item in (json.loads(run(["docker", "inspect"] + ids).stdout) if ids else []))
 
 
-def page():
+def container_images():
+    ids = run(["docker", "ps", "-aq", "--no-trunc", "--filter",
+               "label=com.docker.compose.project=%s" % PROJECT]).stdout.split()
+    return dict((item["Config"]["Labels"]["com.docker.compose.service"], item["Image"])
+                for item in (json.loads(run(["docker", "inspect"] + ids).stdout) if ids else []))
+
+
+def page(service="web"):
     try:
-        with urllib.request.urlopen("http://127.0.0.1:%d/index.html" % PORTS["web"], timeout=5) as answer:
+        with urllib.request.urlopen("http://127.0.0.1:%d/index.html" % PORTS[service], timeout=5) as answer:
             return answer.read().decode()
     except OSError as exc:
         return "(no answer: %s)" % exc
@@ -134,6 +155,9 @@ def runs(lab, tmp_path_factory):
     write(tmp, "site/index.html", "site v1\n", 0o644)
     write(tmp, "app.env", "GREETING=hello from the env file\nAPI_TOKEN=tok-in-env-file-5521\n", 0o600)
     write(tmp, "secrets/jwt.pem", KEY, 0o600)
+    write(tmp, "built/Dockerfile", BUILT_DOCKERFILE, 0o644)
+    write(tmp, "built/version.txt", "built v1\n", 0o644)
+    shutil.copy2(shutil.which("busybox"), os.path.join(tmp, "source", "built", "busybox"))
     compose = ["docker", "compose", "-p", PROJECT, "--project-directory", os.path.join(tmp, "source"),
                "-f", os.path.join(tmp, "source", "compose.yml")]
 
@@ -151,12 +175,13 @@ def runs(lab, tmp_path_factory):
         done["v1"]["secret"] = in_container("keyed", "/bin/busybox", "cat", "/run/secrets/jwt")
         done["v1"]["greeting"] = in_container("keyed", "/bin/busybox", "sh", "-c", "echo \"$GREETING\"")
         write(tmp, "site/index.html", "site v2\n", 0o644)
+        write(tmp, "built/version.txt", "built v2\n", 0o644)
         done["v2"] = playbook(tmp, "v2", stack_vars(tmp))
         done["back"] = playbook(tmp, "back", {"vpsops_stack": {"name": PROJECT}}, path=ROLLBACK_PLAYBOOK)
         yield done
     finally:
         clean()
-        run(["docker", "image", "rm", IMAGE], check=False)
+        run(["docker", "image", "rm", IMAGE, "%s-built" % PROJECT], check=False)
 
 
 def test_the_referenced_files_reach_the_project_directory_and_the_containers(runs):
@@ -175,6 +200,14 @@ def test_a_changed_file_recreates_exactly_the_service_that_uses_it(runs):
     assert v2["page"] == "site v2\n" and v2["project_page"] == "site v2\n"
     assert v2["ids"]["web"] != v1["ids"]["web"]
     assert (v2["ids"]["other"], v2["ids"]["keyed"]) == (v1["ids"]["other"], v1["ids"]["keyed"])
+
+
+def test_a_service_built_on_the_host_is_rebuilt_from_the_release_and_never_by_a_rollback(runs):
+    v1, v2, back = runs["v1"], runs["v2"], runs["back"]
+    assert v1["built"] == "built v1\n" and v2["built"] == "built v2\n", (v1["built"], v2["built"])
+    assert v2["built_image"] != v1["built_image"] and v2["ids"]["built"] != v1["ids"]["built"]
+    # The rollback runs v1's pinned image: the same image ID, not a new build of the old source.
+    assert back["built"] == "built v1\n" and back["built_image"] == v1["built_image"]
 
 
 def test_a_rollback_puts_the_old_file_back_before_up(runs):
