@@ -410,6 +410,12 @@ def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=
             validate_checks(given_checks(phase.get("checks")), docker.cli)
         except CheckSpecError as exc:
             raise DeployError("vpsops_stack.phases[%s].checks: %s; nothing was changed" % (phase.get("name"), exc))
+    try:
+        # Smoke tests run at the end; a malformed one is refused now, before anything changes.
+        validate_checks([dict(c, type=c.get("type") or "http") for c in given_checks(stack.get("smoke_tests"))],
+                        docker.cli)
+    except CheckSpecError as exc:
+        raise DeployError("vpsops_stack.smoke_tests: %s; nothing was changed" % exc)
     result = dict(changed=False, lock=None, took_over=None, warnings=[], seconds={})
     started = time.monotonic()
 
