@@ -179,10 +179,11 @@ def test_a_job_is_done_when_it_exited_0_after_the_phase_started():
     assert not job_done(dict(exited, state="running"), None)
 
 
-def test_a_malformed_smoke_test_is_refused_before_anything_changes():
+def test_a_malformed_smoke_test_is_refused_before_anything_changes(tmp_path):
     from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Docker
     from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import begin
     stack = {"name": "s", "phases": [{"name": "app", "compose_files": ["c.yml"]}],
-             "smoke_tests": [{"name": "home", "url": "ftp://127.0.0.1/"}]}
+             "smoke_tests": [{"name": "home", "type": "bogus", "url": "http://127.0.0.1/"}]}
     with pytest.raises(DeployError, match=r"^vpsops_stack.smoke_tests: .*; nothing was changed"):
-        begin(None, Docker("docker"), stack, {"c.yml": "services: {}\n"}, "owner")
+        begin(Store("s", str(tmp_path / "state")), Docker("docker"), stack, {"c.yml": "services: {}\n"}, "owner")
+    assert not (tmp_path / "state").exists()
