@@ -15,6 +15,7 @@ __metaclass__ = type
 
 import json
 import os
+import re
 import shutil
 
 from ansible_collections.vpsops.deploy.plugins.module_utils import _docker_api
@@ -83,7 +84,7 @@ class Docker:
             if rc == 127:
                 raise DockerError("cannot run %s: %s" % (self.cli, text))
             error = NoSuchContainer if "No such container" in text else DockerError
-            raise error("%s failed (rc=%s): %s" % (what or " ".join(argv[:3]), rc, text[-2000:]))
+            raise error("%s failed (rc=%s): %s" % (what or " ".join(argv[:3]), rc, without_progress(text)[-2000:]))
         return out, err
 
     # the Engine API -----------------------------------------------------------------------------
@@ -291,6 +292,16 @@ class Docker:
             found = self.inspect_objects("volume", names, timeout)
         return sorted((volume_info(item) for item in found), key=lambda item: item["name"])
 
+    def swarm_active(self, timeout=None):
+        """True when this daemon is a node of an active swarm (`docker info`'s Swarm.LocalNodeState)."""
+        api = self.engine_api()
+        if api is not None:
+            state = (self.api_call("docker info", api.info, timeout=timeout).get("Swarm") or {}).get("LocalNodeState")
+        else:
+            state = self.run(["info", "--format", "{{.Swarm.LocalNodeState}}"], timeout=timeout,
+                             what="docker info").strip()
+        return state == "active"
+
     def inspect_objects(self, kind, refs, timeout=None):
         """`docker KIND inspect REFS` documents; one removed since it was listed is left out."""
         if not refs:
@@ -361,6 +372,20 @@ def volume_info(item):
     {"name", "driver", "scope", "labels", "options"}."""
     return {"name": item.get("Name") or "", "driver": item.get("Driver") or "", "scope": item.get("Scope") or "",
             "labels": dict(item.get("Labels") or {}), "options": dict(item.get("Options") or {})}
+
+
+# The lines compose prints while it works ("Container x  Started"): not the reason it failed.
+PROGRESS_RE = re.compile(r"^\s*(Container|Network|Volume|Image|Service)\s+\S+\s+(Creating|Created|Starting|Started|"
+                         r"Waiting|Healthy|Running|Recreate|Recreated|Stopping|Stopped|Removing|Removed|Pulling|"
+                         r"Pulled|Exited|Building|Built|Skipped|Warning|Restarting)\b.*$")
+
+
+def without_progress(text):
+    """A compose error without its progress lines (kept when nothing else is left), so that the
+    reason comes first in a message that may be cut."""
+    lines = (text or "").splitlines()
+    kept = [line for line in lines if not PROGRESS_RE.match(line)]
+    return "\n".join(kept).strip() if kept else (text or "")
 
 
 class Compose:

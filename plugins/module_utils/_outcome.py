@@ -89,7 +89,7 @@ def _what_was_done(host, state, decision, others_failed, check_mode):
                                                                               ", ".join(others_failed))
         else:
             text = "rolled back to the live release %s, release %s is marked failed" % (live, release)
-    elif state.get("touched") and not live and _begun(state) and not check_mode:
+    elif state.get("touched") and not live and _begun(state) and not check_mode and others_failed:
         text = "there was no live release to roll back to; release %s is marked failed" % (release or "(not recorded)")
     elif state.get("skipped") or (_begun(state) and not state.get("touched")):
         text = "not deployed (another host failed)" if others_failed else ""

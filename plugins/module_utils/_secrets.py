@@ -36,9 +36,11 @@ MASK = "***"
 MIN_LENGTH = 3  # shorter values are not masked (they would mask every "on" or "1" of a text)
 
 
-# A name ending in one of these names what is not a secret (AUTH_PORT, PASSWORD_FILE, TOKEN_TTL).
+# A name ending in one of these names what is not a secret (AUTH_PORT, AUTH_DB, PASSWORD_FILE,
+# TOKEN_TTL). Not URL: a webhook URL holds its token in its path.
 PLAIN_SUFFIXES = ("port", "host", "hostname", "user", "username", "name", "tag", "image", "version", "path",
-                  "dir", "file", "enabled", "timeout", "ttl", "mode", "type", "level", "count", "size")
+                  "dir", "file", "enabled", "timeout", "ttl", "mode", "type", "level", "count", "size", "db",
+                  "database", "schema", "replicas", "workers", "id", "region", "topic", "queue")
 
 
 def is_secret_name(name):

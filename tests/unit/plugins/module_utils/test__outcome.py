@@ -91,6 +91,13 @@ def test_a_first_deploy_that_fails_has_nothing_to_roll_back():
     assert out["hosts"]["a"]["line"].endswith("there was no live release to roll back to; release R2 is marked failed")
 
 
+def test_a_first_deploy_that_succeeds_says_only_that_it_is_live():
+    states = {"a": {"begin": begun(live=None), "touched": True, "promoted": "R2", "end": {"lock_released": True}}}
+    out = report("shop", ["a"], ["a"], states)
+    assert out["hosts"]["a"]["line"] == "a: release R2 is live", out["hosts"]["a"]["line"]
+    assert out["event"] == "deploy_succeeded"
+
+
 def test_a_lock_held_by_another_run_is_named_and_no_host_is_rolled_back():
     states = {"a": {"begin": {"failed": True, "msg": "cannot lock: stack shop is locked by x@y"}},
               "b": {"begin": begun()}}

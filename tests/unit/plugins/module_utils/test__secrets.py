@@ -122,3 +122,9 @@ def test_every_line_of_a_multi_line_secret_is_a_secret():
     key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n-----END PRIVATE KEY-----"
     found = stack_secrets({"env": {"JWT_PRIVATE_KEY": key}, "phases": []})
     assert {key, "MIIEvQIBADANBgkqhkiG9w0B", "-----BEGIN PRIVATE KEY-----"} <= found
+
+
+def test_database_names_and_ids_are_not_secret_but_webhook_urls_are():
+    from ansible_collections.vpsops.deploy.plugins.module_utils._secrets import is_secret_name
+    assert not any(is_secret_name(n) for n in ("AUTH_DB", "auth_database", "AUTH_SCHEMA", "OAUTH_CLIENT_ID"))
+    assert is_secret_name("SLACK_HOOK_URL") and is_secret_name("AUTH_SECRET")
