@@ -195,6 +195,10 @@ class DockerAPI:
         """The inspect document of one container (by ID or name); NotFound when it is gone."""
         return self.get_json("/containers/%s/json" % quote(ref, safe=""), timeout=timeout)
 
+    def info(self, timeout=None):
+        """GET /info: what `docker info` prints about the daemon (Swarm, DockerRootDir, ...)."""
+        return self.get_json("/info", timeout=timeout) or {}
+
     def networks(self, timeout=None):
         """Every network of the daemon as GET /networks lists it: the fields of `docker network
         inspect` (name, ID, driver, IPAM, internal, attachable, labels, options), without the

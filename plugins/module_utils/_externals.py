@@ -95,11 +95,14 @@ def describe(name, entry):
     return "(%s)" % ", ".join(parts)
 
 
-def missing_problems(externals, networks_present, volumes_present):
-    """A sentence for each external network or volume the host lacks."""
+def missing_problems(externals, networks_present, volumes_present, swarm=False):
+    """A sentence for each external network or volume the host lacks. networks_present: the names
+    and IDs of the host's networks (compose takes a network's ID as its name too). On a swarm node
+    compose itself does not check networks (an overlay network made on another node shows only
+    once a container uses it), so neither is it done here."""
     problems = []
     for name, entry in sorted(externals["networks"].items()):
-        if name not in networks_present:
+        if name not in networks_present and not swarm:
             problems.append("network %s %s does not exist on this host: create it (docker network create %s) or let "
                             "the host role create it (host_networks)." % (name, describe(name, entry), name))
     for name, entry in sorted(externals["volumes"].items()):
@@ -110,19 +113,39 @@ def missing_problems(externals, networks_present, volumes_present):
     return problems
 
 
+def ambiguous_problems(externals, networks):
+    """Compose refuses an external network whose name several networks have."""
+    problems = []
+    for name, entry in sorted(externals["networks"].items()):
+        ids = sorted(n["id"][:12] for n in networks if n["name"] == name)
+        if len(ids) > 1:
+            problems.append("network %s %s: %d networks have this name (IDs %s) and compose refuses to choose; remove "
+                            "the extra ones or give the compose file the ID of the one to use as name."
+                            % (name, describe(name, entry), len(ids), ", ".join(ids)))
+    return problems
+
+
 def check(docker, model):
-    """(checks, problems): {"networks": {name: "present" | "missing"}, "volumes": {...}} for the
-    external networks and volumes of the model, and a sentence for each missing one. The host is
-    read only when the model has any."""
+    """(checks, problems): {"networks": {name: "present" | "missing" | "not checked (swarm)"},
+    "volumes": {...}} for the external networks and volumes of the model, and a sentence for each
+    missing (or, for a network, ambiguous) one. The host is read only when the model has any."""
     externals = external_objects(model)
     present = {"networks": set(), "volumes": set()}
+    problems = []
+    swarm = False
     if externals["networks"]:
-        present["networks"] = set(item["name"] for item in docker.networks())
+        networks = docker.networks()
+        present["networks"] = set(n["name"] for n in networks) | set(n["id"] for n in networks if n["id"])
+        problems += ambiguous_problems(externals, networks)
+        if any(name not in present["networks"] for name in externals["networks"]):
+            swarm = docker.swarm_active()
     if externals["volumes"]:
         present["volumes"] = set(item["name"] for item in docker.volumes())
-    checks = dict((kind, dict((name, "present" if name in present[kind] else "missing")
-                              for name in externals[kind])) for kind in KINDS)
-    return checks, missing_problems(externals, present["networks"], present["volumes"])
+    checks = {"networks": dict((name, "present" if name in present["networks"] else
+                                "not checked (swarm)" if swarm else "missing") for name in externals["networks"]),
+              "volumes": dict((name, "present" if name in present["volumes"] else "missing")
+                              for name in externals["volumes"])}
+    return checks, problems + missing_problems(externals, present["networks"], present["volumes"], swarm)
 
 
 # the host role's side ----------------------------------------------------------------------------

@@ -200,6 +200,9 @@ checks:
       description:
         - The networks and volumes the compose model marks external, by their name on the host,
           each V(present) or V(missing) (empty when there are none, and with O(scope=host)).
+        - On a node of an active swarm a network the host does not list is reported as "not checked (swarm)",
+          as compose does not check it either (an overlay network made on another node shows only
+          once a container uses it). A name several networks have is a problem (compose refuses it).
       type: dict
       sample: {"networks": {"7d-platform": "present"}, "volumes": {"7d-ar-pgdata": "missing"}}
 services:

@@ -78,6 +78,9 @@ API_VOLUMES = json.loads("""
  "Warnings": null}
 """)
 CLI_VOLUMES = json.dumps(API_VOLUMES["Volumes"], indent=4)
+# GET /v1.41/info's Swarm (cut to it) and `docker info --format {{.Swarm.LocalNodeState}}`.
+API_INFO_SWARM = ('{"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, '
+                  '"Error": "", "RemoteManagers": null}')
 
 REC_NET = {"name": "vpsops-rec-net", "id": "03058908940a9475887f6cbbca85586e6b44a323b6ae4c01c69cc95c3c7e4c95",
            "driver": "bridge", "scope": "local", "internal": False, "attachable": False, "enable_ipv6": False,
@@ -127,11 +130,16 @@ def test_external_objects_edge_cases(model, expected):
 class HostDocker:
     """_compose.Docker's reads of networks and volumes, answered with what a host has."""
 
-    def __init__(self, networks=(), volumes=()):
-        self.present = {"networks": [dict(REC_NET, name=n) for n in networks],
+    def __init__(self, networks=(), volumes=(), swarm=False):
+        self.present = {"networks": [dict(REC_NET, name=n, id="%064x" % (index + 1)) for index, n in enumerate(networks)],
                         "volumes": [dict(REC_VOL, name=v) for v in volumes]}
+        self.swarm = swarm
         self.reads = []
         self.created = []
+
+    def swarm_active(self):
+        self.reads.append("swarm")
+        return self.swarm
 
     def networks(self):
         self.reads.append("networks")
@@ -180,6 +188,33 @@ def test_a_name_is_matched_whole_never_as_a_part():
         "network front", "network old-style", "network real-back", "volume data", "volume real-vol"]
 
 
+def test_a_network_given_by_its_id_is_present():
+    docker = HostDocker(networks=["7d-platform"], volumes=["7d-auth-pgdata"])
+    model = json.loads(json.dumps(MODEL_SEED))
+    model["networks"]["default"]["name"] = "%064x" % 1
+    checks, problems = ex.check(docker, model)
+    assert problems == [] and checks["networks"] == {"%064x" % 1: "present"}
+    assert "swarm" not in docker.reads  # asked only when a network is missing
+
+
+def test_on_a_swarm_node_networks_are_left_to_compose_as_compose_does():
+    # an overlay network made on another node shows on this one only once a container uses it
+    docker = HostDocker(swarm=True)
+    checks, problems = ex.check(docker, MODEL_SEED)
+    assert checks == {"networks": {"7d-platform": "not checked (swarm)"}, "volumes": {"7d-auth-pgdata": "missing"}}
+    assert [p.split(" (")[0] for p in problems] == ["volume 7d-auth-pgdata"]
+
+
+def test_a_name_several_networks_have_is_named_as_compose_refuses_it():
+    docker = HostDocker(networks=["7d-platform", "7d-platform"], volumes=["7d-auth-pgdata"])
+    checks, problems = ex.check(docker, MODEL_SEED)
+    assert checks["networks"] == {"7d-platform": "present"}
+    assert problems == [
+        "network 7d-platform (external, key default in the compose files, used by service auth): 2 networks have "
+        "this name (IDs 000000000000, 000000000000) and compose refuses to choose; remove the extra ones or give the "
+        "compose file the ID of the one to use as name."]
+
+
 def test_a_stack_without_externals_costs_no_read():
     docker = HostDocker()
     assert ex.check(docker, {"services": {"a": {"networks": {"default": None}}},
@@ -202,6 +237,9 @@ class RecordedAPI:
     def volumes(self, timeout=None):
         return json.loads(json.dumps(API_VOLUMES))["Volumes"]
 
+    def info(self, timeout=None):
+        return {"Swarm": json.loads(API_INFO_SWARM)}
+
 
 class RecordedCLI:
     def __init__(self, answers):
@@ -214,7 +252,8 @@ class RecordedCLI:
 
 
 CLI_ANSWERS = {"network ls": (0, CLI_NETWORK_IDS, ""), "network inspect": (0, CLI_NETWORKS, ""),
-               "volume ls": (0, "vpsops-rec-vol\n", ""), "volume inspect": (0, CLI_VOLUMES, "")}
+               "volume ls": (0, "vpsops-rec-vol\n", ""), "volume inspect": (0, CLI_VOLUMES, ""),
+               "info --format": (0, "inactive\n", "")}
 
 
 def test_the_api_and_the_cli_read_the_same_networks_and_volumes():
@@ -228,6 +267,13 @@ def test_the_api_and_the_cli_read_the_same_networks_and_volumes():
                             ["volume", "ls", "-q"], ["volume", "inspect", "vpsops-rec-vol"]]
     assert network_info(API_NETWORKS[1])["driver"] == "null" and network_info(API_NETWORKS[1])["subnets"] == []
     assert volume_info({}) == {"name": "", "driver": "", "scope": "", "labels": {}, "options": {}}
+
+
+def test_the_swarm_state_reads_the_same_either_way():
+    assert Docker(api=RecordedAPI()).swarm_active() is False
+    assert Docker(api=False, runner=RecordedCLI(CLI_ANSWERS)).swarm_active() is False
+    active = dict(CLI_ANSWERS, **{"info --format": (0, "active\n", "")})
+    assert Docker(api=False, runner=RecordedCLI(active)).swarm_active() is True
 
 
 def test_a_host_without_networks_or_volumes_is_not_inspected():
