@@ -177,8 +177,7 @@ class Job:
         # <counter>-<uuid>.json, and <uuid>-partial.json for what ansible-runner could not number
         # (output a plugin displays itself): every one is searched.
         return sorted((os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".json")),
-                      key=lambda path: (lambda head: (0, int(head), "") if head.isdigit() else (1, 0, path))(
-                          os.path.basename(path).split("-", 1)[0]))
+                      key=event_order)
 
     def events(self):
         for path in self.event_files():
@@ -416,6 +415,12 @@ class Awx:
         run(["rm", "-rf", STATE_DIR, BACKUP_DIR])
 
 
+def event_order(path):
+    """Numbered events by their counter, then the unnumbered ones by path."""
+    head = os.path.basename(path).split("-", 1)[0]
+    return (0, int(head), "") if head.isdigit() else (1, 0, path)
+
+
 @pytest.fixture(scope="module")
 def awx(lab, tmp_path_factory):
     base = tmp_path_factory.mktemp("awx")
@@ -423,7 +428,8 @@ def awx(lab, tmp_path_factory):
     awx = Awx(base)
     awx.cleanup()
     receiver = receiving(RECEIVER_PORT)
-    awx.receiver = next(receiver)
+    awx.receiver = next(receiver, None)
+    assert awx.receiver is not None, "the webhook receiver did not start"
     try:
         # The first deploy of the stack, shared by every test here (asserted by the first test).
         awx.deployed = awx.launch("vpsops deploy", "run", {"release_tag": "v1", "deploy_phase_timeout": 240})

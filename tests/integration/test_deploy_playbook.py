@@ -259,7 +259,8 @@ def test_health_wait_module_fails_fast_on_an_exited_container(stack):
 
 @pytest.mark.parametrize("args, message", [
     ({"checks": [{"type": "http"}]}, "checks[0] (type http) needs 'url'"),
-    ({"checks": [{"type": "ftp"}]}, "value of type must be one of: command, container, dlq, http, kafka_consumer, log, nats, nats_consumer, postgres, redis, tcp"),
+    ({"checks": [{"type": "ftp"}]}, "value of type must be one of: command, container, dlq, http, kafka_consumer, log, "
+                                    "nats, nats_consumer, postgres, redis, tcp"),
     ({"checks": [{"type": "tcp", "port": "x"}]}, "port"),
     ({"checks": [{"type": "tcp", "port": 1, "colour": "red"}]}, "colour"),
     ({"checks": [], "containers": []}, "give at least one check"),

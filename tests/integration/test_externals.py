@@ -73,11 +73,11 @@ def cleanup(source):
 
 
 def deploy(tmp, name):
-    values = {"vpsops_stack": {
+    stack = {
         "name": PROJECT, "source": os.path.join(tmp, "source"), "env": {"RELEASE_TAG": "v1"},
         "phases": [{"name": "bus", "compose_files": ["compose.yml"],
-                    "checks": [{"name": "bus", "type": "http", "url": "http://127.0.0.1:%d/healthz" % PORT}]}]},
-        "deploy_phase_timeout": 150}
+                    "checks": [{"name": "bus", "type": "http", "url": "http://127.0.0.1:%d/healthz" % PORT}]}]}
+    values = {"vpsops_stack": stack, "deploy_phase_timeout": 150}
     vars_file = os.path.join(tmp, "%s-vars.json" % name)
     with open(vars_file, "w") as handle:
         json.dump(values, handle)
@@ -102,8 +102,8 @@ def host_role(tmp, name, networks, volumes, *options):
     try:
         data = json.loads(proc.stdout)
     except ValueError:
-        raise AssertionError("no JSON from host.yml (rc=%d): %s %s" % (proc.returncode, proc.stdout[-2000:],
-                                                                         proc.stderr[-2000:]))
+        raise AssertionError("no JSON from host.yml (rc=%d): %s %s"
+                             % (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:]))
     tasks = {}
     for play in data["plays"]:
         for task in play["tasks"]:

@@ -80,7 +80,7 @@ def hooks(failing_before=False):
 
 
 def deploy(tmp, name, tag, failing_before=False, **env):
-    values = {"vpsops_stack": {
+    stack = {
         "name": PROJECT, "source": os.path.join(tmp, "source"), "env": dict({"RELEASE_TAG": tag}, **env),
         "hooks": hooks(failing_before),
         "phases": [{"name": "app", "compose_files": ["compose.yml"], "jobs": ["configure"],
@@ -89,8 +89,8 @@ def deploy(tmp, name, tag, failing_before=False, **env):
                               "after": [{"name": "page", "service": "web", "command": [
                                   "/bin/busybox", "sh", "-c", 'echo "hooked $VPSOPS_PHASE" > /www/hooked']}]},
                     "checks": [{"name": "web", "type": "http", "url": "http://127.0.0.1:%d/schema" % PORT,
-                                "body": "schema %s" % tag}]}]},
-        "deploy_phase_timeout": 40}
+                                "body": "schema %s" % tag}]}]}
+    values = {"vpsops_stack": stack, "deploy_phase_timeout": 40}
     vars_file = os.path.join(tmp, "%s-vars.json" % name)
     with open(vars_file, "w") as handle:
         json.dump(values, handle)
@@ -208,8 +208,8 @@ def test_a_failing_job_fails_the_phase_with_its_logs_and_the_rollback_runs_the_l
     assert "configuring for v2" in v2["out"], v2["out"][-4000:]
     assert "rolled back to the live release" in v2["out"], v2["out"][-4000:]
     live = [r for r in v2["info"]["releases"] if r["status"] == "live"]
-    assert len(live) == 1 and live[0]["id"] == [r for r in runs["v1"]["info"]["releases"]
-                                                 if r["status"] == "live"][0]["id"], v2["info"]["releases"]
+    v1_live = [r for r in runs["v1"]["info"]["releases"] if r["status"] == "live"]
+    assert len(live) == 1 and live[0]["id"] == v1_live[0]["id"], v2["info"]["releases"]
     found, v1_image = v2["containers"], runs["v1"]["containers"]["web"]["image"]
     assert found["web"]["state"] == "running" and found["web"]["image"] == v1_image, found
     # The rollback ran v1's configurator again, to completion.
@@ -228,7 +228,7 @@ def test_hooks_run_before_and_after_with_what_they_are_given(runs):
     # failed job: before, then the on_rollback hook after the rollback.
     assert v1["marker"] == ["before %s %s" % (PROJECT, live), "after succeeded"], v1["marker"]
     assert again["marker"][2:] == ["before %s %s" % (PROJECT, live), "after succeeded"], again["marker"]
-    failed = [r for r in release_of(v2, "failed")]
+    failed = release_of(v2, "failed")
     assert v2["marker"][4:] == ["before %s %s" % (PROJECT, failed[0]), "after rolled_back"], v2["marker"]
     # The phase's hook ran in web's container after the phase was up.
     assert v1["hooked"] == "hooked app", v1["hooked"]

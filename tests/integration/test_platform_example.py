@@ -110,7 +110,7 @@ def image_id(ref):
 def host_get(url):
     """GET a URL inside the lab host (its loopback is its own): (status, JSON body)."""
     proc = run([LAB, "host", "exec", HOST, "--", "curl", "-s", "--max-time", "5", "-w", "\\n%{http_code}", url])
-    body, _, status = proc.stdout.rpartition("\n")
+    body, _newline, status = proc.stdout.rpartition("\n")
     return int(status), json.loads(body)
 
 
@@ -154,7 +154,7 @@ def test_the_prod_example_deploys_the_whole_platform(example_host):
 
     # auth through its load balancer, answered by both replicas; each module on its port.
     instances = set()
-    for _ in range(12):
+    for _attempt in range(12):
         status, body = host_get("http://127.0.0.1:8080/api/health")
         assert status == 200 and body["service"] == "auth" and body["release"] == TAG, body
         instances.add(body["instance"])
@@ -174,8 +174,7 @@ def test_the_prod_example_deploys_the_whole_platform(example_host):
     assert info["releases"][0]["status"] == "live", info["releases"][0]
     phases = dict((e["phase"], e["data"]) for e in audit(host) if e["event"] == "phase_finished")
     assert phases["platform"]["rolled_out"] == ["auth"], phases["platform"]
-    assert set(phases["infrastructure"]["recreated"]) == set(n for n, (s, _r) in EXPECTED.items()
-                                                               if s == "nats" or s.endswith("-postgres"))
+    infrastructure = set(n for n, (s, _r) in EXPECTED.items() if s == "nats" or s.endswith("-postgres"))
+    assert set(phases["infrastructure"]["recreated"]) == infrastructure
     dumps = os.listdir(os.path.join(host["root"], "backups", "vpsops", PROJECT))
     assert set(re.sub(r"_\d{8}T\d{6}Z_.*", "", name) for name in dumps if name.endswith(".dump")) == DATABASES, dumps
-

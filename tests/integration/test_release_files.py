@@ -84,13 +84,13 @@ def write(tmp, rel, text, mode):
 
 
 def stack_vars(tmp):
-    return {"vpsops_stack": {
+    stack = {
         "name": PROJECT, "source": os.path.join(tmp, "source"), "env": {"RELEASE_TAG": "v1"},
         "phases": [{"name": "app", "compose_files": ["compose.yml"],
                     "checks": [{"name": "web", "type": "http", "url": "http://127.0.0.1:%d/index.html" % PORTS["web"]},
                                {"name": "other", "type": "http",
-                                "url": "http://127.0.0.1:%d/index.html" % PORTS["other"]}]}]},
-        "deploy_phase_timeout": 40}
+                                "url": "http://127.0.0.1:%d/index.html" % PORTS["other"]}]}]}
+    return {"vpsops_stack": stack, "deploy_phase_timeout": 40}
 
 
 def playbook(tmp, name, values, path=PLAYBOOK):

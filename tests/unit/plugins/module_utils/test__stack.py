@@ -111,9 +111,9 @@ def test_referenced_files_are_read_with_owner_only_modes_for_secrets(tmp_path):
     (tmp_path / "conf" / "a.conf").chmod(0o664)
     (tmp_path / "jwt.pem").chmod(0o644)
     found = read_referenced(str(tmp_path), {"conf": "bind", "jwt.pem": "secret"})
+    sub_mode = oct((tmp_path / "conf" / "sub" / "b.conf").stat().st_mode & 0o755 | 0o400)
     assert dict((p, (d, oct(m), k)) for p, (d, m, k) in found.items()) == {
-        "conf/a.conf": (b"a", "0o644", "bind"), "conf/sub/b.conf": (b"b", oct((tmp_path / "conf" / "sub" / "b.conf")
-                                                                         .stat().st_mode & 0o755 | 0o400), "bind"),
+        "conf/a.conf": (b"a", "0o644", "bind"), "conf/sub/b.conf": (b"b", sub_mode, "bind"),
         "jwt.pem": (b"key", "0o600", "secret")}
     with pytest.raises(StackError, match="reference missing.conf, which is not a file or directory"):
         read_referenced(str(tmp_path), {"missing.conf": "bind"})
