@@ -222,11 +222,23 @@ def file_references(compose_texts, env=None):
             if norm not in by_service.setdefault(service, []):
                 by_service[service].append(norm)
 
+    class Loader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+        """Compose's own tags (!reset, !override) read as the value they tag."""
+
+    def untagged(loader, _suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        return loader.construct_scalar(node)
+
+    Loader.add_multi_constructor("!", untagged)
     for compose_name, text in compose_texts.items():
         try:
-            model = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise StackError("%s is not valid YAML: %s" % (compose_name, exc))
+            model = yaml.load(text, Loader=Loader) or {}  # nosec B506 - a SafeLoader subclass
+        except yaml.YAMLError:
+            # Not YAML: `docker compose config` says why in the begin step, in compose's words.
+            continue
         if not isinstance(model, dict):
             continue
         top = dict(configs=model.get("configs") or {}, secrets=model.get("secrets") or {})

@@ -117,3 +117,10 @@ def test_referenced_files_are_read_with_owner_only_modes_for_secrets(tmp_path):
         "jwt.pem": (b"key", "0o600", "secret")}
     with pytest.raises(StackError, match="reference missing.conf, which is not a file or directory"):
         read_referenced(str(tmp_path), {"missing.conf": "bind"})
+
+
+def test_compose_tags_and_broken_yaml_do_not_stop_the_reading():
+    from ansible_collections.vpsops.deploy.plugins.module_utils._stack import file_references
+    text = "services:\n  s:\n    image: x\n    ports: !reset []\n    volumes: !override ['./a.conf:/a']\n"
+    assert file_references({"a.yml": text, "b.yml": "services: [unclosed\n"}, {}) == (
+        {"a.conf": "bind"}, {"s": ["a.conf"]})
