@@ -67,6 +67,7 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._secrets import (
     check_secrets,
     is_secret_name,
     redact_text,
+    secret_parts,
     url_secrets,
 )
 
@@ -119,10 +120,9 @@ def stack_secrets(stack):
             found.update(argv_secrets(migration["command"]))
     for check in checks:
         found.update(check_secrets(check))
-    # A multi-line secret (a PEM key) is masked line by line too: a message may quote one line.
-    for secret in list(found):
-        if "\n" in secret:
-            found.update(line.strip() for line in secret.splitlines() if len(line.strip()) >= 8)
+    # A multi-line secret (a PEM key) is masked line by line too.
+    for secret in [f for f in found if "\n" in f]:
+        found.update(secret_parts(secret))
     return found
 
 
@@ -145,9 +145,7 @@ def secret_file_values(files):
             # An env file: the values of its secret-looking variables, as for the stack's env.
             found |= stack_secrets({"env": parse_env(text)})
             continue
-        if len(text.strip()) >= 3:
-            found.add(text.strip())
-        found.update(line.strip() for line in text.splitlines() if len(line.strip()) >= 8)
+        found.update(secret_parts(text))
     return found
 
 
@@ -989,8 +987,11 @@ def end(store, docker, release_id, owner, live=None, roll_back=False, reason=Non
                                          services=sorted(n for n, p in (done.get("services") or {}).items()
                                                          if p.get("changes")))
             result["changed"] = True
-            publish(store, store.load(live), project_dir or store.load(live).get("project_dir")
-                    or os.path.join(store.state_dir, "project"))
+            if done.get("project_files") is None:
+                # Nothing to `up` (the failed deploy changed no container), so the rollback wrote no
+                # files: the project directory may still hold the failed release's.
+                publish(store, store.load(live), project_dir or store.load(live).get("project_dir")
+                        or os.path.join(store.state_dir, "project"))
         except (ReleaseError, DockerError, DeployError, OSError) as exc:
             result["errors"].append("the rollback to %s failed: %s" % (live, exc))
     if manifest is not None and not result["errors"]:

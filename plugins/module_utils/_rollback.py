@@ -306,10 +306,12 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
             deployed = target
         compose = Compose(docker, store.stack, store.compose_files(deployed), project_dir=deployed.get("project_dir"),
                           env_file=store.env_path(deployed))
-        if deployed.get("extra_files") and deployed.get("project_dir"):
-            # The files the compose files reference (configs, secrets) are read from the project
-            # directory when containers are created: the release's own go back first.
-            publish(store, deployed, deployed["project_dir"])
+        project_dir = deployed.get("project_dir") or os.path.join(store.state_dir, "project")
+        if os.path.isdir(project_dir):
+            # The project directory shows the release that runs, and the files its compose files
+            # reference (configs, secrets) are read from there when containers are created: the
+            # release's own go back before its `up`.
+            result["project_files"] = publish(store, deployed, project_dir)
         timings["prepare"] = round(time.monotonic() - started, 3)
         mark = time.monotonic()
         groups = reverse_phase_groups(deployed, scope, plan)

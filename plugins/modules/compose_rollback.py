@@ -159,7 +159,6 @@ health:
   type: dict
 """
 
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -170,7 +169,6 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     ReleaseError, Store, refuse_foreign_lock, store_argument_spec,
 )
-from ansible_collections.vpsops.deploy.plugins.module_utils._project import publish
 from ansible_collections.vpsops.deploy.plugins.module_utils._rollback import rollback
 
 
@@ -209,16 +207,12 @@ def main():
                           checks=params["checks"], recorded_checks=params["recorded_checks"],
                           timeout=params["timeout"], pull_digests=params["pull"],
                           check_mode=module.check_mode, user=params["user"], gate=rollback_gate(params["docker_cli"]))
-        if result.get("changed") and not module.check_mode:
-            # The project directory shows what runs now, not the release rolled back from.
-            now_live = store.load(result.get("release") or result["to"])
-            project_dir = now_live.get("project_dir") or os.path.join(store.state_dir, "project")
-            if os.path.isdir(project_dir):
-                result["project_files"] = publish(store, now_live, project_dir)
+        # The rollback put the release's files in the project directory before its `up`
+        # (result["project_files"]): the project directory shows what runs now.
     except (ReleaseError, DockerError) as exc:
         module.fail_json(msg=str(exc))
     except OSError as exc:
-        module.fail_json(msg="the rollback ran, but the project directory could not show it: %s" % exc)
+        module.fail_json(msg="the rollback could not put the release's files in the project directory: %s" % exc)
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)
