@@ -149,6 +149,15 @@ def _add_header_value(value, found):
         found.add(" ".join(words))
 
 
+def secret_parts(text):
+    """A secret and, when it spans lines (a PEM key), each of its lines of 8 characters or more: a
+    message may quote one line."""
+    found = set([text.strip()]) if len(text.strip()) >= MIN_LENGTH else set()
+    if "\n" in text:
+        found.update(line.strip() for line in text.splitlines() if len(line.strip()) >= 8)
+    return found
+
+
 def redact_text(text, secrets):
     """Text with every occurrence of a secret replaced by ***, the longest first."""
     if not isinstance(text, str):
