@@ -33,6 +33,7 @@ from ansible_collections.vpsops.deploy.plugins.action.audit import (
 )
 from ansible_collections.vpsops.deploy.plugins.action.deploy_lock import controller_pid, dead_holder, run_identity
 from ansible_collections.vpsops.deploy.plugins.action.project_files import read_text
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import CheckSpecError, build_probes
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import run_owner_name
 from ansible_collections.vpsops.deploy.plugins.module_utils._stack import StackError, file_references, read_referenced
 
@@ -49,7 +50,11 @@ def phase_of(stack, name):
 def phase_start_line(stack, name, services):
     """What a phase is about to do, before its module runs (names only, never a check's secret)."""
     phase = phase_of(stack, name)
-    checks = [c.get("name") or "?" for c in phase.get("checks") or [] if isinstance(c, dict)]
+    try:
+        # The names the gate will use (an unnamed check is named by what it probes, secrets masked).
+        checks = [p.name for p in build_probes(phase["checks"])] if phase.get("checks") else []
+    except (CheckSpecError, TypeError, ValueError):
+        checks = [c.get("name") or "?" for c in phase.get("checks") or [] if isinstance(c, dict)]
     return "Phase %s: services %s; backups %s; migration %s; checks %s." % (
         name, ", ".join(services or []) or "(none)", ", ".join(phase.get("backup") or []) or "none",
         (phase.get("migration") or {}).get("service") or "none", ", ".join(checks) or "none")
