@@ -20,5 +20,9 @@ options:
         O(port) are then ignored.
       - Without it the tools installed on the managed host connect to O(login_host):O(port).
       - The password is passed to C(docker exec) by variable name (C(-e PGPASSWORD)), never by value.
+      - When the local socket refuses the login whatever the password (C(local ... peer), C(ident) or
+        C(reject) in C(pg_hba.conf)) and O(login_password) is set, the tools connect over TCP to 127.0.0.1
+        inside the container (the server's own port) for this run; the failure names what to change
+        (O(login_password), or the C(pg_hba.conf) line) when that does not work either.
     type: str
 """

@@ -9,6 +9,13 @@ to a host/port with the local client. Private to this collection.
 
 The password travels only in the environment: PGPASSWORD for a local tool, and for `docker exec`
 the variable is passed by name (`-e PGPASSWORD`) so its value never appears in argv.
+
+In a container the tools first use the local socket (one round trip, no TCP; the password is sent
+when the server asks for one, as `local ... scram-sha-256` does). When the socket refuses the login
+itself (`local ... peer` of Debian and Ubuntu clusters, `ident`, `reject`, or no `local` line) and a
+password is given, the same command runs again over TCP to 127.0.0.1 inside the container, and every
+later command of the same PgCli goes there directly. When neither way works the error says what to
+change: which option, or which pg_hba.conf line.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -36,6 +43,24 @@ def pgcli_argument_spec():
     return spec
 
 
+# What the server answers when a `local` line of pg_hba.conf refuses the login whatever the password.
+SOCKET_REFUSALS = ("Peer authentication failed", "Ident authentication failed",
+                   'pg_hba.conf rejects connection for host "[local]"', 'no pg_hba.conf entry for host "[local]"')
+NO_PASSWORD = "no password supplied"
+WRONG_PASSWORD = "password authentication failed"
+TCP_NO_ENTRY = 'no pg_hba.conf entry for host "127.0.0.1"'
+TCP_REFUSED = ('connection to server at "127.0.0.1"', "Connection refused")
+INSIDE_HOST = "127.0.0.1"
+
+
+def first_line(text):
+    """The first line that says something (psql prefixes: 'psql: error: connection ... failed: FATAL: ...')."""
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
 class PgCliError(Exception):
     """A client tool failed; the message names the tool and target and holds its stderr, never the
     password."""
@@ -54,10 +79,14 @@ class PgCli:
         self.user = params.get("login_user") or "postgres"
         self.db = db or params.get("db") or "postgres"
         self.password = params.get("login_password") or ""
+        # In a container: set once the local socket refused the login and TCP inside took over.
+        self.over_tcp = False
+        self.socket_refusal = None
 
     def describe(self):
         if self.container:
-            return "%s@container %s/%s" % (self.user, self.container, self.db)
+            return "%s@container %s/%s%s" % (self.user, self.container, self.db,
+                                             " (TCP %s inside it)" % INSIDE_HOST if self.over_tcp else "")
         return "%s@%s:%s/%s" % (self.user, self.params.get("login_host") or "127.0.0.1",
                                 self.params.get("port") or 5432, self.db)
 
@@ -83,14 +112,91 @@ class PgCli:
             if self.password:
                 argv += ["-e", "PGPASSWORD"]
             argv += [self.container, tool, "-U", self.user]
+            if self.over_tcp:
+                # No -p: the server's own port, the one its socket is named after.
+                argv += ["-h", INSIDE_HOST]
         else:
             argv = [tool, "-h", self.params.get("login_host") or "127.0.0.1",
                     "-p", str(self.params.get("port") or 5432), "-U", self.user]
+        if tool == "psql":
+            argv.append("-w")  # never wait for a password prompt
         return argv + list(args)
+
+    def route_after(self, rc, err):
+        """After a run that failed with `err`: True when the container's local socket refused the
+        login and a password is given, so the run is to be tried again over TCP inside the
+        container (every later run of this PgCli goes there too)."""
+        if rc == 0 or not self.container or self.over_tcp or not self.password:
+            return False
+        if not any(mark in (err or "") for mark in SOCKET_REFUSALS):
+            return False
+        self.over_tcp = True
+        self.socket_refusal = first_line(err)
+        return True
+
+    def advice(self, err):
+        """What to change when a login failed with `err` (the server's words), or ''."""
+        err = err or ""
+        user = self.user
+        tcp_line = "host all %s %s/32 scram-sha-256" % (user, INSIDE_HOST)
+        socket_line = "local all %s scram-sha-256" % user
+        if not self.container:
+            if NO_PASSWORD in err:
+                return "the server asks %s for a password: set login_password" % user
+            if WRONG_PASSWORD in err:
+                return "login_password is not the password of %s" % user
+            return ""
+        if self.over_tcp:
+            refused = "the container's local socket refused %s (%s) and " % (user, self.socket_refusal)
+            if TCP_NO_ENTRY in err:
+                return (refused + "pg_hba.conf has no line for %s: add `%s` to pg_hba.conf and reload "
+                        "(SELECT pg_reload_conf()), or let the socket take the password with `%s`"
+                        % (INSIDE_HOST, tcp_line, socket_line))
+            if WRONG_PASSWORD in err:
+                return refused + "the password was refused over TCP: login_password is not the password of %s" % user
+            if all(mark in err for mark in TCP_REFUSED):
+                return (refused + "PostgreSQL does not listen on %s inside the container: add localhost to "
+                        "listen_addresses, or let the socket take the password with `%s` in pg_hba.conf"
+                        % (INSIDE_HOST, socket_line))
+            return refused + "the login over TCP %s inside the container failed too" % INSIDE_HOST
+        if any(mark in err for mark in SOCKET_REFUSALS):
+            return ("the container's PostgreSQL does not let %s in over its local socket (a `local` line of "
+                    "pg_hba.conf: peer, ident or reject): set login_password, and the tools connect to %s "
+                    "inside the container with it (pg_hba.conf needs a line such as `%s`); or give the socket "
+                    "`%s`" % (user, INSIDE_HOST, tcp_line, socket_line))
+        if NO_PASSWORD in err:
+            return ("the container's PostgreSQL asks for a password on its local socket (pg_hba.conf `local` "
+                    "line scram-sha-256 or md5): set login_password (the password of %s)" % user)
+        if WRONG_PASSWORD in err:
+            return "login_password is not the password of %s" % user
+        return ""
+
+    def failure(self, tool, rc, err):
+        """The PgCliError message of a failed run: tool, target, rc, the tool's words, what to change."""
+        advice = self.advice(err)
+        return "%s on %s failed (rc=%s): %s%s" % (tool, self.describe(), rc, err.strip() or "no output",
+                                                  ". To fix: %s" % advice if advice else "")
 
     def run(self, tool, args, input_text=None, stdout=None, timeout=None):
         """Run `tool`; return (rc, stdout, stderr). `stdout` may be an open binary file to stream
-        into (large dumps never pass through memory); stdout is then returned as ''."""
+        into (large dumps never pass through memory); stdout is then returned as ''. Run again over
+        TCP inside the container when the local socket refused the login (route_after)."""
+        rc, out, err = self._run(tool, args, input_text, stdout, timeout)
+        if self.route_after(rc, err) and (stdout is None or self._rewind(stdout)):
+            rc, out, err = self._run(tool, args, input_text, stdout, timeout)
+        return rc, out, err
+
+    @staticmethod
+    def _rewind(handle):
+        """Back to the start of a file a failed run had (nothing to undo when it wrote nothing)."""
+        try:
+            handle.seek(0)
+            handle.truncate()
+        except (OSError, ValueError, AttributeError):
+            return False
+        return True
+
+    def _run(self, tool, args, input_text=None, stdout=None, timeout=None):
         argv = self.argv(tool, args, stdin=input_text is not None)
         try:
             proc = subprocess.run(
@@ -108,14 +214,29 @@ class PgCli:
         """run(), raising PgCliError naming tool, target and stderr on a non-zero exit."""
         rc, out, err = self.run(tool, args, input_text=input_text, stdout=stdout, timeout=timeout)
         if rc != 0:
-            raise PgCliError("%s on %s failed (rc=%s): %s" % (tool, self.describe(), rc,
-                                                              err.strip() or out.strip() or "no output"))
+            raise PgCliError(self.failure(tool, rc, err.strip() or out.strip()))
         return out
 
     def run_io(self, tool, args, stdin=None, stdout=None, timeout=None):
         """run() with open binary files as stdin and/or stdout: an archive streams from a file into
         the tool (`docker exec -i` in a container) and a dump streams from the tool into a file,
-        neither through memory. Returns (rc, stderr)."""
+        neither through memory. Returns (rc, stderr). Run again over TCP inside the container when
+        the local socket refused the login (route_after) and the files can be rewound."""
+        rc, err = self._run_io(tool, args, stdin, stdout, timeout)
+        if self.route_after(rc, err) and (stdin is None or self._seek_start(stdin)) \
+                and (stdout is None or self._rewind(stdout)):
+            rc, err = self._run_io(tool, args, stdin, stdout, timeout)
+        return rc, err
+
+    @staticmethod
+    def _seek_start(handle):
+        try:
+            handle.seek(0)
+        except (OSError, ValueError, AttributeError):
+            return False
+        return True
+
+    def _run_io(self, tool, args, stdin=None, stdout=None, timeout=None):
         argv = self.argv(tool, args, stdin=stdin is not None)
         try:
             proc = subprocess.run(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
@@ -131,13 +252,28 @@ class PgCli:
         """run_io(), raising PgCliError naming tool, target and stderr on a non-zero exit."""
         rc, err = self.run_io(tool, args, stdin=stdin, stdout=stdout, timeout=timeout)
         if rc != 0:
-            raise PgCliError("%s on %s failed (rc=%s): %s" % (tool, self.describe(), rc, err.strip() or "no output"))
+            raise PgCliError(self.failure(tool, rc, err))
 
     def check_stream(self, tool, args, consume, timeout=None, chunk=1 << 20):
         """Run `tool` and hand its stdout to `consume(bytes)` chunk by chunk as it arrives (a dump is
         written and hashed in one pass, never held in memory). Raises PgCliError naming tool, target
         and stderr on a non-zero exit or a timeout; when `consume` raises OSError (a full disk) the
-        tool is stopped and the error names both."""
+        tool is stopped and the error names both. Run again over TCP inside the container when the
+        local socket refused the login before the tool wrote anything (route_after)."""
+        given = [0]
+
+        def counted(block):
+            given[0] += len(block)
+            consume(block)
+
+        try:
+            return self._check_stream(tool, args, counted, timeout, chunk)
+        except PgCliError as exc:
+            if given[0] or not self.route_after(getattr(exc, "rc", 0), getattr(exc, "stderr", "")):
+                raise
+        return self._check_stream(tool, args, consume, timeout, chunk)
+
+    def _check_stream(self, tool, args, consume, timeout, chunk):
         argv = self.argv(tool, args)
         with tempfile.TemporaryFile() as errors:
             try:
@@ -179,7 +315,9 @@ class PgCli:
             raise PgCliError("%s on %s failed (rc=124): %s timed out after %ss"
                              % (tool, self.describe(), tool, timeout))
         if rc != 0:
-            raise PgCliError("%s on %s failed (rc=%s): %s" % (tool, self.describe(), rc, err or "no output"))
+            error = PgCliError(self.failure(tool, rc, err))
+            error.rc, error.stderr = rc, err
+            raise error
 
     def version(self, tool):
         """`tool --version` where the tool runs (the container's own or the host's), e.g. '15.18'."""

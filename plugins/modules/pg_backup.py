@@ -154,7 +154,10 @@ notes:
   - The password travels only in the environment (C(PGPASSWORD); passed to C(docker exec) by name), never in
     argv, results, the manifest or logs.
   - In a container the tools use the server's local socket, where many images trust local connections; a
-    wrong O(login_password) is then only noticed from the host.
+    wrong O(login_password) is then only noticed from the host. When the socket refuses the login (C(peer) of
+    Debian and Ubuntu clusters, C(ident), C(reject)) and O(login_password) is set, they connect over TCP to
+    127.0.0.1 inside the container instead; a socket that asks for a password (C(scram-sha-256)) gets
+    O(login_password). When neither works the failure names the option or the C(pg_hba.conf) line to change.
   - Needs the C(pg_dump) and C(pg_restore) of the server's major version or newer on the managed host when
     O(container) is not set.
 seealso:
