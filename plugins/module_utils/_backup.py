@@ -139,6 +139,7 @@ def restore_argument_spec():
         container_tmpdir=dict(type="path", default="/tmp"),
         timeout=dict(type="float", default=3600),
         force_mismatch=dict(type="bool", default=False),
+        sql_clean=dict(type="bool", default=False),
     )
     return spec
 
@@ -1335,8 +1336,10 @@ def _copy_file(src, dst):
 # ------------------------------------------------------------------------------------------------
 # restore
 # ------------------------------------------------------------------------------------------------
-def check_backup(src, expected=None):
-    """Checksum a backup against its sidecar (or `expected`); returns (sidecar or {}, sha256, format)."""
+def check_backup(src, expected=None, found=None):
+    """Checksum a backup against its sidecar (or `expected`); returns (sidecar or {}, sha256, format):
+    directory, custom, or sql (a plain SQL dump of pg_dump, gzip'd or not, read in the same pass as
+    the checksum: `found`, a dict, then receives its sql_dump_info)."""
     if not os.path.exists(src):
         raise BackupError("src: backup %s does not exist" % src)
     sidecar = read_sidecar(src) or {}
@@ -1344,12 +1347,188 @@ def check_backup(src, expected=None):
     if not expected:
         raise BackupError("src: %s has no manifest %s and no sha256 was given: refusing to restore an unchecked "
                           "backup" % (src, sidecar_path(src)))
-    digest, _size = checksum(src)
+    fmt = "directory" if os.path.isdir(src) else file_kind(src)
+    if fmt == "sql":
+        info = sql_dump_info(src)
+        digest = info["sha256"]
+        if found is not None:
+            found.update(info)
+    else:
+        digest, _size = checksum(src)
     if digest != expected:
         raise BackupError("src: checksum of %s is %s, expected %s: the backup is damaged or was changed"
                           % (src, digest, expected))
-    fmt = "directory" if os.path.isdir(src) else "custom"
     return sidecar, digest, fmt
+
+
+# ------------------------------------------------------------------------------------------------
+# plain SQL dumps (pg_dump -Fp, gzip'd or not): checked, then replayed by psql in one transaction
+# ------------------------------------------------------------------------------------------------
+GZIP_MAGIC = b"\x1f\x8b"
+CUSTOM_MAGIC = b"PGDMP"
+SQL_HEAD = "-- PostgreSQL database dump"
+SQL_TAIL = "-- PostgreSQL database dump complete"
+CLUSTER_HEAD = "-- PostgreSQL database cluster dump"
+SQL_PEEK = 1 << 16
+
+
+def file_kind(path):
+    """custom (a pg_dump archive) or sql (anything else: sql_dump_info says whether it is one)."""
+    with open(path, "rb") as handle:
+        return "custom" if handle.read(len(CUSTOM_MAGIC)) == CUSTOM_MAGIC else "sql"
+
+
+def sql_chunks(handle, gzipped):
+    """The text of an open dump file in blocks, gunzipped on the way when `gzipped`; yields
+    (raw bytes read, text bytes). A damaged gzip stream raises BackupError."""
+    import zlib
+
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+    for raw in iter(lambda: handle.read(CHUNK), b""):
+        if inflate is None:
+            yield raw, raw
+            continue
+        try:
+            text = inflate.decompress(raw)
+            while inflate.eof and inflate.unused_data:
+                # a file of several gzip members (cat a.gz b.gz) is one stream, as gunzip reads it
+                rest = inflate.unused_data
+                inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                text += inflate.decompress(rest)
+        except zlib.error as exc:
+            raise BackupError("the gzip stream is damaged: %s" % exc)
+        yield raw, text
+    if inflate is not None and not inflate.eof:
+        raise BackupError("the gzip stream ends before its end (the file is truncated)")
+
+
+def sql_dump_info(path):
+    """Read a plain SQL dump once: its sha256 and size, and what it is. Refuses (BackupError) a
+    file that is not the plain output of pg_dump: not text, no pg_dump header, a pg_dumpall
+    cluster dump, a custom archive inside gzip, or one without pg_dump's closing line (truncated)."""
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == GZIP_MAGIC
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    tail = b""
+    lines = dict(drop=False, create=False, copy=False)
+    carry = b""
+    try:
+        with open(path, "rb") as handle:
+            for raw, text in sql_chunks(handle, gzipped):
+                digest.update(raw)
+                size += len(raw)
+                if len(head) < SQL_PEEK:
+                    head += text[:SQL_PEEK - len(head)]
+                    if len(head) >= len(CUSTOM_MAGIC) and head.startswith(CUSTOM_MAGIC):
+                        break
+                tail = (tail + text)[-4096:]
+                if not lines["create"]:
+                    block = carry + text
+                    complete, carry = block.rsplit(b"\n", 1) if b"\n" in block else (b"", block)
+                    for line in complete.split(b"\n"):
+                        if line.startswith(b"DROP "):
+                            lines["drop"] = True
+                        elif line.startswith(b"CREATE "):
+                            lines["create"] = True
+                            break
+                    carry = carry[-4096:]
+    except BackupError as exc:
+        raise BackupError("src: %s is not a readable gzip'd SQL dump: %s" % (path, exc))
+    what = "gunzipped " if gzipped else ""
+    if head.startswith(CUSTOM_MAGIC):
+        raise BackupError("src: %s is a pg_dump custom archive inside gzip: gunzip it and restore the .dump" % path)
+    if b"\0" in head:
+        raise BackupError("src: %s is not a SQL dump (its %stext holds NUL bytes): expected a pg_dump custom archive, "
+                          "a directory backup, or the plain SQL output of pg_dump (.sql or .sql.gz)" % (path, what))
+    text = head.decode("utf-8", "replace")
+    if CLUSTER_HEAD in text[:2048]:
+        raise BackupError("src: %s is a cluster dump of pg_dumpall (roles and every database): it cannot be restored "
+                          "into one database; restore it with psql as a superuser, by hand" % path)
+    if SQL_HEAD not in text[:2048]:
+        raise BackupError("src: %s is not a SQL dump of pg_dump: its %sbeginning has no '%s' line (expected a pg_dump "
+                          "custom archive, a directory backup, or the plain SQL output of pg_dump, .sql or .sql.gz)"
+                          % (path, what, SQL_HEAD))
+    if SQL_TAIL not in tail.decode("utf-8", "replace"):
+        raise BackupError("src: %s ends without pg_dump's closing line '%s': the dump is truncated or was cut short "
+                          "when it was made; refusing to restore part of a database" % (path, SQL_TAIL))
+    info = dict(sha256=digest.hexdigest(), size=size, gzip=gzipped, clean=lines["drop"])
+    for key, label in (("dumped_from", "-- Dumped from database version"), ("pg_dump_version", "-- Dumped by pg_dump version")):
+        found = re.search(r"^%s (\S+)" % re.escape(label), text, re.M)
+        info[key] = found.group(1) if found else None
+    return info
+
+
+# Before a dump made without --clean, with sql_clean: the user schemas are dropped and public made
+# again (owner pg_database_owner, USAGE for all: PostgreSQL 15's own), in the restore's transaction.
+SQL_CLEAN = r"""DO $vpsops$ DECLARE s name; BEGIN
+  FOR s IN SELECT nspname FROM pg_namespace WHERE nspname <> 'information_schema' AND nspname NOT LIKE 'pg\_%'
+  LOOP EXECUTE format('DROP SCHEMA %I CASCADE', s); END LOOP;
+END $vpsops$;
+CREATE SCHEMA public AUTHORIZATION pg_database_owner;
+GRANT USAGE ON SCHEMA public TO PUBLIC;
+"""
+
+
+def replay_sql(cli, src, info, db, clean=False, timeout=None):
+    """Replay plain SQL dump `src` into `db` with psql (ON_ERROR_STOP) in one transaction that this
+    side opens and commits: BEGIN, (SQL_CLEAN), the dump's text (gunzipped on the way), then
+    COMMIT only once the whole file was read and hashed to the checksum that was checked. Any
+    failure, a file that changed since, or a timeout leaves the database as it was (the COMMIT is
+    never sent; psql stops at the error and the transaction dies with its session)."""
+    argv = cli.argv("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", "-"], stdin=True)
+    with tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
+                                    env=cli.env())
+        except OSError as exc:
+            raise BackupError("psql on %s failed: %s" % (cli.describe(), cli.scrub(exc)))
+        expired = threading.Event()
+
+        def expire():
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, expire) if timeout else None
+        if timer:
+            timer.start()
+        problem = None
+        try:
+            proc.stdin.write(b"BEGIN;\n" + (SQL_CLEAN.encode() if clean else b""))
+            digest = hashlib.sha256()
+            with open(src, "rb") as handle:
+                for raw, text in sql_chunks(handle, info.get("gzip")):
+                    digest.update(raw)
+                    proc.stdin.write(text)
+            if digest.hexdigest() != info["sha256"]:
+                problem = "%s changed while it was restored (sha256 %s, checked %s)" % (
+                    src, digest.hexdigest(), info["sha256"])
+                # psql stops at this line under ON_ERROR_STOP (in COPY data it ends the COPY first)
+                proc.stdin.write(b"\n\\.\n\\vpsops_abort\n")
+            else:
+                proc.stdin.write(b"\nCOMMIT;\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # psql stopped at an error: its stderr says which
+        except (OSError, BackupError) as exc:
+            problem = str(exc)
+            proc.kill()
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+            rc = proc.wait()
+            if timer:
+                timer.cancel()
+        errors.seek(0)
+        err = cli.scrub(errors.read().decode("utf-8", "replace")).strip()
+    if expired.is_set():
+        raise BackupError("psql on %s timed out after %ss" % (cli.describe(), timeout))
+    if problem:
+        raise BackupError("reading the dump failed: %s" % problem)
+    if rc != 0:
+        raise BackupError(cli.failure("psql", rc, err[-2000:]))
 
 
 def restore(params, check_mode=False, cli=None):
@@ -1379,14 +1558,28 @@ def restore(params, check_mode=False, cli=None):
 
     counter = threading.Thread(target=count_before)
     counter.start()
+    dump = {}
     try:
-        sidecar, digest, fmt = check_backup(src, params.get("sha256"))
+        sidecar, digest, fmt = check_backup(src, params.get("sha256"), found=dump)
     finally:
         counter.join()
     if "error" in found:
         raise BackupError("cannot read database %s before the restore: %s" % (db, found["error"]))
     before, sessions = found["before"], found["sessions"]
     mismatches = backup_mismatches(sidecar, db, found["cluster"]) if sidecar else []
+    if fmt == "sql":
+        if params.get("jobs", 1) > 1:
+            raise BackupError("jobs > 1 needs a custom or directory backup: a plain SQL dump is replayed by psql, "
+                              "one statement after the other, in one transaction")
+        if not sidecar:
+            mismatches.append("it is a plain SQL dump without a manifest: the database and cluster it was taken "
+                              "from cannot be compared with %s" % db)
+        if not dump["clean"] and before and not params.get("sql_clean"):
+            raise BackupError(
+                "refusing to restore %s into database %s: it is a plain SQL dump made without --clean (it creates "
+                "its objects and would fail on the tables %s has: %s). Nothing was changed. Set sql_clean to drop "
+                "the user schemas of %s first, in the restore's transaction, or restore into an empty database"
+                % (src, db, db, ", ".join(sorted(before)[:10]) + (" ..." if len(before) > 10 else ""), db))
     if mismatches and not params.get("force_mismatch"):
         raise BackupError("refusing to restore %s into database %s: %s. Nothing was changed. Restore the right "
                           "backup, or set force_mismatch to restore this one all the same"
@@ -1394,13 +1587,17 @@ def restore(params, check_mode=False, cli=None):
     safety_dest = params.get("safety_dest") or os.path.dirname(src)
     single = params.get("jobs", 1) <= 1
     method = "pg_restore --clean --if-exists " + ("--single-transaction" if single else "-j %d" % params["jobs"])
+    if fmt == "sql":
+        method = "%spsql -v ON_ERROR_STOP=1, one transaction%s" % (
+            "gunzip | " if dump["gzip"] else "", ", user schemas dropped first (sql_clean)"
+            if params.get("sql_clean") and not dump["clean"] else "")
     result = dict(changed=True, restored=src, db=db, sha256=digest, format=fmt,
                   backup_database=sidecar.get("database"), backup_finished=sidecar.get("finished"),
                   method=method, safety_backup=None, terminated_sessions=0, mismatches=mismatches, warnings=[])
     if mismatches:
         result["warnings"].append("restoring %s into %s although %s (force_mismatch)"
                                   % (src, db, "; ".join(mismatches)))
-    if not sidecar:
+    if not sidecar and fmt != "sql":
         result["warnings"].append("%s has no manifest: its database and completeness could not be compared "
                                   "with %s" % (src, db))
     if check_mode:
@@ -1423,6 +1620,28 @@ def restore(params, check_mode=False, cli=None):
             result["terminated_sessions"] = terminate_sessions(cli, db, timeout=timeout)
         except PgCliError as exc:
             raise BackupError("terminating the sessions on %s failed: %s" % (db, exc))
+    safety = result["safety_backup"]["path"] if result["safety_backup"] else None
+    if fmt == "sql":
+        try:
+            replay_sql(cli, src, dump, db, clean=bool(params.get("sql_clean")) and not dump["clean"], timeout=timeout)
+        except BackupError as exc:
+            raise BackupError("restore of %s into %s failed (in one transaction: the database is unchanged): %s%s"
+                              % (src, db, exc, "; the safety backup is %s" % safety if safety else ""))
+    else:
+        restore_archive(cli, params, src, fmt, db, safety, result["warnings"], timeout)
+    try:
+        after = row_counts(cli, timeout=timeout, mode=counting)
+    except PgCliError as exc:
+        raise BackupError("restore of %s into %s done, but counting rows afterwards failed: %s" % (src, db, exc))
+    names = sorted(set(before) | set(after))
+    result["tables"] = dict((name, dict(before=before.get(name), after=after.get(name))) for name in names)
+    return result
+
+
+def restore_archive(cli, params, src, fmt, db, safety, warnings, timeout):
+    """pg_restore --clean --if-exists of a custom or directory backup into `db` (one transaction
+    unless jobs > 1); a directory backup goes into the container first and is removed after."""
+    single = params.get("jobs", 1) <= 1
     args = ["-w", "-d", db, "--clean", "--if-exists", "--exit-on-error"]
     args += ["--single-transaction"] if single else ["-j", str(params["jobs"])]
     inside = None
@@ -1439,7 +1658,6 @@ def restore(params, check_mode=False, cli=None):
         try:
             archive.run(args, timeout=timeout)
         except PgCliError as exc:
-            safety = result["safety_backup"]["path"] if result["safety_backup"] else None
             raise BackupError("restore of %s into %s failed%s: %s%s" % (
                 src, db, " (in one transaction: the database is unchanged)" if single else "", exc,
                 "; the safety backup is %s" % safety if safety else ""))
@@ -1453,11 +1671,4 @@ def restore(params, check_mode=False, cli=None):
     if inside:
         left = leftover_in_container(cli, inside, "a copy of the backup %s" % src)
         if left:
-            result["warnings"].append(left)
-    try:
-        after = row_counts(cli, timeout=timeout, mode=counting)
-    except PgCliError as exc:
-        raise BackupError("restore of %s into %s done, but counting rows afterwards failed: %s" % (src, db, exc))
-    names = sorted(set(before) | set(after))
-    result["tables"] = dict((name, dict(before=before.get(name), after=after.get(name))) for name in names)
-    return result
+            warnings.append(left)

@@ -26,6 +26,14 @@ description:
   - Restores with C(pg_restore --clean --if-exists --exit-on-error --single-transaction); the objects of
     the backup are dropped and recreated in one transaction, so a failed restore leaves the database as it
     was. With O(jobs) > 1 the restore runs in parallel and is not one transaction.
+  - Also restores plain SQL dumps of C(pg_dump) (C(.sql), or C(.sql.gz) gzip'd by hand), told by their
+    content. The file must begin with pg_dump's C(-- PostgreSQL database dump) line and end with its
+    C(-- PostgreSQL database dump complete) line (a truncated dump, a damaged gzip stream, a
+    C(pg_dumpall) cluster dump or any other file is refused before anything changes). C(psql
+    -v ON_ERROR_STOP=1) replays it in one transaction that is committed only after the whole file was
+    read and hashed to the checked sha256. Such a dump has no manifest, so it needs O(sha256) and
+    O(force_mismatch=true) (the database it came from cannot be proven to be O(db)); one made without
+    C(--clean) needs O(sql_clean) when O(db) has tables.
   - Returns the exact row count of every table in the user schemas before and after (O(row_counts)).
   - Every run restores, so the module always reports a change.
 author:
@@ -46,7 +54,9 @@ options:
     description: Database to restore into. It must exist.
     required: true
   src:
-    description: The backup, a file (custom format) or a directory (directory format).
+    description:
+      - The backup, a file (custom format), a directory (directory format), or a plain SQL dump of
+        C(pg_dump), gzip'd or not.
     type: path
     required: true
   sha256:
@@ -61,6 +71,16 @@ options:
         (schema-only, some tables). The reasons are returned in RV(mismatches) and as a warning.
       - With V(false) such a backup is refused before anything is changed.
       - A backup without a manifest (restored with O(sha256)) cannot be compared; it is restored with a warning.
+    type: bool
+    default: false
+  sql_clean:
+    description:
+      - For a plain SQL dump made without C(--clean) (it has no C(DROP) statements), drop every user schema
+        of O(db) (C(CASCADE)) and create C(public) again (owner C(pg_database_owner), C(USAGE) for all, as
+        PostgreSQL 15 makes it) first, in the restore's transaction. Objects the dump does not hold are
+        gone afterwards (the safety backup keeps them).
+      - Without it such a dump is refused when O(db) has tables, naming them. Ignored for other backups and
+        for dumps made with C(--clean).
     type: bool
     default: false
   safety_backup:
@@ -128,6 +148,16 @@ EXAMPLES = r"""
     src: "{{ ar_backup.path }}"
   register: restored
 
+- name: Restore a gzip'd plain SQL dump an earlier script made (no manifest)
+  vpsops.deploy.pg_restore:
+    container: clipper-postgres-1
+    db: clipper
+    login_user: clipper
+    login_password: "{{ vault_clipper_db_password }}"
+    src: /var/backups/clipper/db-20240101-120000.sql.gz
+    sha256: "{{ clipper_backup_sha256 }}"   # sha256sum of the file, recorded when it was made
+    force_mismatch: true                      # nothing proves it is a dump of this very database
+
 - name: Show the row counts before and after
   ansible.builtin.debug:
     var: restored.tables
@@ -148,7 +178,7 @@ sha256:
   returned: always
   type: str
 format:
-  description: V(custom) or V(directory).
+  description: V(custom), V(directory) or V(sql) (a plain SQL dump, gzip'd or not).
   returned: always
   type: str
 method:
