@@ -56,6 +56,10 @@ BASE_PACKAGES = "postgresql-15,python3,python3-psycopg2,nginx-light"
 BASE_IMAGE = "vpsops-lab/base:bookworm"
 POSTGRES_IMAGE = {"local": "vpsops-lab/postgres:15", "upstream": "postgres:15-bookworm"}
 NATS_IMAGE = {"local": "vpsops-lab/nats:2.15", "upstream": "nats:2.10-alpine"}
+REDIS_IMAGE = {"local": "vpsops-lab/redis:7", "upstream": "redis:7-bookworm"}
+# Debian's Redis and what it needs beyond the base image, downloaded on the host (apt-get download)
+# into the cache: the image's build then needs no network.
+REDIS_DEBS = ("redis-server", "redis-tools", "libjemalloc2", "liblzf1", "libatomic1", "lsb-base")
 DEMO_SERVICES = ("auth", "ar", "payments", "lb")
 BEHAVIOURS = ("good", "never_healthy", "crash_after", "stop_consuming")
 STANDARD_RELEASES = (
@@ -439,7 +443,7 @@ def nats_server_binary():
 
 def build_infra_images():
     if IMAGES == "upstream":
-        for ref in (POSTGRES_IMAGE["upstream"], NATS_IMAGE["upstream"]):
+        for ref in (POSTGRES_IMAGE["upstream"], NATS_IMAGE["upstream"], REDIS_IMAGE["upstream"]):
             if not image_exists(ref):
                 log("pulling %s" % ref)
                 run(["docker", "pull", ref], capture=True)
@@ -462,6 +466,31 @@ def build_infra_images():
         shutil.copy2(busybox, os.path.join(ctx, "busybox"))
         shutil.copy2(os.path.join(LAB_DIR, "images", "nats", "Dockerfile"), os.path.join(ctx, "Dockerfile"))
         docker_build(ctx, NATS_IMAGE["local"], digest=nats_digest)
+    build_redis_image()
+
+
+def build_redis_image():
+    """vpsops-lab/redis:7 from the base image and Debian's redis-server .deb files (cached)."""
+    redis_dir = os.path.join(LAB_DIR, "images", "redis")
+    digest = source_digest(redis_dir)
+    if image_current(REDIS_IMAGE["local"], digest):
+        return
+    debs = os.path.join(CACHE, "redis-debs")
+    have_debs = os.listdir(debs) if os.path.isdir(debs) else []
+    if not all(any(n.startswith(p + "_") for n in have_debs) for p in REDIS_DEBS):
+        log("downloading %s (apt-get download, cached in %s)" % (" ".join(REDIS_DEBS), debs))
+        partial = debs + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)
+        run(["apt-get", "download"] + list(REDIS_DEBS), cwd=partial, capture=True)
+        shutil.rmtree(debs, ignore_errors=True)
+        os.replace(partial, debs)
+    log("building %s" % REDIS_IMAGE["local"])
+    ctx = os.path.join(CACHE, "redis-context")
+    shutil.rmtree(ctx, ignore_errors=True)
+    shutil.copytree(redis_dir, ctx)
+    shutil.copytree(debs, os.path.join(ctx, "debs"))
+    docker_build(ctx, REDIS_IMAGE["local"], {"BASE": BASE_IMAGE}, digest=digest)
 
 
 def app_context():
