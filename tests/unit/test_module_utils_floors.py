@@ -18,7 +18,7 @@ FLOORS = [
     ("ground", ["_runner", "_http", "_secrets", "_files", "_env", "_stack"]),
     ("clients", ["_compose", "_docker_api", "_externals", "_pgcli", "_postgres", "_nats", "_dlq"]),
     ("probes", ["_probes", "_slo"]),
-    ("store/backup", ["_releases", "_rollback", "_backup", "_project", "_preflight", "_plan", "_phase", "_phase_backups", "_rollout", "_hooks"]),
+    ("store/backup", ["_releases", "_rollback", "_backup", "_project", "_preflight", "_plan", "_phase", "_phase_backups", "_stores", "_rollout", "_hooks"]),
     # _stack: the stack variable checked on the controller, beside _outcome's decisions across hosts.
     ("engine", ["_deploy", "_outcome", "_stack"]),
 ]
