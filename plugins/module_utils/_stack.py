@@ -75,7 +75,16 @@ DATABASE_OPTIONS = dict(
     login_user=dict(type="str"),
     login_password=dict(type="str", no_log=True),
     ssl_mode=dict(type="str"),
+    type=dict(type="str", choices=["postgres"]),
 )
+# The other stores `databases` may name (type: redis | volume; see _stores): keys of vpsops.deploy.store_backup.
+STORE_OPTIONS = dict(
+    redis=dict(type=dict(type="str", required=True, choices=["redis"]), container=dict(type="str", required=True),
+               login_password=dict(type="str", no_log=True)),
+    volume=dict(type=dict(type="str", required=True, choices=["volume"]), volume=dict(type="str", required=True),
+                image=dict(type="str"), access=dict(type="str", choices=["auto", "host", "container"])),
+)
+STORE_TYPES = ["postgres"] + sorted(STORE_OPTIONS)
 
 
 class StackError(ValueError):
@@ -119,7 +128,12 @@ def check_stack(stack, variable="vpsops_stack"):
         value = databases[name]
         if isinstance(value, dict) and "login_password" in value:
             value = dict(value, login_password="********")
-        _validate({"%s.databases.%s" % (variable, name): dict(type="dict", required=True, options=DATABASE_OPTIONS)},
+        kind = value.get("type") if isinstance(value, dict) else None
+        if kind is not None and kind not in STORE_TYPES:
+            raise StackError("%s.databases.%s.type must be one of %s (default postgres), got %r"
+                             % (variable, name, ", ".join(STORE_TYPES), kind))
+        options = STORE_OPTIONS.get(kind, DATABASE_OPTIONS)
+        _validate({"%s.databases.%s" % (variable, name): dict(type="dict", required=True, options=options)},
                   {"%s.databases.%s" % (variable, name): value})
     for phase in stack.get("phases") or []:
         unknown = [b for b in phase.get("backup") or [] if b not in databases]
