@@ -51,37 +51,105 @@ def backup_params(stack, name, label, state_dir):
     return params
 
 
+def store_type(stack, name):
+    """postgres (the default), redis or volume: the `type` of database `name` of the stack."""
+    return (stack["databases"].get(name) or {}).get("type") or "postgres"
+
+
+def store_params(stack, name, label, state_dir):
+    """store_backup's parameters for store `name` of the stack (type redis or volume)."""
+    from ansible_collections.vpsops.deploy.plugins.module_utils._stores import store_argument_spec
+
+    entry = stack["databases"][name]
+    settings = stack.get("backup") or {}
+    params = dict((k, v.get("default")) for k, v in store_argument_spec().items())
+    for key in ("type", "container", "login_password", "volume", "image", "access"):
+        if entry.get(key) is not None:
+            params[key] = entry[key]
+    params.update(dest=settings.get("dest") or "/var/backups/vpsops/%s" % stack["name"], label=label,
+                  keep=int(settings.get("keep") or 10) or None, keep_days=float(settings.get("keep_days") or 0) or None,
+                  release_state_dir=state_dir, timeout=3600)
+    return params
+
+
+def take_stores(jobs):
+    """make_store_backup for each (name, params), at the same time; returns ({name: result}, {name: error})."""
+    import concurrent.futures
+
+    from ansible_collections.vpsops.deploy.plugins.module_utils._backup import BackupError
+    from ansible_collections.vpsops.deploy.plugins.module_utils._stores import make_store_backup
+
+    results, errors = {}, {}
+
+    def run(job):
+        name, params = job
+        try:
+            results[name] = make_store_backup(params)
+        except BackupError as exc:
+            errors[name] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - reported with the other failures, never lost in a thread
+            errors[name] = "%s: %s" % (type(exc).__name__, exc)
+
+    if jobs:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, len(jobs))) as pool:
+            list(pool.map(run, jobs))
+    return results, errors
+
+
 def take_backups(store, docker, stack, phase, manifest, live):
-    """The phase's verified backups, taken concurrently and pinned to the release. Before the first
-    release went live, a database whose container does not run has no data to lose and is skipped."""
+    """The phase's verified backups, taken concurrently and pinned to the release: the PostgreSQL
+    databases with backup_many, the other stores (Redis, volumes) with _stores, all at the same
+    time. Before the first release went live, a store whose container does not run (or whose
+    volume does not exist yet) has no data to lose and is skipped."""
+    import concurrent.futures
+
     from ansible_collections.vpsops.deploy.plugins.module_utils._backup import BackupError, BackupManyError, backup_many
 
     names = list(phase.get("backup") or [])
     skipped = []
     if not live:
         running = set(c["name"] for c in docker.project_containers(store.stack) if c["state"] == "running")
+        volumes = None
         for name in list(names):
-            container = (stack["databases"].get(name) or {}).get("container")
-            if container and container not in running:
+            entry = stack["databases"].get(name) or {}
+            container = entry.get("container")
+            gone = container and container not in running
+            if store_type(stack, name) == "volume":
+                if volumes is None:
+                    volumes = set(v.get("name") for v in docker.volumes())
+                gone = entry.get("volume") not in volumes
+            if gone:
                 skipped.append(name)
                 names.remove(name)
     if not names:
         return [], skipped
 
-    jobs = [dict(params=backup_params(stack, name, manifest["id"], store.state_dir)) for name in names]
+    pg_names = [n for n in names if store_type(stack, n) == "postgres"]
+    other = [(n, store_params(stack, n, manifest["id"], store.state_dir)) for n in names if n not in pg_names]
+    jobs = [dict(params=backup_params(stack, name, manifest["id"], store.state_dir)) for name in pg_names]
     failure = None
-    try:
-        runs = backup_many(jobs)
-    except BackupManyError as exc:
-        runs, failure = exc.results, str(exc)
-    except BackupError as exc:
-        raise PhaseBackupError("backup before phase %s failed, nothing was backed up: %s" % (phase["name"], exc))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        stores_running = pool.submit(take_stores, other)
+        try:
+            runs = backup_many(jobs)
+        except BackupManyError as exc:
+            runs, failure = exc.results, str(exc)
+        except BackupError as exc:
+            stores_running.result()
+            raise PhaseBackupError("backup before phase %s failed, nothing was backed up: %s" % (phase["name"], exc))
+        store_runs, store_errors = stores_running.result()
+    by_name = dict(zip(pg_names, runs))
+    by_name.update(store_runs)
+    if store_errors:
+        lines = "; ".join("%s: %s" % (n, store_errors[n]) for n in sorted(store_errors))
+        failure = "%s%s" % ("%s; " % failure if failure else "", lines)
     backups = []
-    for name, run in zip(names, runs):
+    for name in names:
+        run = by_name.get(name)
         if run:
-            backups.append(dict(name=name, database=run.get("database"), path=run.get("path"), size=run.get("size"),
-                                sha256=run.get("sha256"), verified=run.get("verified", False),
-                                manifest=run.get("manifest")))
+            backups.append(dict(name=name, type=store_type(stack, name), database=run.get("database"),
+                                path=run.get("path"), size=run.get("size"), sha256=run.get("sha256"),
+                                verified=run.get("verified", False), manifest=run.get("manifest")))
     if backups:
         with store.guard():
             current = store.load(manifest["id"])
@@ -97,9 +165,20 @@ def take_backups(store, docker, stack, phase, manifest, live):
 def restore_backups(stack, backups):
     from ansible_collections.vpsops.deploy.plugins.module_utils._backup import restore, restore_argument_spec
 
+    from ansible_collections.vpsops.deploy.plugins.module_utils._stores import restore_store, store_restore_argument_spec
+
     restored = []
     for backup in backups:
         db = stack["databases"][backup["name"]]
+        if store_type(stack, backup["name"]) != "postgres":
+            params = dict((k, v.get("default")) for k, v in store_restore_argument_spec().items())
+            for key in ("type", "container", "login_password", "volume", "image", "access"):
+                if db.get(key) is not None:
+                    params[key] = db[key]
+            params.update(src=backup["path"], sha256=backup.get("sha256"), timeout=3600)
+            restore_store(params)
+            restored.append(backup["name"])
+            continue
         params = dict((k, v.get("default")) for k, v in restore_argument_spec().items())
         params.update(src=backup["path"], db=db.get("db") or db.get("login_db"), container=db.get("container"),
                       login_host=db.get("login_host"),
