@@ -174,3 +174,12 @@ def test_a_volume_read_through_a_throwaway_container_is_the_same_backup(lab_stor
     assert stores.tar_listing(host["path"]) == stores.tar_listing(inside["path"])
     assert subprocess.run(["docker", "ps", "-aq", "--filter", "name=vpsops-bk-"], capture_output=True,
                           text=True).stdout.strip() == ""
+
+
+def test_backup_yml_backs_up_the_stores_beside_the_databases(lab_stores):
+    lab = lab_stores
+    proc = lab.playbook("backup", backup_label="by-hand")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    made = sorted(n for n in os.listdir(lab.dest) if "_by-hand." in n and not n.endswith(".json"))
+    assert [n.split("_")[0] for n in made] == ["redis-%s" % REDIS, "volume-%s" % FILES_VOLUME]
+    assert "cache (redis:%s): " % REDIS in proc.stdout and "verified (redis)" in proc.stdout
