@@ -307,7 +307,8 @@ def runs(lab, tmp_path_factory):
         done["v1-state"].update(
             key_inside=in_container("field", "cat", "/run/secrets/jwt_private_key"),
             key_mode=[oct(os.stat(p).st_mode & 0o777) + " uid %d" % os.stat(p).st_uid
-                      for p in (os.path.join(PROJECT_DIR, "secrets", "jwt_private.pem"), os.path.join(PROJECT_DIR, ".env"))],
+                      for p in [os.path.join(PROJECT_DIR, "secrets", "jwt_private.pem"), os.path.join(PROJECT_DIR, ".env")]
+                      + glob.glob(os.path.join(STATE, "releases", "*", "files", "secrets", "jwt_private.pem"))],
             key_mode_inside=in_container("field", "stat", "-c", "%a %u", "/run/secrets/jwt_private_key").strip(),
             jobs_at={j: float(redis("GET", "job:%s:at" % j) or 0) for j in ("model-loader", "gateway-config")},
             model=in_container("field", "cat", "/models/current"), env_file=read(os.path.join(PROJECT_DIR, ".env")))
@@ -345,7 +346,7 @@ def runs(lab, tmp_path_factory):
         done["fields"] = [redis("HGET", "field:%d" % n, "name") for n in (1, 2)]
         done["logs"] = dict((s, run(["docker", "logs", "%s-%s-1" % (PROJECT, s)], check=False))
                             for s in SERVICES)
-        done["store-files"] = [p for p in glob.glob(os.path.join(STATE, "releases", "*", "manifest.json"))] + \
+        done["store-files"] = glob.glob(os.path.join(STATE, "releases", "*", "manifest.json")) + \
             [os.path.join(STATE, "history.jsonl"), fo.audit_log]
         yield done
     finally:
@@ -417,7 +418,8 @@ def test_the_multi_line_key_arrives_intact_and_owner_only(runs):
     fo, state = runs["fo"], runs["v1-state"]
     assert state["key_inside"] == fo.key
     assert len(fo.key.splitlines()) >= 20
-    assert state["key_mode"] == ["0o600 uid 0", "0o600 uid 0"], state["key_mode"]
+    # In the project directory, its .env, and the release's own copy: owner-only.
+    assert state["key_mode"] == ["0o600 uid 0"] * 3, state["key_mode"]
     assert state["key_mode_inside"] == "600 0"
     health = state["health"][2]
     assert health["key_sha256"] == hashlib.sha256(fo.key.encode()).hexdigest()

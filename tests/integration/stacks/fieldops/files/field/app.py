@@ -49,7 +49,7 @@ def read_reply(stream):
         data = stream.read(size + 2)[:-2]
         return data.decode()
     if kind == b"*":
-        return [read_reply(stream) for _ in range(max(int(rest), 0))]
+        return [read_reply(stream) for _index in range(max(int(rest), 0))]
     raise RuntimeError("unexpected reply from Redis: %r" % line[:40])
 
 
