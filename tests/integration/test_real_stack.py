@@ -22,6 +22,8 @@ One run, shared by the tests (module fixture `runs`):
   hook      a field sync is running: the before hook fails, nothing changes
   back      rollback.yml: v2's nginx.conf and v2's image (v1's build) come back
   status    status.yml (AWX) shows v2 live
+  restore   Redis emptied and the models volume overwritten; restore.yml brings both back from
+            the backups v2's deploy took before its platform phase (pinned to v2, live again)
 Everything is scanned for the key and the passwords: the job events, every output, the manifests,
 history.jsonl, the controller's audit log and the containers' logs.
 
@@ -54,6 +56,8 @@ STACK = os.path.join(ROOT, "tests", "integration", "stacks", "fieldops")
 NETWORK = "vpsops-itreal-edge"
 STATE = "/var/lib/vpsops/%s" % PROJECT
 PROJECT_DIR = os.path.join(STATE, "project")
+BACKUPS = "/var/backups/vpsops/%s" % PROJECT
+MODELS_VOLUME = "%s_models" % PROJECT
 SYNC_LOCK = "/run/vpsops-itreal-sync.lock"
 GATEWAY = "http://127.0.0.1:11600"
 REDIS_PORT = 11602
@@ -62,7 +66,7 @@ NGINX_IMAGE = "vpsops-itreal/nginx:1.22"
 BUILT = "%s-field" % PROJECT  # the image compose's build tags for the service field
 SERVICES = ("redis", "model-loader", "field", "gateway", "gateway-config")
 SSH_DIR = os.path.join(ROOT, ".lab", "ssh")
-DEPLOY, ROLLBACK, HOST, STATUS = ("playbooks/%s.yml" % name for name in ("deploy", "rollback", "host", "status"))
+DEPLOY, ROLLBACK, HOST, STATUS, RESTORE = ("playbooks/%s.yml" % name for name in ("deploy", "rollback", "host", "status", "restore"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,7 +193,7 @@ def store():
     if os.path.exists(os.path.join(STATE, "lock.json")):
         with open(os.path.join(STATE, "lock.json")) as handle:
             lock = json.load(handle)
-    return {"releases": [dict(id=m["id"], status=m["status"], phases=m.get("phases"),
+    return {"releases": [dict(id=m["id"], status=m["status"], phases=m.get("phases"), backups=m.get("backups") or [],
                               images=dict((s, v["image_id"]) for s, v in m["services"].items())) for m in releases],
             "live": os.path.basename(os.readlink(current)) if os.path.islink(current) else None,
             "lock": lock}
@@ -270,7 +274,7 @@ def cleanup(fo):
         argv += ["-f", path]
     compose_down(argv, env=dict(os.environ, REDIS_PASSWORD="", MODEL_VERSION=""))
     run(["docker", "network", "rm", NETWORK], check=False)
-    run(["rm", "-rf", STATE, SYNC_LOCK])
+    run(["rm", "-rf", STATE, BACKUPS, SYNC_LOCK])
     remove_pin_tags(PROJECT)
     run(["docker", "image", "rm", BUILT], check=False)
 
@@ -344,10 +348,25 @@ def runs(lab, tmp_path_factory):
 
         done["status"] = timed("status", fo.job, "status", STATUS)
         done["fields"] = [redis("HGET", "field:%d" % n, "name") for n in (1, 2)]
+
+        # The stores lose their data; restore.yml brings back what the live release's deploy backed up.
+        redis("FLUSHALL")
+        run(["docker", "run", "--rm", "--network", "none", "-v", "%s:/m" % MODELS_VOLUME, REDIS_IMAGE,
+             "sh", "-c", "echo lost > /m/current"])
+        done["lost"] = {"fields": [redis("HGET", "field:%d" % n, "name") for n in (1, 2)],
+                        "model": in_container("field", "cat", "/models/current").strip()}
+        for name in ("cache", "models"):
+            done["restore-" + name] = timed("restore-" + name, fo.playbook, "restore-" + name, RESTORE,
+                                            "-e", "restore_database=%s" % name, "-e", "restore_release=live",
+                                            "-e", "restore_confirm=true")
+        done["restored"] = {"fields": [redis("HGET", "field:%d" % n, "name") for n in (1, 2)],
+                            "routes": redis("SCARD", "gateway:routes"),
+                            "model": in_container("field", "cat", "/models/current").strip(),
+                            "health": get("/api/health")[0]}
         done["logs"] = dict((s, run(["docker", "logs", "%s-%s-1" % (PROJECT, s)], check=False))
                             for s in SERVICES)
         done["store-files"] = glob.glob(os.path.join(STATE, "releases", "*", "manifest.json")) + \
-            [os.path.join(STATE, "history.jsonl"), fo.audit_log]
+            glob.glob(os.path.join(BACKUPS, "*.json")) + [os.path.join(STATE, "history.jsonl"), fo.audit_log]
         yield done
     finally:
         print("seconds: %s" % seconds)
@@ -522,6 +541,25 @@ def test_the_stores_data_outlives_every_deploy_and_rollback(runs):
         assert ids(runs["%s-state" % name], "redis", "model-loader") == ids(runs["v1-state"], "redis", "model-loader"), name
         assert now["redis"]["started"] == first["redis"]["started"], name
     assert runs["fields"] == ["North plot", "South plot"]
+
+
+def test_the_stores_backed_up_before_the_phase_come_back_with_restore(runs):
+    live = runs["back-state"]["store"]
+    [release] = [r for r in live["releases"] if r["id"] == live["live"]]
+    pinned = dict((b["name"], b) for b in release["backups"])
+    assert sorted(pinned) == ["cache", "models"], release["backups"]
+    assert (pinned["cache"]["type"], pinned["models"]["type"]) == ("redis", "volume"), pinned
+    assert all(b["verified"] and b["path"].startswith(BACKUPS + "/") for b in pinned.values()), pinned
+    # Taken by v2's deploy, before its platform phase: after the data the test wrote following v1.
+    assert release["id"] == runs["v2-state"]["store"]["live"]
+    assert runs["lost"] == {"fields": ["", ""], "model": "lost"}, runs["lost"]
+    for name in ("cache", "models"):
+        rc, out = runs["restore-" + name]
+        assert rc == 0, out[-4000:]
+    restored = runs["restored"]
+    assert restored["fields"] == ["North plot", "South plot"], restored
+    assert restored["routes"] == "3" and restored["model"] == "model 2026.01", restored
+    assert restored["health"] == 200, restored
 
 
 def test_no_secret_in_any_job_event_output_manifest_audit_line_or_log(runs):
