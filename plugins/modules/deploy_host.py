@@ -311,6 +311,11 @@ def main():
     stack = p["stack"]
     module.no_log_values.update(stack_secrets(stack))
     module.no_log_values.update(secret_file_values(p["files"]))
+    # The secret and env files travel as base64: that form too, as the module's raw output (shown
+    # by the connection at -vvv, before the action rewrites the invocation) holds it.
+    module.no_log_values.update(spec["content"] for spec in p["files"].values()
+                                if isinstance(spec, dict) and spec.get("kind") in ("secret", "env_file")
+                                and isinstance(spec.get("content"), str) and len(spec["content"]) >= 8)
     if not 5 <= p["ttl"] <= 7 * 86400:
         module.fail_json(msg="ttl must be between 5 and 604800 seconds, got %d" % p["ttl"])
     if not 1 <= p["timeout"] <= 86400:
