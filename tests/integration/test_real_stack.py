@@ -14,7 +14,7 @@ One run, shared by the tests (module fixture `runs`):
   missing   deploy while the external network is missing: refused, naming it; nothing changes
   host      host.yml creates the network (host_networks of the inventory)
   v1        the first deploy (AWX): the jobs in order, live; the test then writes data to Redis
-  v2        nginx.conf changed: only the gateway is recreated
+  v2        nginx.conf changed: only the gateway is recreated (with -vvv)
   v3        nginx.conf and the built service's source changed: both recreated, the image rebuilt
   v4        broken (AWX): nginx.conf sends the API to a wrong port and the source changed again;
             the configurator exits 1, the deploy rolls back to v3: v3's file in the project
@@ -320,7 +320,7 @@ def runs(lab, tmp_path_factory):
         redis("HSET", "field:2", "name", "South plot", "crop", "barley")
 
         fo.edit("gateway/nginx.conf", '"routes v1"', '"routes v2"')
-        done["v2"] = timed("v2", fo.playbook, "v2", DEPLOY)
+        done["v2"] = timed("v2", fo.playbook, "v2", DEPLOY, "-vvv")  # its output searched for secrets too
         done["v2-state"] = snapshot(fo)
 
         fo.edit("gateway/nginx.conf", '"routes v2"', '"routes v3"')
