@@ -29,14 +29,25 @@ MASK = "********"
 
 ARGUMENT_SPEC = dict(
     path=dict(type="path"),
-    event=dict(type="str", required=True),
+    event=dict(type="str"),
     stack=dict(type="str"),
     release=dict(type="str"),
     phase=dict(type="str"),
     status=dict(type="str"),
     data=dict(type="dict", default={}),
     fail_on_error=dict(type="bool", default=False),
+    entries=dict(type="list", elements="dict", options=dict(
+        host=dict(type="str", required=True),
+        event=dict(type="str", required=True),
+        stack=dict(type="str"),
+        release=dict(type="str"),
+        phase=dict(type="str"),
+        status=dict(type="str"),
+        data=dict(type="dict", default={}),
+    )),
 )
+MUTUALLY_EXCLUSIVE = [("event", "entries")]
+REQUIRED_ONE_OF = [("event", "entries")]
 
 # Keys whose values are secrets wherever they appear in `data` (matched anywhere in the key, any case).
 SECRET_KEY_RE = re.compile(r"passw|passphrase|(^|[^a-z])pass($|[^a-z])|pwd|secret|token|api[_-]?key|private[_-]?key|credential"
@@ -176,16 +187,31 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super(ActionModule, self).run(tmp, task_vars)
         del tmp
-        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
-        entry = build_entry(
-            args["event"], stack=args["stack"], release=args["release"], phase=args["phase"],
-            status=args["status"], data=args["data"], host=task_vars.get("inventory_hostname"),
-            controller=socket.gethostname(), user=user_of(task_vars), pid=playbook_pid(),
-            job_id=job_id_of(task_vars), check_mode=self._play_context.check_mode)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE,
+                                           required_one_of=REQUIRED_ONE_OF)[1]
+        common = dict(controller=socket.gethostname(), user=user_of(task_vars), pid=playbook_pid(),
+                      job_id=job_id_of(task_vars), check_mode=self._play_context.check_mode)
+        if args["entries"] is None:
+            entries = [build_entry(args["event"], stack=args["stack"], release=args["release"], phase=args["phase"],
+                                   status=args["status"], data=args["data"], host=task_vars.get("inventory_hostname"),
+                                   **common)]
+        else:
+            # Several hosts' lines in one task (run_once): each names its own host; what an entry
+            # leaves out comes from the task's options.
+            entries = [build_entry(item["event"], stack=item["stack"] or args["stack"],
+                                   release=item["release"] or args["release"], phase=item["phase"] or args["phase"],
+                                   status=item["status"] or args["status"], data=item["data"], host=item["host"],
+                                   **common) for item in args["entries"]]
         path = log_path(args["path"])
-        result.update(changed=False, path=path, entry=entry)
+        result.update(changed=False, path=path)
+        if args["entries"] is None:
+            result["entry"] = entries[0]
+        else:
+            result["entries"] = entries
         try:
-            append_line(path, entry_line(entry))
+            if entries:
+                # One write for every line: they land together, never interleaved with another writer's.
+                append_line(path, b"".join(entry_line(entry) for entry in entries))
             result["written"] = True
         except (IOError, OSError) as exc:
             result["written"] = False

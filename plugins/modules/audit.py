@@ -71,9 +71,10 @@ options:
         else C(~/.vpsops/audit.jsonl).
     type: path
   event:
-    description: What happened, for example V(deploy_started), V(phase_done), V(rolled_back), V(deploy_failed).
+    description:
+      - What happened, for example V(deploy_started), V(phase_done), V(rolled_back), V(deploy_failed).
+      - Required unless O(entries) is given; not with O(entries).
     type: str
-    required: true
   stack:
     description: The stack (compose project) the event is about.
     type: str
@@ -94,8 +95,41 @@ options:
     description: Fail the task when the line cannot be written, instead of warning.
     type: bool
     default: false
+  entries:
+    description:
+      - Several lines in one task, for example one per host of a deploy from a task that runs once
+        (C(run_once)). Each line names its own host; O(stack), O(release), O(phase) and O(status) of the
+        task stand for those an entry leaves out. All lines are appended with one C(write()).
+      - Not with O(event).
+    type: list
+    elements: dict
+    suboptions:
+      host:
+        description: The inventory host the line is about.
+        type: str
+        required: true
+      event:
+        description: What happened.
+        type: str
+        required: true
+      stack:
+        description: The stack the line is about.
+        type: str
+      release:
+        description: The release the line is about.
+        type: str
+      phase:
+        description: The phase the line is about.
+        type: str
+      status:
+        description: An outcome.
+        type: str
+      data:
+        description: Anything else worth keeping; secrets in it are masked.
+        type: dict
+        default: {}
 notes:
-  - One line per host and call. Read the log with any JSON lines tool, for example
+  - One line per host and call, or one per entry of O(entries). Read the log with any JSON lines tool, for example
     C(jq -c 'select(.stack == "platform")' ~/.vpsops/audit.jsonl).
 seealso:
   - module: vpsops.deploy.compose_release_info
@@ -136,7 +170,7 @@ written:
   type: bool
 entry:
   description: The entry as written, secrets masked.
-  returned: always
+  returned: without O(entries)
   type: dict
   sample:
     time: "2026-11-23T16:29:00.123456Z"
@@ -152,4 +186,9 @@ entry:
     status: ok
     check_mode: false
     data: {notify_url: "********"}
+entries:
+  description: The entries as written, secrets masked, one per item of O(entries).
+  returned: with O(entries)
+  type: list
+  elements: dict
 """

@@ -9,6 +9,7 @@ with a stack of its own (project, ports, state directory)."""
 
 import json
 import os
+import re
 import secrets
 import time
 
@@ -244,3 +245,53 @@ def test_a_deploy_that_outlives_its_lock_ttl_keeps_its_lock_against_a_second_con
         info = store_info(fleet.stacks[host])
         assert info["lock"] is None and info["releases"][0]["status"] == "live", (host, info)
         assert http_json(fleet.stacks[host].url("AUTH_PORT"))[1]["release"] == "v2"
+
+
+def recap_failed(out):
+    """{host: failed count} of the play recap."""
+    return dict((m.group(1), int(m.group(2))) for m in re.finditer(r"^(m\d)\s+:.*?failed=(\d+)", out, re.M))
+
+
+def test_within_the_failure_budget_the_failed_host_alone_is_rolled_back_and_the_others_stay_live(fleet, receiver):
+    live, good = first_release(fleet)
+    stacks = dict((h, host_vars(st, tag="v2")) for h, st in fleet.stacks.items())
+    stacks["m3"] = host_vars(fleet.stacks["m3"], tag="v2", AUTH_TAG="v3-unhealthy")
+    # The waves: m1 alone, then m2 and m3. One failed host of two is 50 %: not more than the budget.
+    extra = {"vpsops_notify_url": webhook("z", RECEIVER_PORT), "deploy_phase_timeout": 20,
+             "vpsops_max_fail_percentage": 50}
+    done = deploy(fleet, "budget", stacks, extra)
+    out = done.stdout
+    assert done.returncode != 0, out[-4000:]
+    assert "partly failed: release live on 2 of 3 hosts" in out, out[-4000:]
+    assert "m3 failed at Bring up the services of the phase" in out and \
+        "rolled back to the live release %s" % live["m3"] in out, out[-4000:]
+    assert "m3 failed within vpsops_max_fail_percentage 50 %" in out
+    # Only the failed host fails the play; the others are live on v2, their locks released.
+    assert recap_failed(out) == {"m1": 0, "m2": 0, "m3": 1}, out[-2000:]
+    for host in ("m1", "m2"):
+        st = fleet.stacks[host]
+        info = store_info(st)
+        assert info["live"] != live[host] and info["releases"][0]["status"] == "live" and info["lock"] is None
+        assert http_json(st.url("AUTH_PORT"))[1]["release"] == "v2"
+    assert_back_on_v1(fleet, ("m3",), live, good)
+    assert store_info(fleet.stacks["m3"])["releases"][0]["status"] == "failed"
+    with open(fleet.audit_log) as handle:
+        lines = [json.loads(line) for line in handle if line.strip()]
+    outcome = dict((e["host"], (e["event"], e["data"]["result"], e["status"])) for e in lines
+                   if e["event"] != "deploy_started" and e["event"].startswith("deploy_"))
+    assert outcome == {"m1": ("deploy_succeeded", "deployed", "partial"), "m2": ("deploy_succeeded", "deployed", "partial"),
+                       "m3": ("deploy_failed", "failed_rolled_back", "partial")}, outcome
+    posted = json.loads(receiver.posts[-1]["raw"])
+    assert posted["event"] == "deploy_partial" and "m3 failed within" in posted["message"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"vpsops_max_fail_percentage": "lots"}, "vpsops_max_fail_percentage must be a percentage from 0 to 100"),
+    ({"vpsops_max_fail_percentage": 120}, "vpsops_max_fail_percentage must be a percentage from 0 to 100"),
+    ({"vpsops_serial": [1, "none"]}, "vpsops_serial must be a number of hosts (1 or more), a percentage"),
+])
+def test_a_wrong_wave_option_fails_before_any_host_is_touched(fleet, extra, message):
+    done = deploy(fleet, "wrong", dict((h, host_vars(st, tag="v2")) for h, st in fleet.stacks.items()), extra)
+    assert done.returncode != 0 and message in done.stdout, done.stdout[-3000:]
+    for st in fleet.stacks.values():
+        assert not os.path.exists("/var/lib/vpsops/%s" % st.project)

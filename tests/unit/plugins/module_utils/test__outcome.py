@@ -3,7 +3,16 @@ who is rolled back, and what the report says about each host."""
 
 import pytest
 
-from ansible_collections.vpsops.deploy.plugins.module_utils._outcome import decide, report
+from ansible_collections.vpsops.deploy.plugins.module_utils._outcome import (
+    OutcomeError,
+    decide,
+    over_budget,
+    parse_max_fail,
+    parse_serial,
+    plan_waves,
+    report,
+    started,
+)
 
 HOSTS = ["a", "b", "c"]
 
@@ -116,3 +125,183 @@ def test_what_the_end_step_could_not_do_reaches_the_line(end, note):
     states = {"a": dict(promoted(), end=end)}
     out = report("shop", ["a"], ["a"], states)
     assert note in out["hosts"]["a"]["line"] or note in out["message"]
+
+
+# --------------------------------------------------------------------------------------------
+# Waves and the failure budget (vpsops_serial, vpsops_max_fail_percentage)
+# --------------------------------------------------------------------------------------------
+FLEET = ["h%d" % n for n in range(1, 21)]
+WAVES = [1, 5, "100%"]
+
+
+@pytest.mark.parametrize("serial", [None, "", [], [1, "100%"], [1, 5, "100%"], 3, "25%", [1, "10%"], [2, 1], ["1", "50%"],
+                                    [1, 5, "25%", "100%"], "100%", 25])
+@pytest.mark.parametrize("count", [1, 2, 7, 20])
+def test_the_waves_are_the_batches_ansible_makes(serial, count):
+    from ansible.executor.playbook_executor import PlaybookExecutor
+
+    hosts = FLEET[:count]
+    sizes = parse_serial(serial)
+
+    class Inventory:
+        @staticmethod
+        def get_hosts(pattern, order=None):
+            return list(hosts)
+
+    play = type("Play", (), {"hosts": "all", "order": None, "serial": sizes})()
+    executor = type("Executor", (), {"_inventory": Inventory()})()
+    assert plan_waves(hosts, serial) == PlaybookExecutor._get_serialized_batches(executor, play)
+
+
+@pytest.mark.parametrize("value", [0, -1, "0", "0%", "101%", "x", True, 1.5, [1, "two"], {"a": 1}, ["150%"]])
+def test_a_wrong_serial_is_refused_naming_the_variable(value):
+    with pytest.raises(OutcomeError, match=r"vpsops_serial must be a number of hosts .* got"):
+        parse_serial(value)
+
+
+@pytest.mark.parametrize("value, parsed", [(None, None), ("", None), ("  ", None), ([], None), (0, 0), ("0", 0),
+                                           (20, 20), ("20", 20), ("20%", 20), (12.5, 12.5), (100, 100)])
+def test_the_budget_reads_numbers_and_percentages_and_a_blank_as_unset(value, parsed):
+    assert parse_max_fail(value) == parsed
+
+
+@pytest.mark.parametrize("value", [-1, 101, "x", "120%", True, float("nan"), [10]])
+def test_a_wrong_budget_is_refused_naming_the_variable(value):
+    with pytest.raises(OutcomeError, match=r"vpsops_max_fail_percentage must be a percentage from 0 to 100 .*, got"):
+        parse_max_fail(value)
+
+
+@pytest.mark.parametrize("failed, size, budget, over", [
+    (0, 1, None, False), (1, 1, None, True), (1, 1, 50, True), (1, 1, 100, False),
+    (1, 5, 20, False), (2, 5, 20, True), (1, 5, 19, True), (1, 14, 10, False), (2, 14, 10, True), (5, 5, 100, False),
+])
+def test_a_wave_is_over_budget_when_more_than_the_share_failed_as_ansible_counts(failed, size, budget, over):
+    assert over_budget(failed, size, budget) is over
+
+
+def fleet_states(promoted_hosts=(), failed_hosts=(), begin_failed=(), skipped=(), unreachable=()):
+    states = {}
+    for host in FLEET:
+        if host in begin_failed:
+            states[host] = {"begin": {"failed": True, "msg": "cannot lock: held by x"},
+                            "failed": {"task": "Begin the deploy", "msg": "cannot lock: held by x"}}
+        elif host in failed_hosts or host in unreachable:
+            states[host] = {"begin": begun(), "touched": True,
+                            "failed": {"task": "Bring up the services of the phase web", "msg": "gate failed",
+                                       "unreachable": host in unreachable}}
+        elif host in promoted_hosts:
+            states[host] = promoted()
+        elif host in skipped:
+            states[host] = {"begin": begun(), "skipped": True}
+        else:
+            states[host] = {"begin": begun()}
+    return states
+
+
+def test_within_the_budget_the_failed_host_alone_is_rolled_back_and_the_later_waves_go_on():
+    states = fleet_states(promoted_hosts=FLEET[:6], failed_hosts=["h3"])
+    wave = decide(FLEET, FLEET, states, serial=WAVES, max_fail=20, batch=FLEET[6:])
+    assert not wave["stop"] and wave["wave"] == 3 and wave["failed_hosts"] == ["h3"]
+    assert all(wave["hosts"][h]["go"] for h in FLEET[6:])
+    assert [h for h in FLEET if wave["hosts"][h]["rollback"]] == ["h3"]
+    assert wave["waves"][1] == {"number": 2, "hosts": FLEET[1:6], "failed": ["h3"], "over": False}
+    # The last wave deploys; the failed host was rolled back in its rescue.
+    for host in FLEET[6:]:
+        states[host] = promoted()
+    states["h3"]["end"] = {"rolled_back": {"to": "R1"}, "marked": "failed", "lock_released": True, "errors": []}
+    out = report("shop", FLEET, FLEET, states, serial=WAVES, max_fail=20)
+    assert (out["event"], out["status"], out["ok"], out["stop"]) == ("deploy_partial", "partial", False, False)
+    assert out["results"]["deployed"] == [h for h in FLEET if h != "h3"]
+    assert out["results"]["failed_rolled_back"] == ["h3"]
+    assert out["hosts"]["h3"]["fail"] and not any(out["hosts"][h]["fail"] for h in FLEET if h != "h3")
+    assert out["message"].startswith("Deploy of shop partly failed: release live on 19 of 20 hosts. h1: release R2 is live")
+    assert ("h3 failed at Bring up the services of the phase web: gate failed; rolled back to the live release R1, "
+            "release R2 is marked failed") in out["message"]
+    assert "h3 failed within vpsops_max_fail_percentage 20 %" in out["message"]
+    assert out["message"].endswith("By host: deployed: %s; failed and rolled back: h3."
+                                   % ", ".join(h for h in FLEET if h != "h3"))
+    assert [(e["host"], e["event"], e["data"]["result"]) for e in out["audit"] if e["host"] in ("h2", "h3")] == [
+        ("h2", "deploy_succeeded", "deployed"), ("h3", "deploy_failed", "failed_rolled_back")]
+    assert all(e["status"] == "partial" for e in out["audit"])
+
+
+def test_beyond_the_budget_the_later_waves_do_not_start_and_every_changed_host_is_rolled_back():
+    states = fleet_states(promoted_hosts=FLEET[:6], failed_hosts=["h3", "h4"])
+    wave = decide(FLEET, FLEET, states, serial=WAVES, max_fail=20, batch=FLEET[6:])
+    assert wave["stop"] and wave["over_budget"] == [{"number": 2, "failed": ["h3", "h4"], "size": 5}]
+    assert not any(wave["hosts"][h]["go"] for h in FLEET[6:])
+    for host in FLEET[6:]:
+        states[host]["skipped"] = True
+    final = decide(FLEET, FLEET, states, serial=WAVES, max_fail=20)
+    assert [h for h in FLEET if final["hosts"][h]["rollback"]] == FLEET[:6]
+    assert final["hosts"]["h1"]["reason"] == "h3, h4 failed"
+    # The not started hosts still end: their locks are released.
+    assert all(final["hosts"][h]["end"] for h in FLEET)
+    for host in FLEET[:6]:
+        states[host]["end"] = {"rolled_back": {"to": "R1"}, "marked": "failed", "lock_released": True, "errors": []}
+    for host in FLEET[6:]:
+        states[host]["end"] = {"rolled_back": None, "marked": "failed", "lock_released": True, "errors": []}
+    out = report("shop", FLEET, FLEET, states, serial=WAVES, max_fail=20)
+    assert (out["event"], out["status"]) == ("deploy_failed", "failed")
+    assert out["results"] == {"deployed": [], "failed_rolled_back": ["h3", "h4"], "failed": [],
+                              "rolled_back": ["h1", "h2", "h5", "h6"], "not_started": FLEET[6:], "unreachable": []}
+    assert out["message"].startswith("Deploy of shop failed. h1: deployed R2, then rolled back to R1 because h3, h4 failed")
+    assert "h7: not deployed (another host failed)" in out["message"]
+    assert ("Wave 2 of 3 had 2 failed host(s) of 5, more than vpsops_max_fail_percentage 20 % allows: the later "
+            "waves were not started and every host this run changed was rolled back.") in out["message"]
+    assert out["message"].endswith("By host: failed and rolled back: h3, h4; rolled back because another host failed: "
+                                   "h1, h2, h5, h6; not started: %s." % ", ".join(FLEET[6:]))
+    assert all(out["hosts"][h]["fail"] for h in FLEET)
+    events = dict((e["host"], e["event"]) for e in out["audit"])
+    assert events["h1"] == "deploy_rolled_back" and events["h3"] == "deploy_failed" and events["h20"] == "deploy_skipped"
+
+
+def test_exactly_the_budget_is_within_it():
+    states = fleet_states(promoted_hosts=FLEET[:6], failed_hosts=["h6"])
+    assert not decide(FLEET, FLEET, states, serial=WAVES, max_fail=20, batch=FLEET[6:])["stop"]
+    assert decide(FLEET, FLEET, states, serial=WAVES, max_fail=19, batch=FLEET[6:])["stop"]
+
+
+@pytest.mark.parametrize("budget", [None, "", 0, 50, 99])
+def test_a_failed_canary_stops_the_deploy_unless_the_budget_is_100(budget):
+    states = fleet_states(failed_hosts=["h1"])
+    assert decide(FLEET, FLEET, states, serial=WAVES, max_fail=budget, batch=FLEET[1:6])["stop"]
+    assert not decide(FLEET, FLEET, states, serial=WAVES, max_fail=100, batch=FLEET[1:6])["stop"]
+
+
+@pytest.mark.parametrize("budget", [None, "", 0])
+def test_unset_any_host_that_failed_its_lock_stops_the_deploy_before_the_canary(budget):
+    states = fleet_states(begin_failed=["h15"])
+    wave = decide(FLEET, FLEET, states, serial=WAVES, max_fail=budget, batch=["h1"])
+    assert wave["stop"] and not wave["hosts"]["h1"]["go"] and wave["over_budget"][0]["number"] == 3
+
+
+def test_a_host_that_failed_its_lock_counts_in_its_own_wave_and_does_not_go():
+    states = fleet_states(begin_failed=["h15"])
+    first = decide(FLEET, FLEET, states, serial=WAVES, max_fail=10, batch=["h1"])
+    assert not first["stop"] and first["hosts"]["h1"]["go"]
+    last = decide(FLEET, FLEET, states, serial=WAVES, max_fail=10, batch=FLEET[6:])
+    assert [h for h in FLEET[6:] if not last["hosts"][h]["go"]] == ["h15"]
+    assert not last["hosts"]["h15"]["rollback"] and not last["hosts"]["h15"]["end"]  # never locked, never changed
+
+
+def test_an_unreachable_host_within_the_budget_is_reported_as_unreachable():
+    states = fleet_states(promoted_hosts=[h for h in FLEET if h != "h9"], unreachable=["h9"])
+    states["h9"]["end"] = {"host_unreachable": True, "failed": True}
+    out = report("shop", FLEET, FLEET, states, serial=WAVES, max_fail=10)
+    assert out["event"] == "deploy_partial" and out["results"]["unreachable"] == ["h9"]
+    assert out["message"].endswith("; unreachable: h9.") and "run rollback.yml once it is back" in out["hosts"]["h9"]["line"]
+    assert not out["hosts"]["h1"]["fail"] and out["hosts"]["h9"]["fail"]
+
+
+def test_a_wave_decision_names_its_wave_and_each_host_its_own():
+    decided = decide(FLEET, FLEET, fleet_states(), serial=WAVES, batch=FLEET[1:6])
+    assert decided["wave"] == 2 and [w["hosts"] for w in decided["waves"]] == [FLEET[:1], FLEET[1:6], FLEET[6:]]
+    assert decided["hosts"]["h20"]["wave"] == 3 and decided["max_fail_percentage"] is None
+
+
+def test_the_start_lines_name_each_host_and_leave_out_a_blank_release_tag():
+    lines = started({"a": "shop", "b": "shop"}, ["a", "b"], release_tag="", phases={"a": ["web"], "b": ["web"]})
+    assert lines[0] == {"host": "a", "event": "deploy_started", "stack": "shop",
+                        "data": {"phases": ["web"], "hosts": ["a", "b"]}}
+    assert started({"a": "shop"}, ["a"], release_tag="v2")[0]["data"]["release_tag"] == "v2"
