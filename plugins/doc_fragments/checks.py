@@ -51,7 +51,7 @@ options:
             active members, is not rebalancing, has a committed offset on every partition that has
             messages, and lags at most O(checks[].max_lag) messages (summed over its partitions, or those
             of O(checks[].topic)); until then it is retried to the deadline.
-          - V(container) inspects O(checks[].container) with the Docker CLI.
+          - V(container) inspects O(checks[].container) (Engine API, or the Docker CLI).
           - V(log) reads the log of O(checks[].container) since it last started.
           - V(command) runs O(checks[].argv) (never through a shell).
         type: str
@@ -221,6 +221,14 @@ options:
           - For V(container) checks, seconds the container must have been running.
         type: float
         default: 0
+      own_health:
+        description:
+          - For V(container) checks, while Docker still says C(starting) (it runs the first
+            healthcheck one interval after the start), run the container's own healthcheck
+            command in it (over the Engine API, never on a command line) and count a zero exit
+            as healthy. V(false) waits for Docker's own verdict. C(unhealthy) is never overruled.
+        type: bool
+        default: true
       since:
         description:
           - For V(container) checks, a time in epoch seconds on the host (such as the start of a
@@ -333,7 +341,7 @@ options:
                 active members, is not rebalancing, has a committed offset on every partition that has
                 messages, and lags at most O(phases[].checks[].max_lag) messages (summed over its partitions, or those
                 of O(phases[].checks[].topic)); until then it is retried to the deadline.
-              - V(container) inspects O(phases[].checks[].container) with the Docker CLI.
+              - V(container) inspects O(phases[].checks[].container) (Engine API, or the Docker CLI).
               - V(log) reads the log of O(phases[].checks[].container) since it last started.
               - V(command) runs O(phases[].checks[].argv) (never through a shell).
             type: str
@@ -503,6 +511,14 @@ options:
               - For V(container) checks, seconds the container must have been running.
             type: float
             default: 0
+          own_health:
+            description:
+              - For V(container) checks, while Docker still says C(starting) (it runs the first
+                healthcheck one interval after the start), run the container's own healthcheck
+                command in it (over the Engine API, never on a command line) and count a zero exit
+                as healthy. V(false) waits for Docker's own verdict. C(unhealthy) is never overruled.
+            type: bool
+            default: true
           since:
             description:
               - For V(container) checks, a time in epoch seconds on the host (such as the start of a

@@ -223,6 +223,38 @@ class Docker:
         state_json, _sep, restarts = rest.rpartition("|")
         return json.loads(state_json), int(restarts or 0), created
 
+    def own_healthcheck(self, container, timeout=None):
+        """Run the container's own healthcheck command in it now, as Docker runs it at each interval
+        (`CMD` as argv, `CMD-SHELL` through the container's shell, its own timeout, capped at
+        `timeout`). Returns (passed, output), or None when the container has no healthcheck or the
+        reads do not go through the Engine API (the command, which may hold a secret, is then not
+        put on a command line: the caller waits for Docker's own verdict)."""
+        api = self.engine_api()
+        if api is None:
+            return None
+        item = self.api_call("docker inspect", api.inspect_container, container, timeout=timeout)
+        config = item.get("Config") or {}
+        test = list((config.get("Healthcheck") or {}).get("Test") or [])
+        if not test or test[0] == "NONE":
+            return None
+        if test[0] == "CMD-SHELL":
+            cmd = list(config.get("Shell") or ["/bin/sh", "-c"]) + [" ".join(test[1:])]
+        elif test[0] == "CMD":
+            cmd = test[1:]
+        else:
+            cmd = test
+        if not cmd:
+            return None
+        own = float((config.get("Healthcheck") or {}).get("Timeout") or 0) / 1e9 or 30.0
+        limit = min(own, float(timeout)) if timeout else own
+        try:
+            code, output = api.exec_run(item.get("Id") or container, cmd, timeout=max(limit, 0.5))
+        except _docker_api.Unreachable as exc:
+            return False, "its healthcheck did not answer: %s" % exc
+        except _docker_api.DockerAPIError as exc:
+            return False, "its healthcheck could not run: %s" % exc
+        return code == 0, (output or "").strip()[-160:]
+
     def container_started_at(self, container, timeout=None):
         """When the container (last) started, as Docker's RFC 3339 text (State.StartedAt)."""
         api = self.engine_api()
@@ -291,6 +323,22 @@ class Docker:
             names = self.run(["volume", "ls", "-q"], timeout=timeout, what="docker volume ls").split()
             found = self.inspect_objects("volume", names, timeout)
         return sorted((volume_info(item) for item in found), key=lambda item: item["name"])
+
+    def server_version(self, timeout=None):
+        """(rc, version, error) of the daemon as `docker version --format {{.Server.Version}}` gives
+        them; over the Engine API it is the answer the client negotiated with (no process)."""
+        api = self.engine_api()
+        if api is not None and api.server_version:
+            return 0, api.server_version, ""
+        rc, out, err = self.runner([self.cli, "version", "--format", "{{.Server.Version}}"], timeout=timeout or 30)
+        return rc, out.strip(), err
+
+    def root_dir(self, timeout=None):
+        """The daemon's data root (`docker info`'s DockerRootDir)."""
+        api = self.engine_api()
+        if api is not None:
+            return str(self.api_call("docker info", api.info, timeout=timeout).get("DockerRootDir") or "")
+        return self.run(["info", "--format", "{{.DockerRootDir}}"], timeout=timeout, what="docker info").strip()
 
     def swarm_active(self, timeout=None):
         """True when this daemon is a node of an active swarm (`docker info`'s Swarm.LocalNodeState)."""

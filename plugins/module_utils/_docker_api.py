@@ -4,7 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """Reads of container state from the Docker Engine API over its unix socket: the containers of
-a project, one container's inspect document, its logs; the host's networks and volumes. Standard
+a project, one container's inspect document, its logs; the host's networks and volumes; and one
+write, running a container's own healthcheck command in it (exec_run). Standard
 library only (http.client over AF_UNIX), so a bare VPS needs no extra Python package. A `docker
 inspect` starts a Go process (about 20 ms); the same read over the socket takes well under a
 millisecond, which matters to health gates that read every container on every probe round.
@@ -120,6 +121,7 @@ class DockerAPI:
         self.path = path
         self.timeout = timeout
         self.version = version
+        self.server_version = None
 
     @classmethod
     def from_env(cls, environ=None, timeout=DEFAULT_TIMEOUT, home=None):
@@ -135,15 +137,21 @@ class DockerAPI:
 
     # transport ----------------------------------------------------------------------------------
 
-    def request(self, path, query=None, timeout=None, versioned=True):
-        """GET path; return (status, headers, body bytes). Unreachable when the socket fails."""
+    def request(self, path, query=None, timeout=None, versioned=True, method="GET", body=None):
+        """GET path (or `method` with a JSON `body`); return (status, headers, body bytes).
+        Unreachable when the socket fails."""
         if versioned:
             path = "/v%s%s" % (self.version or MIN_API_VERSION, path)
         if query:
             path += "?" + urlencode(query)
         conn = UnixHTTPConnection(self.path, timeout=max(float(timeout or self.timeout), 0.1))
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
         try:
-            conn.request("GET", path, headers={"Accept": "application/json"})
+            conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
             length = response.getheader("Content-Length")
             if length and length.isdigit() and int(length) > MAX_BODY:
@@ -160,14 +168,14 @@ class DockerAPI:
         finally:
             conn.close()
 
-    def get_json(self, path, query=None, timeout=None, versioned=True):
-        status, _response, body = self.request(path, query, timeout, versioned)
+    def get_json(self, path, query=None, timeout=None, versioned=True, method="GET", body=None):
+        status, _response, answer = self.request(path, query, timeout, versioned, method, body)
         if status >= 400:
-            raise error_for(status, body, path)
+            raise error_for(status, answer, path)
         try:
-            return json.loads(body.decode("utf-8"))
+            return json.loads(answer.decode("utf-8"))
         except ValueError:
-            raise DockerAPIError("GET %s returned no JSON: %r" % (path, body[:200]), status)
+            raise DockerAPIError("%s %s returned no JSON: %r" % (method, path, answer[:200]), status)
 
     def negotiate(self):
         """Ask the daemon its API versions (GET /version) and pick min(its, MAX_API_VERSION)."""
@@ -179,6 +187,7 @@ class DockerAPI:
             raise Unavailable("the daemon speaks API %s (minimum %s); this client speaks %s to %s"
                               % (server, info.get("MinAPIVersion"), MIN_API_VERSION, MAX_API_VERSION))
         self.version = ".".join(str(part) for part in version)
+        self.server_version = str(info.get("Version") or "")
         return self.version
 
     # reads --------------------------------------------------------------------------------------
@@ -230,6 +239,23 @@ class DockerAPI:
         out, err = demultiplex(body)
         return as_text(out), as_text(err)
 
+    # the one write ------------------------------------------------------------------------------
+    def exec_run(self, ref, cmd, timeout=None):
+        """Run `cmd` (argv list) in the running container as `docker exec` does (the container's
+        user, environment and working directory, no TTY) and wait for it. Returns (exit code, output
+        text). The command travels in the request body: it never appears in a process list on the
+        host. Unreachable when the command outlives `timeout` (the socket read times out)."""
+        created = self.get_json("/containers/%s/exec" % quote(ref, safe=""), method="POST", timeout=timeout,
+                                body={"Cmd": list(cmd), "AttachStdout": True, "AttachStderr": True, "Tty": False})
+        exec_id = quote(created.get("Id") or "", safe="")
+        path = "/exec/%s/start" % exec_id
+        status, _response, body = self.request(path, timeout=timeout, method="POST", body={"Detach": False, "Tty": False})
+        if status >= 400:
+            raise error_for(status, body, path)
+        out, err = demultiplex(body)
+        code = self.get_json("/exec/%s/json" % exec_id, timeout=timeout).get("ExitCode")
+        return code, as_text(out + err)
+
 
 def demultiplex(data):
     """Split Docker's multiplexed stream (8-byte frame headers: stream, 0, 0, 0, size big-endian)
@@ -260,7 +286,7 @@ def error_for(status, body, path):
         return NotFound(message, status)
     if status == 400 and "API version" in message:
         return Unavailable(message, status)
-    return DockerAPIError("GET %s: %s (HTTP %d)" % (path, message, status), status)
+    return DockerAPIError("%s: %s (HTTP %d)" % (path, message, status), status)
 
 
 def describe_os_error(exc):

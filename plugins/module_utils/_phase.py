@@ -155,7 +155,9 @@ def run_phase(compose, services, gate_services=None, gate_containers=None, check
     if services:
         try:
             # The release's images are pinned and on the host (built when it was recorded): never built here.
-            compose.up(services, wait_timeout=timeout, pull=pull, build=False)
+            # Without --wait: the gate below judges the containers, running each one's own healthcheck
+            # as soon as it starts instead of waiting for Docker's first interval.
+            compose.up(services, wait_timeout=timeout, pull=pull, build=False, wait=False)
         except DockerError as exc:
             failure = "docker compose up of %s failed: %s" % (", ".join(services), exc)
     if jobs and not failure:

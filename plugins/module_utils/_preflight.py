@@ -443,7 +443,7 @@ def runtime_checks(docker, compose_min_version):
     """(checks, problems): the Docker daemon answers and Compose v2 is at least compose_min_version.
     A daemon that does not answer is the only problem returned: nothing else can be checked then."""
     checks = {"docker": None, "compose": None}
-    rc, out, err = docker.runner([docker.cli, "version", "--format", "{{.Server.Version}}"], timeout=30)
+    rc, out, err = docker.server_version(timeout=30)
     if rc != 0:
         return checks, ["docker: `%s version` failed (rc=%s): %s. Install Docker Engine and start the daemon (the "
                         "host role does both)." % (docker.cli, rc, (err or out or "").strip()[-500:])]
@@ -462,7 +462,7 @@ def host_checks(params, docker, proc="/proc"):
     problems = []
     paths = list(params["disk_paths"] or [])
     if not paths:
-        root = docker.run(["info", "--format", "{{.DockerRootDir}}"], timeout=30, what="docker info").strip()
+        root = docker.root_dir(timeout=30)
         paths = [p for p in (root, DEFAULT_STATE_ROOT) if p]
     disk = {}
     for path in paths:

@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import functools
 import json
 import re
 import socket
@@ -354,6 +355,7 @@ class ContainerProbe(DockerProbe):
         DockerProbe.__init__(self, spec, index, runner)
         self.running_for = float(spec.get("running_for") or 0)
         self.since = None if spec.get("since") in (None, "") else float(spec["since"])
+        self.own_health = spec.get("own_health", True) is not False
         self.restarts_seen = None
 
     def default_name(self):
@@ -363,9 +365,13 @@ class ContainerProbe(DockerProbe):
         return "container %s" % self.container
 
     def probe(self, timeout):
-        state, restarts, created = self.engine().container_state(self.container, timeout=max(timeout, 1))
+        engine = self.engine()
+        state, restarts, created = engine.container_state(self.container, timeout=max(timeout, 1))
+        own = None
+        if self.own_health:
+            own = functools.partial(engine.own_healthcheck, self.container, timeout=max(timeout, 1))
         return check_container_state(self.container, state, restarts, self.running_for, self,
-                                     created=parse_docker_time(created), since=self.since)
+                                     created=parse_docker_time(created), since=self.since, own_health=own)
 
 
 def compile_regex(probe, key, required=False):
@@ -942,8 +948,14 @@ def parse_docker_time(value):
     return seconds + (float("0." + digits) if digits else 0.0)
 
 
-def check_container_state(name, state, restart_count, running_for, tracker, now=None, created=None, since=None):
+def check_container_state(name, state, restart_count, running_for, tracker, now=None, created=None, since=None,
+                          own_health=None):
     """Judge one `docker inspect` State; raise FatalProbeError for states that cannot recover.
+
+    A container whose healthcheck Docker has not run yet (health `starting`) is healthy when
+    `own_health()` (the container's own healthcheck command run now) returns (True, output); it
+    returns None when it cannot tell, and Docker's verdict is awaited. `unhealthy` is never
+    overruled.
 
     A restart counts when the restart count grew since the first probe. With `since` (epoch seconds
     on the host, such as the start of a deploy), a container created after it counts every restart
@@ -971,7 +983,17 @@ def check_container_state(name, state, restart_count, running_for, tracker, now=
     if status != "running":
         raise Exception("container %s is %s" % (name, status))
     health = (state.get("Health") or {}).get("Status")
-    if health is not None and health != "healthy":
+    if health == "starting" and own_health is not None:
+        # Docker runs the first check one interval after the start (30 s by default): the same
+        # command run now tells the same, without waiting for it.
+        verdict = own_health()
+        if verdict is not None:
+            passed, output = verdict
+            if not passed:
+                raise Exception("container %s is starting and its healthcheck does not pass yet%s"
+                                % (name, (": " + output) if output else ""))
+            health = "healthy by its own healthcheck, run now"
+    if health is not None and not health.startswith("healthy"):
         log = (state.get("Health") or {}).get("Log") or []
         last = (log[-1].get("Output") or "").strip()[:160] if log else ""
         raise Exception("container %s is %s%s" % (name, health, (": " + last) if last else ""))
@@ -1020,6 +1042,7 @@ def check_argument_spec():
         max_new=dict(type="int", default=0),
         container=dict(type="str"),
         running_for=dict(type="float", default=0),
+        own_health=dict(type="bool", default=True),
         since=dict(type="float"),
         pattern=dict(type="str"),
         fail_pattern=dict(type="str"),

@@ -330,7 +330,10 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
             if whole:
                 compose.up(lasting, wait_timeout=timeout, remove_orphans=True, pull="never")
         elif lasting:
-            compose.up(lasting, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole)
+            # With a gate after it, `up` does not wait: the gate judges the same containers and runs
+            # each one's own healthcheck at once instead of waiting for Docker's first interval.
+            compose.up(lasting, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole,
+                       wait=gate is None)
         if jobs:
             try:
                 result["jobs"] = run_jobs(compose, jobs, timeout=timeout, since=up_epoch)

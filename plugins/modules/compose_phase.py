@@ -13,10 +13,13 @@ module: compose_phase
 short_description: Bring up the services of a deploy phase and gate the phase on health, in one run
 version_added: 0.1.0
 description:
-  - Runs C(docker compose up -d --wait) for O(services), finds out what that changed (containers
+  - Runs C(docker compose up -d) for O(services), finds out what that changed (containers
     created, recreated, started or removed), then gates the phase as M(vpsops.deploy.health_wait)
     does, on O(checks) and on every container of O(gate_services) (running, Docker healthcheck
     C(healthy) where one is defined, failing at once on an exit or a restart), all under one deadline.
+  - A container whose healthcheck Docker has not run yet (C(starting)) counts as healthy as soon as
+    the same healthcheck command, run in it by the gate, exits 0; C(unhealthy) is never overruled.
+    So C(up) does not wait (no C(--wait)): the gate does, sooner.
   - One module run per phase instead of two (C(community.docker.docker_compose_v2), then
     M(vpsops.deploy.health_wait)), and two C(docker) calls around C(up) instead of C(docker compose
     ps) runs before and after it.
@@ -44,7 +47,7 @@ attributes:
 options:
   services:
     description:
-      - The services to bring up (C(docker compose up -d --wait SERVICES)); compose starts their
+      - The services to bring up (C(docker compose up -d SERVICES)); compose starts their
         dependencies too. Empty, nothing is brought up and only the gate runs.
     type: list
     elements: str

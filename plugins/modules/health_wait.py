@@ -34,6 +34,8 @@ options:
     description:
       - Container names or IDs, each checked as a V(container) check (running, healthy where it
         has a healthcheck, fail fast on exit or restart). A short form for a phase's containers.
+      - While Docker still says C(starting), the container's own healthcheck command is run in it
+        and a zero exit counts as healthy (Docker's first run waits one interval).
     type: list
     elements: str
     default: []

@@ -142,11 +142,45 @@ def test_redis_refusals_are_reported_without_the_password(redis_server, password
 # --------------------------------------------------------------------------------------------
 def test_container_becomes_healthy(lab, containers):
     start(containers, "vpsops-pr-healthy", "-e", "SERVICE_ROLE=auth", "vpsops-demo/auth:v1")
-    ok, runs, _elapsed, msg = gate([{"name": "c", "type": "container", "container": "vpsops-pr-healthy"}], timeout=30)
+    # Docker's own verdict (the gate's own run of the healthcheck is off): starting, then healthy.
+    ok, runs, _elapsed, msg = gate([{"name": "c", "type": "container", "container": "vpsops-pr-healthy",
+                                     "own_health": False}], timeout=30)
     assert ok, msg
     timeline = runs["c"].timeline
     assert timeline[0]["ok"] is False and "is starting" in timeline[0]["detail"]
     assert timeline[-1]["ok"] is True
+
+
+def docker_health(name):
+    return run(["docker", "inspect", "--format", "{{.State.Health.Status}}", name]).stdout.strip()
+
+
+def test_container_is_healthy_by_its_own_healthcheck_long_before_dockers_first_interval(lab, containers):
+    # Docker runs the first check 60 s after the start; the gate runs the same command at once.
+    start(containers, "vpsops-pr-early", "--health-interval", "60s", "-e", "SERVICE_ROLE=auth", "vpsops-demo/auth:v1")
+    started = time.monotonic()
+    ok, runs, _elapsed, msg = gate([{"name": "c", "type": "container", "container": "vpsops-pr-early"}], timeout=30)
+    assert ok, msg
+    assert time.monotonic() - started < 20
+    assert runs["c"].last_ok == "running (healthy by its own healthcheck, run now)"
+    assert docker_health("vpsops-pr-early") == "starting"
+
+
+def test_container_whose_own_healthcheck_fails_is_not_ready_and_says_why(lab, containers):
+    start(containers, "vpsops-pr-early-fail", "--health-interval", "60s", "--health-cmd",
+          "echo not-yet-$((1+1)); exit 1", "vpsops-lab/base:bookworm", "sleep", "300")
+    ok, runs, _elapsed, msg = gate([{"name": "c", "type": "container", "container": "vpsops-pr-early-fail"}], timeout=3)
+    assert not ok and not runs["c"].fatal
+    # CMD-SHELL through the container's shell: its output, not its command, is shown.
+    assert "container vpsops-pr-early-fail is starting and its healthcheck does not pass yet: not-yet-2" in msg
+
+
+def test_own_healthcheck_off_waits_for_docker(lab, containers):
+    start(containers, "vpsops-pr-early-off", "--health-interval", "60s", "-e", "SERVICE_ROLE=auth", "vpsops-demo/auth:v1")
+    ok, _runs, _elapsed, msg = gate([{"name": "c", "type": "container", "container": "vpsops-pr-early-off",
+                                      "own_health": False}], timeout=4)
+    assert not ok
+    assert "container vpsops-pr-early-off is starting" in msg and "its healthcheck" not in msg
 
 
 def test_container_that_never_becomes_healthy_times_out_with_its_health_output(lab, containers):

@@ -54,7 +54,7 @@ class ReplayAPI(api_mod.DockerAPI):
         self.asked = []
         self.negotiate()
 
-    def request(self, path, query=None, timeout=None, versioned=True):
+    def request(self, path, query=None, timeout=None, versioned=True, method="GET", body=None):
         key = request_key(self.version, path, query, versioned)
         self.asked.append(key)
         if key not in self.answers:
@@ -423,3 +423,21 @@ def test_the_socket_is_a_real_af_unix_connection(tmp_path):
     request_line = seen[0].split(b"\r\n", 1)[0]
     assert request_line == (b"GET /v1.41/containers/json?all=0&filters=%7B%22label%22%3A+%5B%22a%3Db%22%5D%7D "
                             b"HTTP/1.1")
+
+
+def test_a_containers_own_healthcheck_never_runs_through_the_cli():
+    # Its command may hold a secret (compose interpolates it): on the CLI it would be argv.
+    runner = ReplayRunner()
+    assert Docker(api=False, runner=runner).own_healthcheck("%s-web-1" % PROJECT, timeout=5) is None
+    assert runner.calls == []
+
+
+def test_the_daemon_version_is_the_negotiated_answer_not_a_process():
+    api = ReplayAPI()
+    api.server_version = "20.10.24"
+
+    def runner(argv, timeout=None):
+        raise AssertionError("ran %s" % argv)
+
+    assert Docker(api=api, runner=runner).server_version() == (0, "20.10.24", "")
+    assert Docker(api=False, runner=lambda argv, timeout=None: (0, "24.0.7\n", "")).server_version() == (0, "24.0.7", "")

@@ -15,6 +15,7 @@ import json
 import pytest
 
 from ansible_collections.vpsops.deploy.plugins.module_utils import _preflight as pf
+from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Docker
 
 # `docker compose config --format json` of Compose 2.40.3 (lab), with SECRETV='s3cr3t-x' in .env.
 MODEL = json.loads("""
@@ -319,14 +320,15 @@ def test_failure_message_joins_every_problem():
     assert pf.failure_message(params(scope="host"), ["cpu: 1 core(s)."]).startswith("preflight of the host found 1 problem:")
 
 
-class RuntimeDocker:
-    """A Docker whose CLI answers `version` and `compose version` as recorded."""
-    cli = "docker"
+class RuntimeDocker(Docker):
+    """A Docker whose CLI answers `version` and `compose version` as recorded (a runner of its
+    own keeps it on the CLI)."""
 
     def __init__(self, server=(0, "20.10.24\n", ""), compose=(0, "2.40.3\n", "")):
+        Docker.__init__(self, "docker", runner=self.answer)
         self.answers = {"version": server, "compose": compose}
 
-    def runner(self, argv, timeout=None):
+    def answer(self, argv, timeout=None):
         return self.answers["compose" if argv[1] == "compose" else "version"]
 
 

@@ -138,6 +138,40 @@ def test_container_starting_is_not_ready_yet():
     assert "is starting" in str(err.value)
 
 
+def test_container_starting_is_healthy_when_its_own_healthcheck_passes_now():
+    calls = []
+
+    def own():
+        calls.append(1)
+        return True, "ok"
+
+    assert probes.check_container_state("c", STATE_STARTING, 0, 0, Tracker(), own_health=own) == \
+        "running (healthy by its own healthcheck, run now)"
+    assert calls == [1]
+
+
+def test_container_starting_stays_not_ready_while_its_own_healthcheck_fails():
+    with pytest.raises(Exception) as err:
+        probes.check_container_state("c", STATE_STARTING, 0, 0, Tracker(), own_health=lambda: (False, "HTTP 503"))
+    assert not isinstance(err.value, probes.FatalProbeError)
+    assert "container c is starting and its healthcheck does not pass yet: HTTP 503" in str(err.value)
+
+
+def test_container_starting_waits_for_docker_when_its_own_healthcheck_cannot_run():
+    with pytest.raises(Exception) as err:
+        probes.check_container_state("c", STATE_STARTING, 0, 0, Tracker(), own_health=lambda: None)
+    assert "container c is starting" in str(err.value)
+
+
+def test_an_unhealthy_container_is_never_overruled_by_its_own_healthcheck():
+    calls = []
+    unhealthy = dict(STATE_STARTING, Health={"Status": "unhealthy", "Log": [{"Output": "down"}]})
+    with pytest.raises(Exception) as err:
+        probes.check_container_state("c", unhealthy, 0, 0, Tracker(), own_health=lambda: calls.append(1) or (True, ""))
+    assert "container c is unhealthy: down" in str(err.value)
+    assert calls == []
+
+
 def test_container_running_for_not_reached():
     with pytest.raises(Exception) as err:
         probes.check_container_state("c", STATE_HEALTHY, 0, 30, Tracker(), now=STARTED_AT + 5)
