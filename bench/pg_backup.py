@@ -12,6 +12,10 @@ exec round trips). Per small round, in alternating order:
   (i) pg_backup:  the same as the module's own process on the managed host: interpreter start,
                   imports, argument parsing, JSON result (what Ansible runs there, without the
                   controller and SSH)
+  (j) pg_backup:  the same as an Ansible task: ansible-playbook over SSH to the lab host (lab1) runs
+                  ping (to open the connection), pg_backup, ping; (j) is the pg_backup task's
+                  duration from the ansible.posix.json callback, (n) the second ping's (what any
+                  module run costs: the controller's side, SSH, AnsiballZ, the interpreter)
 Then, per round on the 1 GB database (skipped with --small-only):
   (a) raw:        docker exec … pg_dump -Fc > file
   (b) pg_backup:  format custom, default verification (pg_restore --list), sha256, fsync, manifest
@@ -27,12 +31,13 @@ live one.
 pg_backup and pg_restore are called through their module_utils (_backup.make_backup and
 _backup.restore, exactly what the modules run), except (i), so Ansible's start-up (about 1-2 s) is
 not in the figures. It prints medians and the ratios h/g and i/g (goal <= 1.3), b/a (goal <= 1.3),
-c/a, e/d (goal <= 1.2) and f/d.
+c/a, e/d (goal <= 1.2) and f/d; j/g and (j-n)/g (the task beyond a no-op module run).
 
-Run: .venv/bin/python bench/pg_backup.py [--rounds N] [--small-rounds N] [--small-only] [--keep]
+Run: .venv/bin/python bench/pg_backup.py [--rounds N] [--small-rounds N] [--small-only] [--keep] [--no-ansible]
 """
 
 import argparse
+import datetime
 import json
 import os
 import secrets
@@ -59,7 +64,22 @@ SMALL_ROWS = 420000
 SMALL_TARGET = 65 * 1024 * 1024
 WORK = "/tmp/vpsops-bk-bench"
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+PLAYBOOK_BIN = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
 MODULE = "ansible_collections.vpsops.deploy.plugins.modules.pg_backup"
+LAB_HOST = "lab1"
+# (j): the password comes from a vars file (0600), never argv
+PLAYBOOK = """- name: One pg_backup task between two no-op module runs
+  hosts: %(host)s
+  gather_facts: false
+  vars_files: [%(vars)s]
+  tasks:
+    - name: Open the connection
+      ansible.builtin.ping:
+    - name: Back up
+      vpsops.deploy.pg_backup: "{{ bench_pg_backup }}"
+    - name: No-op
+      ansible.builtin.ping:
+"""
 
 
 def sh(argv, **kwargs):
@@ -144,16 +164,32 @@ def settle():
     psql("VACUUM")
 
 
-def small_rounds(secret, rounds):
-    """(g), (h), (i) on the ~70 MB database, in an order that rotates each round; their times."""
+def private_file(path, text):
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(text)
+
+
+def task_seconds(task):
+    times = task["task"]["duration"]
+    start, end = (datetime.datetime.fromisoformat(times[k].replace("Z", "+00:00")) for k in ("start", "end"))
+    return (end - start).total_seconds()
+
+
+def small_rounds(secret, rounds, ansible=True):
+    """(g), (h), (i), (j) on the ~70 MB database, in an order that rotates each round; their times
+    (and (n), the no-op task beside (j))."""
     params = dict(db=SMALL_DB, login_user=USER, login_password=secret, container=NAME, docker_cli="docker",
                   format="custom", jobs=1, verify="toc", space_factor=1.0, timeout=0, container_tmpdir="/tmp")
     raw_file = os.path.join(WORK, "small-raw", "raw.dump")
     args_file = os.path.join(WORK, "module-args.json")
     made = {}
-    with open(os.open(args_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": dict(params, dest=os.path.join(WORK, "small-module"))}, handle)
+    private_file(args_file, json.dumps({"ANSIBLE_MODULE_ARGS": dict(params, dest=os.path.join(WORK, "small-module"))}))
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, ".lab", "collections"))
+    vars_file, playbook = os.path.join(WORK, "ansible-vars.json"), os.path.join(WORK, "pg_backup.yml")
+    private_file(vars_file, json.dumps({"bench_pg_backup": dict(params, dest=os.path.join(WORK, "small-ansible"))}))
+    private_file(playbook, PLAYBOOK % dict(host=LAB_HOST, vars=vars_file))
+    ansible_env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+                       ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_NOCOLOR="1")
 
     def raw_dump():
         fresh(os.path.dirname(raw_file))
@@ -171,18 +207,37 @@ def small_rounds(secret, rounds):
             raise SystemExit("the pg_backup module failed (rc=%d): %s" % (proc.returncode, result.get("msg")))
         made["i"] = result
 
-    steps = [("g", raw_dump), ("h", make_backup), ("i", module_process)]
+    def ansible_task():
+        fresh(os.path.join(WORK, "small-ansible"))
+        proc = sh([PLAYBOOK_BIN, playbook], env=ansible_env, cwd=ROOT, check=False)
+        text = proc.stdout.decode()
+        try:
+            tasks = json.loads(text[text.find("{"):])["plays"][0]["tasks"]
+            result = tasks[1]["hosts"][LAB_HOST]
+        except (ValueError, KeyError, IndexError):
+            raise SystemExit("ansible-playbook gave no result (rc=%d): %s %s"
+                             % (proc.returncode, text[-2000:], proc.stderr.decode()[-2000:]))
+        if proc.returncode != 0 or not result.get("verified"):
+            raise SystemExit("the pg_backup task failed (rc=%d): %s" % (proc.returncode, result.get("msg")))
+        times["n"].append(task_seconds(tasks[2]))
+        return task_seconds(tasks[1])
+
+    steps = [("g", raw_dump), ("h", make_backup), ("i", module_process)] + ([("j", ansible_task)] if ansible else [])
     times = dict((key, []) for key, _step in steps)
+    times["n"] = []
     for index in range(rounds):
-        turn = steps[index % 3:] + steps[:index % 3]
+        turn = steps[index % len(steps):] + steps[:index % len(steps)]
         for key, step in turn:
             started = time.monotonic()
-            step()
-            times[key].append(time.monotonic() - started)
-        last = dict((key, values[-1]) for key, values in times.items())
-        print("small round %d: raw dump %.2fs, pg_backup %.2fs (%.0f MB, h/g %.2fx), module process %.2fs (i/g %.2fx)"
+            seconds = step()
+            times[key].append(seconds if seconds is not None else time.monotonic() - started)
+        last = dict((key, values[-1]) for key, values in times.items() if values)
+        print("small round %d: raw dump %.2fs, pg_backup %.2fs (%.0f MB, h/g %.2fx), module process %.2fs (i/g %.2fx)%s, "
+              "load average %.1f"
               % (index + 1, last["g"], last["h"], made["h"]["size"] / 1e6, last["h"] / last["g"], last["i"],
-                 last["i"] / last["g"]))
+                 last["i"] / last["g"], ", ansible task %.2fs (j/g %.2fx), no-op task %.2fs ((j-n)/g %.2fx)"
+                 % (last["j"], last["j"] / last["g"], last["n"], (last["j"] - last["n"]) / last["g"]) if ansible else "",
+                 os.getloadavg()[0]), flush=True)
     return times
 
 
@@ -192,6 +247,7 @@ def main():
     parser.add_argument("--small-rounds", type=int, default=9, help="rounds on the ~70 MB database")
     parser.add_argument("--small-only", action="store_true", help="only the ~70 MB database (no 1 GB one is made)")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark container and its database")
+    parser.add_argument("--no-ansible", action="store_true", help="leave out (j), the pg_backup task through Ansible")
     args = parser.parse_args()
     secret = ensure_database(big=not args.small_only)
     size, small_size = database_size(), database_size(SMALL_DB)
@@ -228,7 +284,7 @@ def main():
         psql("VACUUM ANALYZE")
         psql("VACUUM ANALYZE", db=SMALL_DB)
         psql("CHECKPOINT")
-        times.update(small_rounds(secret, args.small_rounds))
+        times.update(small_rounds(secret, args.small_rounds, ansible=not args.no_ansible))
         for index in range(rounds):
             # every other round runs the steps of each group in reverse, so neither side is always first
             dumps, restores = steps[:3], steps[3:]
@@ -256,6 +312,10 @@ def main():
           % (med["h"], med["h"] / med["g"]))
     print("(i) pg_backup module process, verify toc           %7.2fs   i/g = %.2fx (goal <= 1.3x)"
           % (med["i"], med["i"] / med["g"]))
+    if "j" in med:
+        print("(j) pg_backup task through Ansible over SSH        %7.2fs   j/g = %.2fx" % (med["j"], med["j"] / med["g"]))
+        print("(n) no-op task (ping) in the same runs             %7.2fs   (j-n)/g = %.2fx (goal <= 1.3x)"
+              % (med["n"], (med["j"] - med["n"]) / med["g"]))
     if not rounds:
         return
     print("database of %.2f GB, %d round(s), medians" % (size / 1e9, rounds))

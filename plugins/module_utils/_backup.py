@@ -816,15 +816,19 @@ def write_all(fd, block):
         view = view[os.write(fd, view):]
 
 
-def stream_dump(cli, params, tmp, timeout, follower=None):
+def stream_dump(cli, params, tmp, timeout, follower=None, before_write=None):
     """pg_dump -Fc into new host file `tmp` (0600), hashed as it is written: one pass over the
     data, no second read for the checksum. `follower` (a TocFollower) is told how far the file is
-    written. Returns (sha256, size); the file is not yet fsynced."""
+    written. `before_write()` is called once, before the first byte is written (the free-space
+    check); pg_dump waits on its full pipe meanwhile, and what it raises stops the dump.
+    Returns (sha256, size); the file is not yet fsynced."""
     digest = hashlib.sha256()
     written = [0]
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         def consume(block):
+            if before_write is not None and not written[0]:
+                before_write()
             write_all(fd, block)
             digest.update(block)
             written[0] += len(block)
@@ -971,17 +975,20 @@ def verify_beside(archive, params, timeout, local_work):
     return verifying.result(), local
 
 
-def dump_to(cli, params, fmt, tmp, timeout):
+def dump_to(cli, params, fmt, tmp, timeout, gate):
     """pg_dump into host path `tmp` (new file or directory), fsynced, verified, checksummed. A
     custom dump streams into the file and is hashed as it is written; its table of contents is
     read from the file while the dump goes on (TocFollower), deeper verification reads the written
     file while it is fsynced. For a directory backup in a container the dump goes to a temporary
     directory inside it and is verified there while it is streamed out (and hashed).
+    `gate` (a SpaceGate) checks the free space before anything of the dump is written: a custom
+    dump starts while the database's size is still being read and holds its first byte until the
+    check passed; the other kinds write where the gate cannot hold them, so they start after it.
     Returns (verification, sha256, size)."""
     if fmt == "custom":
         follower = TocFollower(cli, tmp, timeout) if (params.get("verify") or "toc") == "toc" else None
         try:
-            digest, size = stream_dump(cli, params, tmp, timeout, follower)
+            digest, size = stream_dump(cli, params, tmp, timeout, follower, before_write=gate.check)
         except BaseException:
             if follower:
                 follower.abort()
@@ -992,6 +999,7 @@ def dump_to(cli, params, fmt, tmp, timeout):
             return follower.result(), digest, size
         verification, _none = verify_beside(Archive(cli, host_path=tmp), params, timeout, lambda: fsync_dir(tmp))
         return verification, digest, size
+    gate.check()
     if not cli.container:
         try:
             cli.check_io("pg_dump", pg_dump_args(params, fmt, target=tmp), timeout=timeout)
@@ -1076,13 +1084,10 @@ def make_backup(params, check_mode=False, cli=None, space=None):
     directories = [dest, copy_to] if copy_to else [dest]
     warnings = []
 
-    try:
-        info = server_info(cli, timeout=timeout)
-    except PgCliError as exc:
-        raise BackupError("cannot read database %s before the dump: %s" % (params["db"], exc))
-    estimate, what = dump_estimate(params, info)
-    started = utcnow()
     if check_mode:
+        info = SpaceGate(cli, params, dest, space, timeout).info()
+        estimate, what = dump_estimate(params, info)
+        started = utcnow()
         name = backup_basename(params["db"], fmt, started, params.get("label"))
         path = os.path.join(dest, name)
         if os.path.isdir(dest) and estimate:
@@ -1097,15 +1102,65 @@ def make_backup(params, check_mode=False, cli=None, space=None):
                     diff=diff(dest, listing(directories, params["db"]),
                               listing(directories, params["db"], [e["path"] for e in new], deleted)))
 
-    ensure_dir(dest, "dest")
-    claim = claim_space(space, dest, estimate, "dest", what) if estimate else None
+    gate = SpaceGate(cli, params, dest, space, timeout)
     try:
-        return _make_backup(params, cli, info, fmt, dest, directories, estimate, started, timeout, warnings, space)
+        if not os.path.isdir(dest):
+            gate.info()  # a database that cannot be read leaves no new directory behind
+        ensure_dir(dest, "dest")
+        return _make_backup(params, cli, gate, fmt, dest, directories, utcnow(), timeout, warnings, space)
     finally:
-        release_space(space, claim)
+        gate.release()
 
 
-def _make_backup(params, cli, info, fmt, dest, directories, estimate, started, timeout, warnings, space):
+class SpaceGate:
+    """The database's size and versions (server_info), read in a thread of its own from the moment
+    the gate is made, so that its docker exec round trip overlaps the start of pg_dump; check()
+    waits for them and claims the dump's estimated space (SpaceLedger) before the first byte of the
+    dump is written. When server_info failed, that failure is the one to report (the dump usually
+    fails the same way, and its words say less)."""
+
+    def __init__(self, cli, params, dest, space, timeout):
+        self.params = params
+        self.dest = dest
+        self.space = space
+        self.claim = None
+        self.checked = False
+        self.reading = Background(server_info, cli, timeout)
+
+    def info(self):
+        """server_info's answer; BackupError when it could not be read."""
+        try:
+            return self.reading.result()
+        except PgCliError as exc:
+            raise BackupError("cannot read database %s before the dump: %s" % (self.params["db"], exc))
+
+    def failure(self):
+        """The BackupError of a failed server_info, or None (waits for it)."""
+        try:
+            self.info()
+        except BackupError as exc:
+            return exc
+        return None
+
+    def estimate(self):
+        return dump_estimate(self.params, self.info())[0]
+
+    def check(self):
+        """Before the dump writes: the free-space check (once)."""
+        if self.checked:
+            return
+        estimate, what = dump_estimate(self.params, self.info())
+        if estimate:
+            self.claim = claim_space(self.space, self.dest, estimate, "dest", what)
+        self.checked = True
+
+    def release(self):
+        self.reading.wait()
+        release_space(self.space, self.claim)
+        self.claim = None
+
+
+def _make_backup(params, cli, gate, fmt, dest, directories, started, timeout, warnings, space):
     copy_to = params.get("copy_to")
     # The archive header names the pg_dump that wrote it, and verification reads that header: a
     # separate `pg_dump --version` round trip is only needed when nothing reads the archive.
@@ -1116,10 +1171,14 @@ def _make_backup(params, cli, info, fmt, dest, directories, estimate, started, t
     version = Background(cli.version, "pg_dump") if (params.get("verify") or "toc") == "none" else None
     try:
         try:
-            verification, digest, size = dump_to(cli, params, fmt, tmp, timeout)
+            verification, digest, size = dump_to(cli, params, fmt, tmp, timeout, gate)
+        except BackupError as exc:
+            raise gate.failure() or exc
         finally:
             if version:
                 version.wait()
+        info = gate.info()
+        estimate = gate.estimate()
         # what verification and the container left behind is said in the result's warnings
         warnings.extend(verification.pop("warnings", []))
         if size == 0:

@@ -82,6 +82,7 @@ class PgCli:
         # In a container: set once the local socket refused the login and TCP inside took over.
         self.over_tcp = False
         self.socket_refusal = None
+        self._route_lock = threading.Lock()
 
     def describe(self):
         if self.container:
@@ -122,16 +123,21 @@ class PgCli:
             argv.append("-w")  # never wait for a password prompt
         return argv + list(args)
 
-    def route_after(self, rc, err):
+    def route_after(self, rc, err, tcp=None):
         """After a run that failed with `err`: True when the container's local socket refused the
         login and a password is given, so the run is to be tried again over TCP inside the
-        container (every later run of this PgCli goes there too)."""
-        if rc == 0 or not self.container or self.over_tcp or not self.password:
+        container (every later run of this PgCli goes there too). `tcp` says whether the failed run
+        went over TCP (default: as this PgCli does now): runs that started at the same time on the
+        socket (a dump beside its size query) are each tried again, whichever failed first."""
+        tried_tcp = self.over_tcp if tcp is None else tcp
+        if rc == 0 or not self.container or tried_tcp or not self.password:
             return False
         if not any(mark in (err or "") for mark in SOCKET_REFUSALS):
             return False
-        self.over_tcp = True
-        self.socket_refusal = first_line(err)
+        with self._route_lock:
+            if not self.over_tcp:
+                self.over_tcp = True
+                self.socket_refusal = first_line(err)
         return True
 
     def advice(self, err):
@@ -181,8 +187,9 @@ class PgCli:
         """Run `tool`; return (rc, stdout, stderr). `stdout` may be an open binary file to stream
         into (large dumps never pass through memory); stdout is then returned as ''. Run again over
         TCP inside the container when the local socket refused the login (route_after)."""
+        tcp = self.over_tcp
         rc, out, err = self._run(tool, args, input_text, stdout, timeout)
-        if self.route_after(rc, err) and (stdout is None or self._rewind(stdout)):
+        if self.route_after(rc, err, tcp) and (stdout is None or self._rewind(stdout)):
             rc, out, err = self._run(tool, args, input_text, stdout, timeout)
         return rc, out, err
 
@@ -222,8 +229,9 @@ class PgCli:
         the tool (`docker exec -i` in a container) and a dump streams from the tool into a file,
         neither through memory. Returns (rc, stderr). Run again over TCP inside the container when
         the local socket refused the login (route_after) and the files can be rewound."""
+        tcp = self.over_tcp
         rc, err = self._run_io(tool, args, stdin, stdout, timeout)
-        if self.route_after(rc, err) and (stdin is None or self._seek_start(stdin)) \
+        if self.route_after(rc, err, tcp) and (stdin is None or self._seek_start(stdin)) \
                 and (stdout is None or self._rewind(stdout)):
             rc, err = self._run_io(tool, args, stdin, stdout, timeout)
         return rc, err
@@ -258,7 +266,8 @@ class PgCli:
         """Run `tool` and hand its stdout to `consume(bytes)` chunk by chunk as it arrives (a dump is
         written and hashed in one pass, never held in memory). Raises PgCliError naming tool, target
         and stderr on a non-zero exit or a timeout; when `consume` raises OSError (a full disk) the
-        tool is stopped and the error names both. Run again over TCP inside the container when the
+        tool is stopped and the error names both; any other exception of `consume` stops the tool
+        and is raised as it is. Run again over TCP inside the container when the
         local socket refused the login before the tool wrote anything (route_after)."""
         given = [0]
 
@@ -266,10 +275,11 @@ class PgCli:
             given[0] += len(block)
             consume(block)
 
+        tcp = self.over_tcp
         try:
             return self._check_stream(tool, args, counted, timeout, chunk)
         except PgCliError as exc:
-            if given[0] or not self.route_after(getattr(exc, "rc", 0), getattr(exc, "stderr", "")):
+            if given[0] or not self.route_after(getattr(exc, "rc", 0), getattr(exc, "stderr", ""), tcp):
                 raise
         return self._check_stream(tool, args, consume, timeout, chunk)
 
@@ -301,6 +311,10 @@ class PgCli:
             except OSError as exc:
                 problem = exc
                 proc.kill()
+            except BaseException:
+                # consume refused the output (the free-space check): stop the tool, say why
+                proc.kill()
+                raise
             finally:
                 proc.stdout.close()
                 rc = proc.wait()

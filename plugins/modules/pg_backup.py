@@ -22,10 +22,11 @@ description:
     database, server and pg_dump versions, size, sha256, start and end time, label and the
     verification.
   - Backups and manifests are created 0600; a missing O(dest) is created 0700.
-  - Before dumping, the free space of O(dest) is compared with an estimate of the dump, from what it
-    holds (the user tables with their indexes and TOAST and the large objects, as they lie on disk, none
-    of them for O(schema_only); plus 1 MiB for the schema) times O(space_factor); the call fails early,
-    saying the estimate, when it does not fit. The system catalogs, which C(pg_database_size) counts
+  - Before anything of the dump is written, the free space of O(dest) is compared with an estimate of
+    the dump, from what it holds (the user tables with their indexes and TOAST and the large objects,
+    as they lie on disk, none of them for O(schema_only); plus 1 MiB for the schema) times
+    O(space_factor); the call fails early, saying the estimate, when it does not fit. A custom dump
+    starts while the size is read and waits for the check before its first byte is written. The system catalogs, which C(pg_database_size) counts
     (about 7.5 MB in an empty database), are no part of a dump.
   - Every run takes a new backup, so the module always reports a change.
   - Restore is the separate module M(vpsops.deploy.pg_restore).

@@ -84,6 +84,32 @@ def test_a_full_disk_stops_the_tool_and_names_both(tmp_path):
         ScriptCli(script).check_stream("pg_dump", [], full, timeout=30)
 
 
+def test_the_free_space_check_runs_before_the_first_byte_is_written(tmp_path):
+    tmp = str(tmp_path / ".ar.dump.tmp-1")
+    seen = []
+    digest, size = backup.stream_dump(ScriptCli(WRITER), dict(db="ar"), tmp, timeout=30,
+                                      before_write=lambda: seen.append(os.path.getsize(tmp)))
+    assert seen == [0] and size == len(EXPECTED)
+
+
+def test_a_free_space_check_that_fails_stops_the_dump_before_it_writes(tmp_path):
+    """The check raises while pg_dump waits on its full pipe: the tool is killed (it never sees its
+    pipe close, so it cannot go on: here it would leave a marker), nothing is written, and the
+    check's own error is what the caller gets."""
+    tmp = str(tmp_path / ".ar.dump.tmp-1")
+    marker = str(tmp_path / "went-on")
+    script = ("import sys\ntry:\n    while True:\n        sys.stdout.buffer.write(b'x' * 65536)\n"
+              "        sys.stdout.flush()\nexcept BrokenPipeError:\n    open(%r, 'w').close()\n" % marker)
+
+    def no_space():
+        raise backup.BackupError("dest: not enough free space")
+
+    with pytest.raises(backup.BackupError, match="^dest: not enough free space$"):
+        backup.stream_dump(ScriptCli(script), dict(db="ar"), tmp, timeout=30, before_write=no_space)
+    assert os.path.getsize(tmp) == 0
+    assert not os.path.exists(marker)
+
+
 def test_a_dump_that_outlives_its_timeout_is_stopped(tmp_path):
     chunks = []
     script = "import sys, time\nsys.stdout.write('begin')\nsys.stdout.flush()\ntime.sleep(60)\n"

@@ -36,6 +36,17 @@ def test_a_refusing_socket_with_a_password_switches_to_tcp_inside_the_container(
     assert target.route_after(2, TCP_NO_ENTRY) is False
 
 
+def test_runs_that_started_on_the_socket_together_are_each_tried_again_over_tcp():
+    """A dump and its size query start at the same time on the socket and both are refused: the
+    one that fails second is tried again over TCP too, though the first already switched."""
+    target = cli()
+    assert target.route_after(2, PEER, tcp=False) is True
+    assert target.route_after(2, PEER, tcp=False) is True
+    assert target.over_tcp and target.socket_refusal == PEER
+    # a run that already went over TCP is reported, not retried
+    assert target.route_after(2, PEER, tcp=True) is False
+
+
 @pytest.mark.parametrize("target,err", [
     (cli(), NO_PASSWORD), (cli(), WRONG), (cli(password=""), PEER), (cli(container=None), PEER), (cli(), "")])
 def test_other_failures_are_not_retried(target, err):
