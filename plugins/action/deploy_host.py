@@ -35,7 +35,7 @@ from ansible_collections.vpsops.deploy.plugins.action.deploy_lock import control
 from ansible_collections.vpsops.deploy.plugins.action.project_files import read_text
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import CheckSpecError, build_probes
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import run_owner_name
-from ansible_collections.vpsops.deploy.plugins.module_utils._stack import StackError, file_references, read_referenced
+from ansible_collections.vpsops.deploy.plugins.module_utils._stack import StackError, file_references, file_services, read_referenced
 
 display = Display()
 
@@ -173,6 +173,7 @@ class ActionModule(ActionBase):
             try:
                 args["contents"] = self.read_sources(stack)
                 args["files"], args["file_refs"] = self.read_referenced(stack, args["contents"])
+                args["file_services"] = file_services(args["contents"])
             except AnsibleError as exc:
                 return dict(result, failed=True, msg=str(exc))
             if "controller" not in args and "pid" not in args:

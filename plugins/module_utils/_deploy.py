@@ -171,10 +171,32 @@ def phase_of(stack, name):
                       % (name, stack.get("name"), ", ".join(p.get("name", "?") for p in stack.get("phases") or [])))
 
 
-def phase_services(docker, project, phases, files_by_name, project_dir, env_file):
-    """The phases as a release records them: name, files, services (compose config --services of
-    the phase's files alone, all phases at once) and checks without secrets."""
+def phase_services(docker, project, phases, files_by_name, project_dir, env_file, file_services=None,
+                   stack_checked=None, keep=None):
+    """The phases as a release records them: name, files, services and checks without secrets.
+
+    A phase's services are the stack's services (the resolved model the stack checks read, once
+    `stack_checked` is done, or one `compose config --services` of every file) that its files define
+    (`file_services`, read by the controller): a service may depend on one of an earlier phase's
+    file. A phase with a file whose services only compose can tell (`include:`, `extends` of
+    another file) is listed by `compose config --services` of its files alone."""
     env = read_env_file(env_file)
+    file_services = file_services or {}
+    every = {}
+
+    def all_services():
+        if "names" not in every:
+            if stack_checked is not None:
+                stack_checked.exception()
+            model = (keep or {}).get("model")
+            if isinstance(model, dict) and isinstance(model.get("services"), dict):
+                every["names"] = set(model["services"])
+            else:
+                paths = [files_by_name[f] for f in files_by_name]
+                out = Compose(docker, project, paths, project_dir=project_dir, env_file=env_file).run(
+                    ["config", "--services", "--no-consistency"], what="docker compose config --services")
+                every["names"] = set(out.split())
+        return every["names"]
 
     def services_of(phase):
         unknown = [f for f in phase["compose_files"] if f not in files_by_name]
@@ -182,16 +204,22 @@ def phase_services(docker, project, phases, files_by_name, project_dir, env_file
             raise DeployError("phases: phase %r names compose_files %s that are not files of the stack (%s)"
                               % (phase["name"], unknown or "[]", ", ".join(sorted(files_by_name))))
         paths = [files_by_name[f] for f in phase["compose_files"]]
-        out = Compose(docker, project, paths, project_dir=project_dir, env_file=env_file).run(
-            ["config", "--services", "--no-consistency"], what="docker compose config --services")
-        entry = dict(name=phase["name"], files=[os.path.basename(p) for p in paths], services=sorted(out.split()),
+        defined = [file_services.get(f) for f in phase["compose_files"]]
+        if all(isinstance(d, list) for d in defined):
+            names = set(n for d in defined for n in d)
+            services = sorted(n for n in all_services() if n in names)
+        else:
+            out = Compose(docker, project, paths, project_dir=project_dir, env_file=env_file).run(
+                ["config", "--services", "--no-consistency"], what="docker compose config --services")
+            services = sorted(out.split())
+        entry = dict(name=phase["name"], files=[os.path.basename(p) for p in paths], services=services,
                      checks=stored_checks(phase.get("checks"), env))
         if phase.get("jobs"):
             entry["jobs"] = list(phase["jobs"])
         return entry
 
     phases = list(phases or [])
-    if len(phases) <= 1:
+    if len(phases) <= 1 or all(all(isinstance(file_services.get(f), list) for f in p["compose_files"]) for p in phases):
         return [services_of(p) for p in phases]
     with ThreadPoolExecutor(max_workers=min(4, len(phases))) as pool:
         return list(pool.map(services_of, phases))
@@ -394,7 +422,7 @@ def plan_phases(compose, manifest, stack, containers, images_of_refs=None, live=
 
 def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=None, takeover=None,
           project_dir=None, pull="missing", user=None, git_sha=None, preflight=None, check_mode=False,
-          environ=None, identity=None, extra_files=None, file_refs=None):
+          environ=None, identity=None, extra_files=None, file_refs=None, file_services=None):
     """Lock, stage, check, record and plan one host's deploy. Returns the result; raises LockHeld
     when the lock belongs to another run, DeployError for anything else (and then releases the lock
     it took: nothing on the host changed)."""
@@ -435,7 +463,7 @@ def begin(store, docker, stack, contents, owner, ttl=1800, controller=None, pid=
             raise
         try:
             return _begin(store, docker, stack, contents, names, owner, project_dir, pull, user, git_sha, preflight,
-                          check_mode, environ, result, lock, pool, host, extra_files, file_refs)
+                          check_mode, environ, result, lock, pool, host, extra_files, file_refs, file_services)
         except BaseException:
             # Nothing changed on the host yet: the lock taken here goes with the failure.
             if not check_mode and result.get("lock"):
@@ -488,7 +516,7 @@ def host_preflight(docker, options, host="this host"):
 
 
 def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user, git_sha, preflight, check_mode,
-           environ, result, lock, pool, host, extra_files=None, file_refs=None):
+           environ, result, lock, pool, host, extra_files=None, file_refs=None, file_services=None):
     from ansible_collections.vpsops.deploy.plugins.module_utils import _preflight
 
     seconds = result["seconds"]
@@ -523,13 +551,16 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
                 raise DeployError(_preflight.failure_message(params, problems))
             return round(time.monotonic() - mark, 3)
 
+        stack_checked = pool.submit(checks_of_stack)
+
         def services_of_phases():
-            found = phase_services(docker, store.stack, stack["phases"], files_by_name, compose_dir, env_file)
+            found = phase_services(docker, store.stack, stack["phases"], files_by_name, compose_dir, env_file,
+                                   file_services, stack_checked, keep)
             return found, round(time.monotonic() - mark, 3)
 
         # Independent reads of the new files (Docker and Compose answer each in their own process), at
         # once and beside the host's checks; the host's problems first when several fail.
-        futures = [host, pool.submit(checks_of_stack), pool.submit(services_of_phases)]
+        futures = [host, stack_checked, pool.submit(services_of_phases)]
         for future in futures:
             future.exception()
         seconds["host"] = futures[0].result()

@@ -132,6 +132,15 @@ def gated_names(after, gate_services, gate_containers):
     return names
 
 
+def wait_started(docker, project, services, timeout, interval=1.0, max_interval=5.0, since=None):
+    """What `up --wait` waits for, sooner: every container of `services` running, and healthy where
+    it has a healthcheck (its own healthcheck run at once while Docker says starting). The phase's
+    jobs and checks come after it, as they came after `up --wait`: a check may presume what the
+    containers create as they start. Returns the GateResult, or None when there is no container."""
+    names = [c["name"] for c in docker.project_containers(project) if c["service"] in set(services)]
+    return run_gate([], names, timeout, interval, max_interval, 1, since, docker.cli)
+
+
 def run_phase(compose, services, gate_services=None, gate_containers=None, checks=None, since=None,
               timeout=120, interval=1.0, max_interval=5.0, consecutive=1, pull="missing", check_mode=False,
               clock=time.monotonic, jobs=(), redact=None):
@@ -155,11 +164,16 @@ def run_phase(compose, services, gate_services=None, gate_containers=None, check
     if services:
         try:
             # The release's images are pinned and on the host (built when it was recorded): never built here.
-            # Without --wait: the gate below judges the containers, running each one's own healthcheck
-            # as soon as it starts instead of waiting for Docker's first interval.
+            # Without --wait: wait_started below waits for the same containers, running each one's own
+            # healthcheck as soon as it starts instead of waiting for Docker's first interval.
             compose.up(services, wait_timeout=timeout, pull=pull, build=False, wait=False)
         except DockerError as exc:
             failure = "docker compose up of %s failed: %s" % (", ".join(services), exc)
+        else:
+            ready = wait_started(docker, compose.project, services, timeout, interval, max_interval, since)
+            if ready is not None and not ready.ok:
+                result["gate"] = ready.summary()
+                failure = ready.message
     if jobs and not failure:
         try:
             result["jobs"] = run_jobs(compose, jobs, timeout=timeout, since=up_epoch, pull=pull, redact=redact)

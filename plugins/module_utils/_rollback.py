@@ -330,10 +330,11 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
             if whole:
                 compose.up(lasting, wait_timeout=timeout, remove_orphans=True, pull="never")
         elif lasting:
-            # With a gate after it, `up` does not wait: the gate judges the same containers and runs
-            # each one's own healthcheck at once instead of waiting for Docker's first interval.
+            # With a gate after it and no job to start after the services are up, `up` does not
+            # wait: the gate waits for the same containers first, running each one's own healthcheck
+            # at once instead of waiting for Docker's first interval.
             compose.up(lasting, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole,
-                       wait=gate is None)
+                       wait=gate is None or bool(jobs))
         if jobs:
             try:
                 result["jobs"] = run_jobs(compose, jobs, timeout=timeout, since=up_epoch)
@@ -349,7 +350,13 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
                                             if recorded_checks else [])
         if gate is not None:
             names = [c["name"] for c in containers if c["service"] in scope and c["service"] not in jobs]
-            ok, message, details = gate(gate_checks, names, timeout)
+            ok, message, details = True, "", {}
+            if names and gate_checks:
+                # The containers first, as `up --wait` gave them: a check may presume what they
+                # create as they start.
+                ok, message, details = gate([], names, timeout)
+            if ok:
+                ok, message, details = gate(gate_checks, names, timeout)
             result["health"] = details
             timings["health"] = round(time.monotonic() - mark, 3)
             if not ok:

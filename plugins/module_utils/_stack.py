@@ -205,14 +205,58 @@ def _relative(path):
     return isinstance(path, str) and bool(path) and not path.startswith(("/", "~"))
 
 
+def compose_yaml(text):
+    """A compose file's YAML as a dict (compose's own tags, !reset and !override, read as the value
+    they tag), or None when it is not a YAML mapping."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+        """Compose's own tags read as the value they tag."""
+
+    def untagged(loader, _suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        return loader.construct_scalar(node)
+
+    Loader.add_multi_constructor("!", untagged)
+    try:
+        model = yaml.load(text, Loader=Loader)  # nosec B506 - a SafeLoader subclass
+    except yaml.YAMLError:
+        return None
+    if model is None:
+        return {}
+    return model if isinstance(model, dict) else None
+
+
+def file_services(compose_texts):
+    """{compose file name: [the services it defines]}, or None for a file whose services only compose
+    can tell (not YAML, `include:`, a service that `extends` one of another file). The deploy splits
+    the stack into phases by these: a phase's services are those its files define, so a service may
+    depend on one of an earlier phase's file, which compose cannot resolve from the phase's files alone."""
+    found = {}
+    for compose_name, text in compose_texts.items():
+        model = compose_yaml(text)
+        services = model.get("services") if isinstance(model, dict) else None
+        if model is None or model.get("include") or (services is not None and not isinstance(services, dict)):
+            found[compose_name] = None
+            continue
+        services = services or {}
+        if any(isinstance(spec, dict) and isinstance(spec.get("extends"), dict) and spec["extends"].get("file")
+               for spec in services.values()):
+            found[compose_name] = None
+            continue
+        found[compose_name] = sorted(str(name) for name in services)
+    return found
+
+
 def file_references(compose_texts, env=None):
     """The files of the stack's source directory its compose files reference, as
     ({relative path: kind}, {service: [relative paths]}): bind-mount sources (short `./x:/y` and long
     `type: bind` syntax), `env_file`, and the `file` of top-level `configs` and `secrets` (their
     services are those that list them). Paths are normalised, relative to the source directory;
     one that leaves it raises StackError naming the compose file."""
-    import yaml
-
     env = dict((str(k), "" if v is None else str(v)) for k, v in (env or {}).items())
     kinds, by_service = {}, {}
 
@@ -236,24 +280,10 @@ def file_references(compose_texts, env=None):
             if norm not in by_service.setdefault(service, []):
                 by_service[service].append(norm)
 
-    class Loader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
-        """Compose's own tags (!reset, !override) read as the value they tag."""
-
-    def untagged(loader, _suffix, node):
-        if isinstance(node, yaml.MappingNode):
-            return loader.construct_mapping(node)
-        if isinstance(node, yaml.SequenceNode):
-            return loader.construct_sequence(node)
-        return loader.construct_scalar(node)
-
-    Loader.add_multi_constructor("!", untagged)
     for compose_name, text in compose_texts.items():
-        try:
-            model = yaml.load(text, Loader=Loader) or {}  # nosec B506 - a SafeLoader subclass
-        except yaml.YAMLError:
+        model = compose_yaml(text)
+        if model is None:
             # Not YAML: `docker compose config` says why in the begin step, in compose's words.
-            continue
-        if not isinstance(model, dict):
             continue
         top = dict(configs=model.get("configs") or {}, secrets=model.get("secrets") or {})
         for service, spec in (model.get("services") or {}).items():

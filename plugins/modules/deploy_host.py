@@ -92,6 +92,14 @@ options:
         recreates exactly the services that use it.
     type: dict
     default: {}
+  file_services:
+    description:
+      - The services each compose file defines, or null for a file whose services only compose can
+        tell (C(include), C(extends) of another file) (C(begin)); set by the action. A phase's
+        services are those its files define, so that a service may depend on one of an earlier
+        phase.
+    type: dict
+    default: {}
   release:
     description: The release this run recorded (C(phase), C(finish), C(end)).
     type: str
@@ -282,6 +290,7 @@ def main():
             contents=dict(type="dict", default={}),
             files=dict(type="dict", default={}),
             file_refs=dict(type="dict", default={}),
+            file_services=dict(type="dict", default={}),
             release=dict(type="str"),
             live=dict(type="str"),
             phase=dict(type="str"),
@@ -340,7 +349,8 @@ def main():
                          project_dir=project_dir, pull=p["pull"],
                          user=p["user"], git_sha=p["git_sha"],
                          preflight=preflight,
-                         check_mode=module.check_mode, extra_files=p["files"], file_refs=p["file_refs"])
+                         check_mode=module.check_mode, extra_files=p["files"], file_refs=p["file_refs"],
+                         file_services=p["file_services"])
             for warning in done.pop("warnings", []):
                 module.warn(warning)
             if stack.get("slo") and done.get("live") and not module.check_mode:

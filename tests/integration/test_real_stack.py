@@ -584,26 +584,25 @@ def test_no_secret_in_any_job_event_output_manifest_audit_line_or_log(runs):
     assert len((read(fo.audit_log) or "").splitlines()) >= 8
 
 
-@pytest.mark.xfail(strict=True, reason="the deploy lists each phase's services with `compose config --services` "
-                                       "of that phase's files alone, which refuses a depends_on on a service of "
-                                       "another phase's file (plugins/module_utils/_deploy.py phase_services)")
 def test_a_phase_may_depend_on_a_service_of_an_earlier_phase(lab, tmp_path):
     """Operators write `depends_on: {redis: {condition: service_healthy}}` in the platform file
-    while redis is in the infrastructure file (compose loads both); the fieldops stack needs
-    `required: false` there for the deploy to accept it."""
+    while redis is in the infrastructure file (compose loads both, and so does the deploy): the
+    phases are split by the services each file defines, as the controller reads them."""
     from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Docker
     from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import phase_services
+    from ansible_collections.vpsops.deploy.plugins.module_utils._stack import file_services
 
-    files = {}
+    files, texts = {}, {}
     for name in ("docker-compose.infrastructure.yml", "docker-compose.platform.yml"):
         with open(os.path.join(STACK, "files", name)) as handle:
-            text = handle.read()
+            texts[name] = handle.read()
+        assert "required: false" not in texts[name]
         files[name] = str(tmp_path / name)
         with open(files[name], "w") as handle:
-            handle.write(text.replace("{condition: service_healthy, required: false}", "{condition: service_healthy}"))
+            handle.write(texts[name])
     env_file = tmp_path / ".env"
     env_file.write_text("REDIS_PASSWORD='x'\nMODEL_VERSION='1'\n")
     phases = [{"name": "infrastructure", "compose_files": ["docker-compose.infrastructure.yml"]},
               {"name": "platform", "compose_files": ["docker-compose.platform.yml"]}]
-    found = phase_services(Docker(), PROJECT, phases, files, str(tmp_path), str(env_file))
+    found = phase_services(Docker(), PROJECT, phases, files, str(tmp_path), str(env_file), file_services(texts))
     assert [p["services"] for p in found] == [["model-loader", "redis"], ["field", "gateway", "gateway-config"]]

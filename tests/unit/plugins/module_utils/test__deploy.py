@@ -11,6 +11,7 @@ import pytest
 from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import (
     DeployError,
     Heartbeat,
+    phase_services,
     stack_files,
     stack_secrets,
     unchanged_services,
@@ -187,3 +188,25 @@ def test_a_malformed_smoke_test_is_refused_before_anything_changes(tmp_path):
     with pytest.raises(DeployError, match=r"^vpsops_stack.smoke_tests: .*; nothing was changed"):
         begin(Store("s", str(tmp_path / "state")), Docker("docker"), stack, {"c.yml": "services: {}\n"}, "owner")
     assert not (tmp_path / "state").exists()
+
+
+class NoDocker:
+    cli = "docker"
+
+    def runner(self, argv, timeout=None):
+        raise AssertionError("ran %s" % argv)
+
+
+def test_phases_are_split_by_the_services_their_files_define_without_a_compose_process(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("")
+    files = {"infra.yml": str(tmp_path / "infra.yml"), "app.yml": str(tmp_path / "app.yml")}
+    phases = [{"name": "infrastructure", "compose_files": ["infra.yml"]},
+              {"name": "app", "compose_files": ["app.yml"], "jobs": ["seed"]}]
+    # The resolved model (profiles applied: the migration under a profile is not in it).
+    keep = {"model": {"services": {"redis": {}, "api": {}, "seed": {}}}}
+    found = phase_services(NoDocker(), "p", phases, files, str(tmp_path), str(env_file),
+                           {"infra.yml": ["redis"], "app.yml": ["api", "migrate", "seed"]}, keep=keep)
+    assert [(p["name"], p["services"], p["files"]) for p in found] == [
+        ("infrastructure", ["redis"], ["infra.yml"]), ("app", ["api", "seed"], ["app.yml"])]
+    assert found[1]["jobs"] == ["seed"]

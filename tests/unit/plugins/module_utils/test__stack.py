@@ -3,7 +3,7 @@ the key and what was expected, in the order an operator fixes them, and never sh
 
 import pytest
 
-from ansible_collections.vpsops.deploy.plugins.module_utils._stack import StackError, check_stack
+from ansible_collections.vpsops.deploy.plugins.module_utils._stack import StackError, check_stack, file_services
 
 
 def stack(**changes):
@@ -124,3 +124,20 @@ def test_compose_tags_and_broken_yaml_do_not_stop_the_reading():
     text = "services:\n  s:\n    image: x\n    ports: !reset []\n    volumes: !override ['./a.conf:/a']\n"
     assert file_references({"a.yml": text, "b.yml": "services: [unclosed\n"}, {}) == (
         {"a.conf": "bind"}, {"s": ["a.conf"]})
+
+
+def test_file_services_names_what_each_compose_file_defines_or_none_when_only_compose_can_tell():
+    texts = {
+        "infra.yml": "services:\n  redis: {image: r}\n  db: {image: p}\n",
+        "app.yml": "services:\n  api:\n    image: a\n    depends_on: {redis: {condition: service_healthy}}\n"
+                   "  web: !override\n    image: w\n",
+        "empty.yml": "",
+        "volumes-only.yml": "volumes:\n  data: {}\n",
+        "included.yml": "include: [other.yml]\nservices:\n  x: {image: x}\n",
+        "extends.yml": "services:\n  y:\n    extends: {file: base.yml, service: b}\n",
+        "broken.yml": "services: [\n",
+        "list.yml": "- services\n",
+    }
+    assert file_services(texts) == {
+        "infra.yml": ["db", "redis"], "app.yml": ["api", "web"], "empty.yml": [], "volumes-only.yml": [],
+        "included.yml": None, "extends.yml": None, "broken.yml": None, "list.yml": None}
