@@ -29,7 +29,6 @@ import secrets
 import shutil
 import stat
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -41,17 +40,18 @@ from test_slo_notify import receiving, webhook
 
 ansible_runner = pytest.importorskip("ansible_runner")
 
+# The runner plumbing (private data directory, job, events); Job is imported from here by other tests.
+from awx_runner import SSH_DIR, Job, collections_of, copy_checkout, private_data_dir, run_job  # noqa: E402,F401
+
 PROJECT = "vpsops-itawx"
 PORT_BASE = 16000
 RECEIVER_PORT = PORT_BASE + 990
 STATE_DIR = "/var/lib/vpsops/%s" % PROJECT
 BACKUP_DIR = "/var/backups/vpsops/%s" % PROJECT
-SSH_DIR = os.path.join(ROOT, ".lab", "ssh")
 DOCS = os.path.join(ROOT, "docs", "awx.md")
 
 ABSENT = object()  # a survey question that AWX leaves out of the extra variables
 BLANKS = {"null": None, "empty": "", "absent": ABSENT}
-RESULT_EVENTS = {"runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"}
 
 # The job templates of docs/awx.md: playbook and the template's own extra variables.
 TEMPLATES = {
@@ -76,7 +76,7 @@ JOB_TYPES = {
 }
 BLANKED = {
     "vpsops host": ["host_docker_source", "host_deploy_user"],
-    "vpsops deploy": ["deploy_phase_timeout"],
+    "vpsops deploy": ["deploy_phase_timeout", "vpsops_max_fail_percentage"],
     "vpsops rollback": ["rollback_phases", "rollback_services"],
     "vpsops backup": ["backup_databases", "backup_label"],
     "vpsops restore": ["restore_src", "restore_release", "restore_confirm"],
@@ -148,121 +148,6 @@ def test_the_search_finds_a_secret_in_any_event_file_and_in_the_stdout(tmp_path)
 # --------------------------------------------------------------------------------------------
 # jobs as AWX runs them
 # --------------------------------------------------------------------------------------------
-class Job:
-    """One finished job: its private data directory, status and artifacts."""
-
-    def __init__(self, number, template, job_type, answers, pdd, result, seconds):
-        self.number = number
-        self.template = template
-        self.job_type = job_type
-        self.answers = answers
-        self.pdd = pdd
-        self.ident = "job-%d" % number
-        self.status = result.status
-        self.rc = result.rc
-        self.seconds = seconds
-        self.artifacts = os.path.join(pdd, "artifacts", self.ident)
-
-    def __repr__(self):
-        return "<%s %s (%s) %s rc=%s %.0fs>" % (self.ident, self.template, self.job_type, self.status, self.rc,
-                                                self.seconds)
-
-    @property
-    def stdout(self):
-        with open(os.path.join(self.artifacts, "stdout"), errors="replace") as handle:
-            return handle.read()
-
-    def event_files(self):
-        folder = os.path.join(self.artifacts, "job_events")
-        # <counter>-<uuid>.json, and <uuid>-partial.json for what ansible-runner could not number
-        # (output a plugin displays itself): every one is searched.
-        return sorted((os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".json")),
-                      key=event_order)
-
-    def events(self):
-        for path in self.event_files():
-            with open(path) as handle:
-                yield path, json.load(handle)
-
-    def task_results(self):
-        """(task name without its role, event_data, result) of every host result; a skipped task's
-        event carries no result: it reads {"skipped": true}."""
-        for _path, event in self.events():
-            if event.get("event") in RESULT_EVENTS:
-                data = event.get("event_data", {})
-                res = dict(data.get("res") or {})
-                if event["event"] == "runner_on_skipped":
-                    res["skipped"] = True
-                yield data.get("task", "").split(" : ", 1)[-1], data, res
-
-    def results(self, task):
-        """The host results of the tasks whose name starts with task."""
-        return [res for name, _data, res in self.task_results() if name.startswith(task)]
-
-    def result(self, task):
-        found = [res for res in self.results(task) if not res.get("skipped")]
-        assert found, "%r ran no task %r:\n%s" % (self, task, self.tail())
-        return found[-1]
-
-    def skipped(self, task):
-        found = self.results(task)
-        return bool(found) and all(res.get("skipped") for res in found)
-
-    def tail(self, size=4000):
-        return self.stdout[-size:]
-
-    def assert_status(self, status="successful"):
-        assert (self.status, self.rc) == (status, 0 if status == "successful" else self.rc), \
-            "%r with answers %r:\n%s" % (self, self.answers, self.tail())
-
-    def leaks(self, needles):
-        """Where any needle (name -> secret value) shows in a job event or in the stdout."""
-        found = []
-        for path, event in self.events():
-            for where, text in strings(event):
-                for name, value in needles.items():
-                    if value in text:
-                        found.append("%s: %s, event %s, task %r, field %s holds %s"
-                                     % (self.ident, os.path.relpath(path, self.artifacts), event.get("event"),
-                                        event.get("event_data", {}).get("task"), where, name))
-        for name, value in needles.items():
-            if value in self.stdout:
-                line = next(line for line in self.stdout.splitlines() if value in line)
-                found.append("%s: stdout holds %s: %s" % (self.ident, name, line.replace(value, "<%s>" % name)[:300]))
-        return found
-
-
-def strings(value, where="event"):
-    """Every string in a JSON document (keys too), with where it is."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield "%s.%s" % (where, key), str(key)
-            yield from strings(item, "%s.%s" % (where, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from strings(item, "%s[%d]" % (where, index))
-    elif value is not None:
-        yield where, str(value)
-
-
-def copy_checkout(dest):
-    """The checkout as a project update leaves it: the tracked and the new files, not the ignored ones."""
-    files = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]).stdout.split("\0")
-    for name in filter(None, files):
-        src = os.path.join(ROOT, name)
-        if not os.path.lexists(src):  # deleted in the working tree
-            continue
-        target = os.path.join(dest, name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copy2(src, target, follow_symlinks=False)
-
-
-def write(path, text, mode=0o600):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w") as handle:
-        handle.write(text)
-
-
 class Awx:
     """The stand-in for AWX: the project, the inventory, the credentials, and every job it ran."""
 
@@ -287,9 +172,7 @@ class Awx:
         self.project = os.path.join(self.base, "project")
         copy_checkout(self.project)
         # ... and the execution environment's collections: this collection, built from the checkout.
-        self.collections = os.path.join(self.base, "ee", "collections")
-        os.makedirs(os.path.join(self.collections, "ansible_collections", "vpsops"))
-        os.symlink(self.project, os.path.join(self.collections, "ansible_collections", "vpsops", "deploy"))
+        self.collections = collections_of(self.project, os.path.join(self.base, "ee", "collections"))
 
     def stack(self):
         """vpsops_stack as the inventory source holds it: secrets only through vault_* variables."""
@@ -344,10 +227,6 @@ class Awx:
             self.launched += 1
             number = self.launched
         pdd = os.path.join(self.base, "job-%d" % number)
-        shutil.copytree(self.project, os.path.join(pdd, "project"), symlinks=True)
-        json_inventory = json.dumps(self.inventory())
-        write(os.path.join(pdd, "inventory", "hosts"),
-              "#! /usr/bin/env python3\n# -*- coding: utf-8 -*-\nprint(%r)\n" % json_inventory, mode=0o700)
         extra_vars = {"awx_job_id": 9000 + number, "awx_job_template_name": template, "awx_user_name": "admin",
                       "awx_job_launch_type": "manual", "awx_project_revision": "0" * 40,
                       "tower_job_id": 9000 + number, "tower_user_name": "admin"}
@@ -355,28 +234,23 @@ class Awx:
         if template == "vpsops host":
             extra_vars.update(self.host_roots, host_apt_cache_valid_time=10 * 365 * 86400)
         extra_vars.update((name, value) for name, value in answers.items() if value is not ABSENT)
-        write(os.path.join(pdd, "env", "extravars"), json.dumps(extra_vars))
         known_hosts = os.path.join(pdd, "env", "known_hosts_credential")
+        os.makedirs(os.path.dirname(known_hosts))
         shutil.copyfile(os.path.join(SSH_DIR, "known_hosts"), known_hosts)
-        write(os.path.join(pdd, "env", "envvars"), json.dumps({
-            "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
-            "ANSIBLE_COLLECTIONS_PATH": self.collections,
-            "ANSIBLE_RETRY_FILES_ENABLED": "False",
-            "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": os.path.join(pdd, "cp"),
-            "JOB_ID": str(9000 + number),
-            "AWX_HOST": "https://awx.example.com",
-            "VPSOPS_EXAMPLE_KNOWN_HOSTS": known_hosts,
-            "VPSOPS_AUDIT_LOG": self.audit_log,
-        }))
-        with open(os.path.join(SSH_DIR, "id_ed25519")) as handle:
-            write(os.path.join(pdd, "env", "ssh_key"), handle.read())
-        write(os.path.join(pdd, "env", "cmdline"), "-u root" + (" --check" if job_type == "check" else ""))
-        write(os.path.join(pdd, "env", "settings"), json.dumps({"job_timeout": 600}))
-        started = time.monotonic()
-        result = ansible_runner.run(private_data_dir=pdd, playbook=TEMPLATES[template]["playbook"],
-                                    ident="job-%d" % number, quiet=True)
-        job = Job(number, template, job_type, answers, pdd, result, time.monotonic() - started)
+        private_data_dir(pdd, extravars=extra_vars, inventory=self.inventory(), project=self.project,
+                         cmdline="-u root" + (" --check" if job_type == "check" else ""), envvars={
+                             "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
+                             "ANSIBLE_COLLECTIONS_PATH": self.collections,
+                             "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                             "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+                             "ANSIBLE_SSH_CONTROL_PATH_DIR": os.path.join(pdd, "cp"),
+                             "JOB_ID": str(9000 + number),
+                             "AWX_HOST": "https://awx.example.com",
+                             "VPSOPS_EXAMPLE_KNOWN_HOSTS": known_hosts,
+                             "VPSOPS_AUDIT_LOG": self.audit_log,
+                         })
+        job = run_job(pdd, TEMPLATES[template]["playbook"], ident="job-%d" % number, number=number, template=template,
+                      job_type=job_type, answers=answers)
         with self.lock:
             self.jobs.append(job)
         print(repr(job))
@@ -415,12 +289,6 @@ class Awx:
         run(["rm", "-rf", STATE_DIR, BACKUP_DIR])
 
 
-def event_order(path):
-    """Numbered events by their counter, then the unnumbered ones by path."""
-    head = os.path.basename(path).split("-", 1)[0]
-    return (0, int(head), "") if head.isdigit() else (1, 0, path)
-
-
 @pytest.fixture(scope="module")
 def awx(lab, tmp_path_factory):
     base = tmp_path_factory.mktemp("awx")
@@ -432,7 +300,8 @@ def awx(lab, tmp_path_factory):
     assert awx.receiver is not None, "the webhook receiver did not start"
     try:
         # The first deploy of the stack, shared by every test here (asserted by the first test).
-        awx.deployed = awx.launch("vpsops deploy", "run", {"release_tag": "v1", "deploy_phase_timeout": 240})
+        awx.deployed = awx.launch("vpsops deploy", "run", {"release_tag": "v1", "deploy_phase_timeout": 240,
+                                                           "vpsops_max_fail_percentage": None})
         awx.v1 = awx.info()["live"]
         yield awx
     finally:
