@@ -569,7 +569,9 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
         add_jobs(phases, keep.get("model"))
         built = sorted(n for n, svc in ((keep.get("model") or {}).get("services") or {}).items()
                        if isinstance(svc, dict) and svc.get("build"))
-        if built:
+        if built and check_mode:
+            result["would_build"] = built
+        elif built:
             # Images built on the host from the release's own files (the staged build contexts; a
             # git context builds the ref its URL names). Recorded and pinned like any other image:
             # no later step builds again, a rollback never rebuilds.
@@ -593,8 +595,12 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
         live = store.live_id() if store.exists() else None
         manifest, recorded = snapshot(store, docker, compose, None, files, project_dir, env_file=env_file,
                                       phases=phases, pull=pull, user=user, git_sha=git_sha, check_mode=check_mode,
-                                      extra_files=extra, file_refs=file_refs)
+                                      extra_files=extra, file_refs=file_refs, to_build=built if check_mode else ())
         seconds["record"] = round(time.monotonic() - mark, 3)
+        if check_mode:
+            pulled = sorted(n for n, s in manifest["services"].items() if s.get("would") == "pull")
+            if pulled:
+                result["would_pull"] = dict((n, manifest["services"][n]["image"]) for n in pulled)
         mark = time.monotonic()
         containers = docker.project_containers(store.stack)
         # Planned with the pins the release records, as the phase step will run it.

@@ -891,10 +891,12 @@ def repo_of(ref):
     return name
 
 
-def resolve_images(docker, compose, stack, pull="missing"):
+def resolve_images(docker, compose, stack, pull="missing", check_mode=False, to_build=()):
     """{service: {"image": ref, "image_id": id, "digest": repo@sha256 or None}} for every service of
     the resolved model. Missing images are pulled when pull='missing'; still missing is an error
-    naming the services."""
+    naming the services. In check mode nothing is pulled: a missing image that a deploy would pull,
+    or that it would build (`to_build`), is {"image": ref, "image_id": None, "digest": None,
+    "would": "pull" or "build"}."""
     from ansible_collections.vpsops.deploy.plugins.module_utils._compose import service_image
 
     model = compose.config()
@@ -904,6 +906,18 @@ def resolve_images(docker, compose, stack, pull="missing"):
     refs = dict((name, service_image(stack, name, svc)) for name, svc in services.items())
     found = docker.images(refs.values())
     missing = sorted(set(ref for ref in refs.values() if ref not in found))
+    if check_mode:
+        would = {}
+        for name, ref in refs.items():
+            if name in set(to_build):
+                would[name] = "build"
+            elif ref not in found and pull in ("missing", "always"):
+                would[name] = "pull"
+        refs_left = dict((n, r) for n, r in refs.items() if n not in would)
+        result = resolve_found(refs_left, found, pull)
+        for name, how in would.items():
+            result[name] = {"image": refs[name], "image_id": None, "digest": None, "would": how}
+        return result
     pull_errors = {}
     if missing and pull in ("missing", "always"):
         for ref in missing:
@@ -912,6 +926,12 @@ def resolve_images(docker, compose, stack, pull="missing"):
             except Exception as exc:  # noqa: BLE001 - every failure is reported below, with the services
                 pull_errors[ref] = str(exc).strip() or type(exc).__name__
         found.update(docker.images(missing))
+    return resolve_found(refs, found, pull, pull_errors)
+
+
+def resolve_found(refs, found, pull, pull_errors=None):
+    """resolve_images' answer for `refs` ({service: image ref}) from `found` (docker.images)."""
+    pull_errors = pull_errors or {}
     absent = sorted((name, ref) for name, ref in refs.items() if ref not in found)
     if absent:
         if pull_errors:
@@ -950,13 +970,14 @@ def sha256_or_none(path):
 
 
 def snapshot(store, docker, compose, release_id, files, project_dir, env_file=None, phases=None, pull="missing",
-             user=None, git_sha=None, check_mode=False, extra_files=None, file_refs=None):
+             user=None, git_sha=None, check_mode=False, extra_files=None, file_refs=None, to_build=()):
     """Record a pending release of what the compose files resolve to now.
 
     Returns (manifest, changed). When the newest live or pending release has the same files and
-    image IDs it is returned unchanged: deploying the same thing twice records nothing new.
+    image IDs it is returned unchanged: deploying the same thing twice records nothing new. In
+    check mode nothing is recorded, pulled or built (resolve_images).
     """
-    images = resolve_images(docker, compose, store.stack, pull=pull)
+    images = resolve_images(docker, compose, store.stack, pull=pull, check_mode=check_mode, to_build=to_build)
     file_digests = [sha256_file(p)[0] for p in files]
     env_digest = sha256_or_none(env_file)
     extra = [(e["path"], sha256_file(e["source"])[0], int(e.get("mode") or 0o600))

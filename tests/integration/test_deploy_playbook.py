@@ -198,6 +198,23 @@ def test_an_env_value_with_quotes_and_newlines_is_planned_without_printing_it(la
     run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
 
 
+def test_check_mode_plans_an_image_it_would_pull_and_pulls_nothing(lab, tmp_path):
+    """--check of a release whose images are not on the host (no registry reachable here: a pull
+    would fail): exit 0, the plan names what a deploy would pull, nothing pulled or recorded."""
+    st = Stack("vpsops-itcheckpull", 23000)
+    values = stack_vars(st, tag="v9-not-on-this-host")
+    result = playbook(tmp_path, values, "--check")
+    assert result.returncode == 0, result.stdout[-3000:]
+    for service in ("auth", "ar", "payments"):
+        assert "%s: would pull vpsops-demo/%s:v9-not-on-this-host" % (service, service) in result.stdout, \
+            result.stdout[-3000:]
+    assert "would be recorded" in result.stdout
+    images = run(["docker", "images", "-q", "vpsops-demo/*:v9-not-on-this-host"]).stdout.split()
+    assert images == []
+    assert not os.path.exists("/var/lib/vpsops/%s/releases" % st.project)
+    run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
+
+
 # --------------------------------------------------------------------------------------------
 # health_wait as Ansible runs it
 # --------------------------------------------------------------------------------------------

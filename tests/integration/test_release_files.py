@@ -93,12 +93,12 @@ def stack_vars(tmp):
     return {"vpsops_stack": stack, "deploy_phase_timeout": 40}
 
 
-def playbook(tmp, name, values, path=PLAYBOOK):
+def playbook(tmp, name, values, path=PLAYBOOK, *options):
     vars_file = os.path.join(tmp, "%s-vars.json" % name)
     with open(vars_file, "w") as handle:
         json.dump(values, handle)
-    proc = run([os.path.join(ANSIBLE, "ansible-playbook"), "-i", INVENTORY, path, "-e", "@%s" % vars_file, "-v"],
-               check=False, env=ansible_env())
+    proc = run([os.path.join(ANSIBLE, "ansible-playbook"), "-i", INVENTORY, path, "-e", "@%s" % vars_file, "-v"]
+               + list(options), check=False, env=ansible_env())
     return {"rc": proc.returncode, "out": proc.stdout + proc.stderr, "ids": container_ids(), "page": page(),
             "built": page("built"), "built_image": container_images().get("built"),
             "project_page": read(os.path.join(PROJECT_DIR, "site", "index.html"))}
@@ -176,6 +176,9 @@ def runs(lab, tmp_path_factory):
         done["v1"]["greeting"] = in_container("keyed", "/bin/busybox", "sh", "-c", "echo \"$GREETING\"")
         write(tmp, "site/index.html", "site v2\n", 0o644)
         write(tmp, "built/version.txt", "built v2\n", 0o644)
+        images = run(["docker", "images", "-q", "--no-trunc"]).stdout.split()
+        done["check"] = playbook(tmp, "check", stack_vars(tmp), PLAYBOOK, "--check")
+        done["check"]["new_images"] = sorted(set(run(["docker", "images", "-q", "--no-trunc"]).stdout.split()) - set(images))
         done["v2"] = playbook(tmp, "v2", stack_vars(tmp))
         done["back"] = playbook(tmp, "back", {"vpsops_stack": {"name": PROJECT}}, path=ROLLBACK_PLAYBOOK)
         yield done
@@ -208,6 +211,14 @@ def test_a_service_built_on_the_host_is_rebuilt_from_the_release_and_never_by_a_
     assert v2["built_image"] != v1["built_image"] and v2["ids"]["built"] != v1["ids"]["built"]
     # The rollback runs v1's pinned image: the same image ID, not a new build of the old source.
     assert back["built"] == "built v1\n" and back["built_image"] == v1["built_image"]
+
+
+def test_check_mode_plans_the_build_and_builds_nothing(runs):
+    check, v1 = runs["check"], runs["v1"]
+    assert check["rc"] == 0, check["out"][-4000:]
+    assert "built: would build its image on the host (--check builds nothing)" in check["out"], check["out"][-4000:]
+    assert check["new_images"] == [] and check["built_image"] == v1["built_image"]
+    assert check["ids"] == v1["ids"] and check["page"] == "site v1\n"
 
 
 def test_a_rollback_puts_the_old_file_back_before_up(runs):
