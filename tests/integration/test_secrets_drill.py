@@ -29,9 +29,9 @@ import secrets
 import threading
 import time
 
-import ansible_runner
 import pytest
 
+from awx_runner import run_job
 from conftest import ROOT, Stack, ansible_env, run
 from test_deploy_playbook import stack_vars
 from test_ops_playbooks import psql
@@ -171,19 +171,16 @@ class Drill:
         env = dict((k, v) for k, v in ansible_env().items() if k.startswith(("ANSIBLE_", "PATH", "VPSOPS_")))
         env["VPSOPS_AUDIT_LOG"] = self.audit_log
         env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_tasks"  # where the time went, in stdout
-        started = time.monotonic()
         with Sampler() as sampler:
-            job = ansible_runner.run(private_data_dir=private, project_dir=ROOT, playbook=os.path.join(PLAYBOOKS, path),
-                                     inventory=INVENTORY, extravars=values, envvars=env, verbosity=3,
-                                     cmdline="--diff", quiet=True, timeout=600, ident="job")
-        stdout = job.stdout.read()
+            job = run_job(private, os.path.join(PLAYBOOKS, path), ident="job", template=name, project_dir=ROOT,
+                          inventory=INVENTORY, extravars=values, envvars=env, verbosity=3, cmdline="--diff",
+                          timeout=600)
         events = []
-        for event_file in sorted(glob.glob(os.path.join(private, "artifacts", "job", "job_events", "*.json"))):
+        for event_file in job.event_files():
             with open(event_file) as handle:
                 events.append((os.path.basename(event_file), handle.read()))
-        self.runs.append({"name": name, "rc": job.rc, "status": job.status, "stdout": stdout, "events": events,
-                          "seconds": time.monotonic() - started, "processes": sampler.lines,
-                          "samples": sampler.samples})
+        self.runs.append({"name": name, "rc": job.rc, "status": job.status, "stdout": job.stdout, "events": events,
+                          "seconds": job.seconds, "processes": sampler.lines, "samples": sampler.samples})
         self.locks |= sampler.locks
         # What AWX itself holds of the job besides its events: the extra variables it was given.
         run(["rm", "-rf", os.path.join(private, "env")])
