@@ -26,7 +26,7 @@ Then where the time of the largest run goes: each play and the largest tasks (th
 callback's timings), the CPU the controller's Ansible processes used (their user+sys against the
 wall time) and how busy the machine's 2 cores were over the run (/proc/stat).
 
-Run after `bin/lab up`: .venv/bin/python bench/multi_host.py [--sizes 1,5,20] [--rounds 2] [--keep]
+Run after `bin/lab up`: .venv/bin/python bench/multi_host.py [--sizes 1,5,20] [--rounds 2] [--keep] [--playbook P]
 It adds the hosts it needs (and removes them at the end unless --keep).
 """
 
@@ -135,7 +135,7 @@ def inventory(tmp, hosts, tags):
     return path
 
 
-def deploy(tmp, hosts, tags):
+def deploy(tmp, hosts, tags, playbook=PLAYBOOK):
     """deploy.yml on the hosts, each to tags[name]. Returns (Measure, plays, tasks)."""
     inv = inventory(tmp, hosts, tags)
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
@@ -143,13 +143,13 @@ def deploy(tmp, hosts, tags):
                VPSOPS_AUDIT_LOG=os.path.join(tmp, "audit.jsonl"))
     env["PATH"] = os.path.join(ROOT, ".venv", "bin") + os.pathsep + env.get("PATH", "")
     with Measure(h["name"] for h in hosts) as measure:
-        proc = subprocess.run([PLAYBOOK_BIN, "-i", inv, PLAYBOOK], capture_output=True, text=True, env=env,
+        proc = subprocess.run([PLAYBOOK_BIN, "-i", inv, playbook], capture_output=True, text=True, env=env,
                               cwd=ROOT, check=False)
     if proc.returncode != 0:
         raise SystemExit("deploy.yml on %d hosts failed (rc=%d):\n%s\n%s"
                          % (len(hosts), proc.returncode, proc.stdout[-5000:], proc.stderr[-3000:]))
     data = json.loads(proc.stdout[proc.stdout.find("{"):])
-    plays, tasks = [], []
+    plays, tasks, runs = [], [], {}
     for play in data["plays"]:
         duration = play["play"]["duration"]
         plays.append((play["play"]["name"], parse_time(duration["end"]) - parse_time(duration["start"])))
@@ -157,6 +157,11 @@ def deploy(tmp, hosts, tags):
             duration = task["task"]["duration"]
             if "end" in duration:
                 tasks.append((task["task"]["name"], parse_time(duration["end"]) - parse_time(duration["start"])))
+            for host in task.get("hosts", {}):
+                runs[host] = runs.get(host, 0) + 1
+    # Task runs per host, skipped ones included (each is a worker process and a templating pass on
+    # the controller); a run_once task counts once, for the host it ran on.
+    measure.task_runs = statistics.median(runs.values()) if runs else 0
     return measure, plays, tasks
 
 
@@ -275,6 +280,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the hosts (mh1..) afterwards")
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--playbook", default=PLAYBOOK,
+                        help="another deploy playbook to time in the same way (for example an older deploy.yml "
+                             "from `git show REV:playbooks/deploy.yml`), default playbooks/deploy.yml")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     if sizes[0] != 1:
@@ -312,7 +320,7 @@ def main():
                     if side == "ours":
                         for host in hosts:
                             tags[host["name"]] = other(tags[host["name"]])
-                        measure, plays, tasks = deploy(tmp, hosts, tags)
+                        measure, plays, tasks = deploy(tmp, hosts, tags, os.path.abspath(args.playbook))
                         for host in hosts:
                             check_release([host], AUTH_PORT, tags[host["name"]])
                         detail[size] = (measure, plays, tasks)
@@ -321,8 +329,9 @@ def main():
                     results[size][side].append(measure)
                     load = open("/proc/loadavg").read().split()[0]
                     line = "  round %d, %2d hosts, %-5s %6.1f s" % (rnd + 1, size, side, measure.wall)
-                    print("%s  (CPU: controller %5.1f s, hosts %5.1f s; machine busy %3.0f %%, load %s)"
-                          % (line, measure.cpu, measure.hosts_cpu, 100 * measure.busy, load), flush=True)
+                    runs = (", %d task runs a host" % measure.task_runs) if side == "ours" else ""
+                    print("%s  (CPU: controller %5.1f s, hosts %5.1f s; machine busy %3.0f %%, load %s%s)"
+                          % (line, measure.cpu, measure.hosts_cpu, 100 * measure.busy, load, runs), flush=True)
         one = statistics.median(m.wall for m in results[1]["ours"])
         print("\nmedians over %d round(s); 'beyond one host' = ((ours N) - (ours 1)) / (N - 1); "
               "'wave/one' = ((ours N) - (ours 1)) / (ours 1), goal at most %.0fx at N = 20" % (args.rounds, GOAL))
