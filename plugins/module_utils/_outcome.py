@@ -85,7 +85,8 @@ def parse_max_fail(value, variable="vpsops_max_fail_percentage"):
             number = float(value.strip().rstrip("%").strip())
         except ValueError:
             number = None
-    if number is None or number != number or not 0 <= number <= 100:
+    # NaN is not within 0..100 either (every comparison with it is false).
+    if number is None or not 0 <= number <= 100:
         raise OutcomeError("%s must be a percentage from 0 to 100 (the share of a wave's hosts that may fail "
                            "before the deploy stops and rolls back every host it changed), got %r"
                            % (variable, value))
