@@ -275,7 +275,7 @@ def other(tag):
 
 def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # so that the hosts are removed
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--sizes", default="1,5,20")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the hosts (mh1..) afterwards")

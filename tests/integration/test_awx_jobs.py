@@ -237,18 +237,19 @@ class Awx:
         known_hosts = os.path.join(pdd, "env", "known_hosts_credential")
         os.makedirs(os.path.dirname(known_hosts))
         shutil.copyfile(os.path.join(SSH_DIR, "known_hosts"), known_hosts)
-        private_data_dir(pdd, extravars=extra_vars, inventory=self.inventory(), project=self.project,
-                         cmdline="-u root" + (" --check" if job_type == "check" else ""), envvars={
-                             "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
-                             "ANSIBLE_COLLECTIONS_PATH": self.collections,
-                             "ANSIBLE_RETRY_FILES_ENABLED": "False",
-                             "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
-                             "ANSIBLE_SSH_CONTROL_PATH_DIR": os.path.join(pdd, "cp"),
-                             "JOB_ID": str(9000 + number),
-                             "AWX_HOST": "https://awx.example.com",
-                             "VPSOPS_EXAMPLE_KNOWN_HOSTS": known_hosts,
-                             "VPSOPS_AUDIT_LOG": self.audit_log,
-                         })
+        envvars = {
+            "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
+            "ANSIBLE_COLLECTIONS_PATH": self.collections,
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": os.path.join(pdd, "cp"),
+            "JOB_ID": str(9000 + number),
+            "AWX_HOST": "https://awx.example.com",
+            "VPSOPS_EXAMPLE_KNOWN_HOSTS": known_hosts,
+            "VPSOPS_AUDIT_LOG": self.audit_log,
+        }
+        private_data_dir(pdd, extravars=extra_vars, envvars=envvars, inventory=self.inventory(), project=self.project,
+                         cmdline="-u root" + (" --check" if job_type == "check" else ""))
         job = run_job(pdd, TEMPLATES[template]["playbook"], ident="job-%d" % number, number=number, template=template,
                       job_type=job_type, answers=answers)
         with self.lock:

@@ -92,13 +92,13 @@ class Slicer:
         extravars = dict(TEMPLATE, release_tag=release, awx_job_id=job_id, awx_user_name="admin",
                          awx_job_template_name="vpsops deploy", awx_workflow_job_name="vpsops deploy",
                          awx_workflow_job_id=9400 + self.launched)
-        private_data_dir(pdd, extravars=extravars, inventory=self.inventory(SLICES[number], release, failing),
-                         project=self.project, cmdline="-u root", envvars={
-                             "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
-                             "ANSIBLE_COLLECTIONS_PATH": self.collections,
-                             "ANSIBLE_SSH_CONTROL_PATH_DIR": os.path.join(pdd, "cp"),
-                             "JOB_ID": str(job_id),
-                             "VPSOPS_AUDIT_LOG": self.audit_log})
+        envvars = {"PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
+                   "ANSIBLE_COLLECTIONS_PATH": self.collections,
+                   "ANSIBLE_SSH_CONTROL_PATH_DIR": os.path.join(pdd, "cp"),
+                   "JOB_ID": str(job_id),
+                   "VPSOPS_AUDIT_LOG": self.audit_log}
+        private_data_dir(pdd, extravars=extravars, envvars=envvars, inventory=self.inventory(SLICES[number], release, failing),
+                         project=self.project, cmdline="-u root")
         job = run_job(pdd, "playbooks/deploy.yml", ident="job-%d" % job_id, number=job_id,
                       template="vpsops deploy slice %d/2" % number)
         job.slice, job.job_id = number, str(job_id)
