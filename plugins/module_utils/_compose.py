@@ -278,7 +278,8 @@ class Docker:
 
     def project_containers(self, project):
         """The containers of a compose project (one-off `run` containers excluded):
-        [{"id", "name", "service", "image_id", "image", "state", "health", "number"}]."""
+        [{"id", "name", "service", "image_id", "image", "state", "health", "number", "exit_code",
+        "started_at", "config_hash"}] (config_hash: the label compose puts on the container)."""
         found = self.inspect_containers(self.container_ids(["com.docker.compose.project=%s" % project]))
         containers = []
         for item in found:
@@ -297,6 +298,7 @@ class Docker:
                 "health": (state.get("Health") or {}).get("Status"),
                 "exit_code": state.get("ExitCode"),
                 "started_at": state.get("StartedAt"),
+                "config_hash": labels.get("com.docker.compose.config-hash"),
             })
         return sorted(containers, key=lambda c: (c["service"] or "", c["name"]))
 

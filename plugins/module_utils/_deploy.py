@@ -716,7 +716,8 @@ def migrate(compose, phase, backups, stack):
 
 
 def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=None, timeout=120,
-                 consecutive=1, pull="missing", project_dir=None, planned_unchanged=False, clock=time.monotonic):
+                 consecutive=1, pull="missing", project_dir=None, planned_unchanged=False, planned_changes=None,
+                 clock=time.monotonic):
     """One phase of the deploy of `release_id` on this host (see the module docstring)."""
     from ansible_collections.vpsops.deploy.plugins.module_utils._rollout import Rollout, RolloutError
 
@@ -749,6 +750,10 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
             # begin compared the config hashes with the release's pins moments ago; the gate below
             # still proves every container runs and is healthy.
             same = set(services)
+        elif planned_changes is not None:
+            # So did it for a phase that changes, under the lock held since: `up` recreates what
+            # differs either way, and comparing again costs a `compose config --hash` of every file.
+            same = set(services) - set(planned_changes)
         else:
             same = unchanged_services(compose, services, docker.project_containers(store.stack), jobs=set(jobs))
         # A new release keeps its backups and migration even for a phase whose containers stay.

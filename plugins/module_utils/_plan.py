@@ -274,10 +274,13 @@ def diff_text(plan):
 # reading the host -------------------------------------------------------------------------------
 
 def container_hashes(docker, containers):
-    """{container id: config hash label} in one `docker inspect`."""
+    """{container id: config hash label}: from the listing when it has them (project_containers
+    reads every label), else in one `docker inspect`."""
     ids = [c["id"] for c in containers]
     if not ids:
         return {}
+    if all("config_hash" in c for c in containers):
+        return dict((c["id"], c["config_hash"]) for c in containers if c["config_hash"])
     out = docker.run(["inspect", "--type", "container", "--format",
                       '{{.Id}} {{index .Config.Labels "%s"}}' % CONFIG_HASH_LABEL] + ids, what="docker inspect")
     hashes = {}

@@ -54,6 +54,34 @@ def rollback_plan(store, target, scope_services, running):
     return plan
 
 
+def stale_services(store, docker, target, scope, containers, plan):
+    """The services of `scope` that run the target's images but not as the target would: a
+    container's compose config hash differs from the target's (its env or a file it uses changed),
+    or a container that should run does not (a one-shot job that did not exit 0). A service whose
+    images already differ is left out (it goes back anyway)."""
+    candidates = [name for name in scope if not plan[name]["changes"]]
+    if not candidates:
+        return []
+    jobs = set(j for phase in target.get("phases") or [] for j in phase.get("jobs") or [])
+    compose = Compose(docker, store.stack, store.compose_files(target), project_dir=target.get("project_dir"),
+                      env_file=store.env_path(target))
+    try:
+        wanted = compose.config_hashes(candidates)
+    except DockerError:
+        # The target's files cannot be resolved here now: its `up` will say so in compose's words.
+        return []
+    stale = []
+    for name in candidates:
+        mine = [c for c in containers if c["service"] == name]
+        if name in jobs:
+            settled = all(c["state"] == "exited" and c.get("exit_code") == 0 for c in mine)
+        else:
+            settled = all(c["state"] == "running" for c in mine)
+        if not settled or any(c.get("config_hash") != wanted.get(name) for c in mine):
+            stale.append(name)
+    return stale
+
+
 def scope_of(target, phases=None, services=None):
     """The services a rollback touches: all, those of named phases, or named services."""
     all_services = sorted(target["services"])
@@ -266,10 +294,17 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
         raise CorruptRelease("release %s is refused, nothing was changed: %s" % (target_id, problem))
     scope, whole = scope_of(target, phases, services)
     live_id = store.live_id()
-    running = running_images(docker, store.stack)
+    containers = docker.project_containers(store.stack)
+    running = running_images(docker, store.stack, containers)
     plan = rollback_plan(store, target, scope, running)
     moves_pointer = whole and live_id != target_id
     partial = not whole and live_id and live_id != target_id
+    if not partial:
+        # The same images may run another configuration (a failed release that changed only the
+        # env or a config file) or not run at all: those services go back too.
+        for name in stale_services(store, docker, target, scope, containers, plan):
+            plan[name]["changes"] = True
+            plan[name]["config"] = "differs from the release's or the container is not running"
     changed = any(p["changes"] for p in plan.values()) or moves_pointer or bool(partial)
     result = {
         "changed": changed,

@@ -164,6 +164,13 @@ options:
         the phase then takes no backup and no C(up), and its gate proves it in one probe round.
     type: bool
     default: false
+  changes:
+    description:
+      - The services of the phase the plan of C(begin) found changed (C(phase)). Given, the phase
+        trusts it (the stack is locked since) and does not compare config hashes again; C(up)
+        recreates what differs either way. Omitted, the phase compares them itself.
+    type: list
+    elements: str
   rollback:
     description: Roll back to C(live) (C(end)).
     type: bool
@@ -309,6 +316,7 @@ def main():
             rollback=dict(type="bool", default=False),
             release_lock=dict(type="bool", default=False),
             unchanged=dict(type="bool", default=False),
+            changes=dict(type="list", elements="str"),
             reason=dict(type="str"),
             host_name=dict(type="str"),
             docker_cli=dict(type="path", default="docker"),
@@ -360,7 +368,8 @@ def main():
         elif p["step"] == "phase":
             done = deploy_phase(store, docker, stack, p["release"], p["phase"], p["owner"], ttl=p["ttl"],
                                 since=p["since"], timeout=p["timeout"], consecutive=1, pull=p["pull"],
-                                project_dir=project_dir, planned_unchanged=p["unchanged"])
+                                project_dir=project_dir, planned_unchanged=p["unchanged"],
+                                planned_changes=p["changes"])
         elif p["step"] == "finish":
             done = finish(store, docker, stack, p["release"], p["owner"], ttl=p["ttl"], since=p["since"],
                           gated=p["gated"], timeout=p["timeout"], consecutive=p["consecutive"],

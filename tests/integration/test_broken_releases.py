@@ -137,3 +137,33 @@ def flow_v2(lab, tmp_path_factory):
     yield st, images(st.project), releases(st)["live"]
     st.down()
     run(["rm", "-rf", "/var/lib/vpsops/%s" % st.project])
+
+
+def config_hashes(project):
+    """{container name: compose config hash label} of the project."""
+    ids = run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=%s" % project]).stdout.split()
+    out = run(["docker", "inspect", "--format",
+               '{{.Name}} {{index .Config.Labels "com.docker.compose.config-hash"}} {{.State.Status}}'] + ids).stdout
+    return dict((line.split()[0].lstrip("/"), tuple(line.split()[1:])) for line in out.splitlines())
+
+
+def test_a_release_that_changes_only_the_env_is_rolled_back_to_the_live_configuration(flow_v2, tmp_path):
+    """Same images, another AR_DB_PASSWORD (the database keeps its own): AR cannot connect and
+    the modules phase fails. The rollback has no image to change, and still puts back what ran:
+    every container on the live release's configuration, running."""
+    st, good, live = flow_v2
+    before = config_hashes(st.project)
+    values = guarded_stack(st, "v2")
+    values["vpsops_stack"]["env"]["AR_DB_PASSWORD"] = "not-the-database-password-4411"
+    values["vpsops_stack"]["phases"][2]["timeout"] = 20
+    values["vpsops_stack"]["phases"][2]["checks"].append(
+        {"name": "ar-no-fatal", "type": "log", "container": st.container("ar"), "pattern": "Connected to database",
+         "fail_pattern": "password authentication failed"})
+    bad = playbook(tmp_path, values)
+    assert bad.returncode != 0
+    assert "rolled back to the live release %s" % live in bad.stdout, bad.stdout[-4000:]
+    assert "not-the-database-password-4411" not in bad.stdout
+    assert images(st.project) == good
+    assert config_hashes(st.project) == before
+    info = releases(st)
+    assert info["live"] == live and info["lock"] is None and info["releases"][0]["status"] == "failed"
