@@ -19,7 +19,7 @@ description:
     C(healthy) where one is defined, failing at once on an exit or a restart), all under one deadline.
   - A container whose healthcheck Docker has not run yet (C(starting)) counts as healthy as soon as
     the same healthcheck command, run in it by the gate, exits 0; C(unhealthy) is never overruled.
-    So C(up) does not wait (no C(--wait)): the gate does, sooner.
+    So C(up) does not wait (no C(--wait)); the gate does, sooner.
   - One module run per phase instead of two (C(community.docker.docker_compose_v2), then
     M(vpsops.deploy.health_wait)), and two C(docker) calls around C(up) instead of C(docker compose
     ps) runs before and after it.

@@ -253,7 +253,7 @@ MODULE_CASES = [
          "timeout must be 1 second or more", "got 0"),
     case("audit-data-not-a-dict", "audit", {"path": "{dir}/audit.jsonl", "event": "drill", "data": "x=1 y"},
          "argument 'data' is of type str", "unable to convert to dict"),
-    case("audit-missing-event", "audit", {"path": "{dir}/audit.jsonl"}, "missing required arguments: event"),
+    case("audit-missing-event", "audit", {"path": "{dir}/audit.jsonl"}, "one of the following is required: event, entries"),
 ]
 
 

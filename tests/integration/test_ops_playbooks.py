@@ -244,8 +244,9 @@ def test_backup_results_have_the_shape_compose_release_pins(ops):
     results = tasks["Keep the backups in the shape compose_release pins to a release"]["ansible_facts"]["backup_results"]
     assert len(results) == 1
     entry = results[0]
-    assert set(entry) == {"name", "database", "path", "size", "sha256", "verified", "manifest"}
+    assert set(entry) == {"name", "type", "database", "path", "size", "sha256", "verified", "manifest"}
     assert entry["name"] == "payments" and entry["database"] == "payments_db" and entry["verified"] is True
+    assert entry["type"] == "postgres"
     assert entry["path"] == ops.backups("payments_db")[-1] and entry["manifest"] == entry["path"] + ".json"
     assert entry["size"] == os.path.getsize(entry["path"])
     # compose_release takes them as they are
