@@ -173,7 +173,7 @@ def test_a_volume_read_through_a_throwaway_container_is_the_same_backup(lab_stor
     assert inside["verification"]["read"] == "container of %s" % BASE_IMAGE
     assert stores.tar_listing(host["path"]) == stores.tar_listing(inside["path"])
     assert subprocess.run(["docker", "ps", "-aq", "--filter", "name=vpsops-bk-"], capture_output=True,
-                          text=True).stdout.strip() == ""
+                          text=True, check=True).stdout.strip() == ""
 
 
 def test_backup_yml_backs_up_the_stores_beside_the_databases(lab_stores):
