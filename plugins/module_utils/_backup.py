@@ -39,7 +39,7 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._files import (
     sha256_file,
     write_json_atomic,
 )
-from ansible_collections.vpsops.deploy.plugins.module_utils._releases import referenced_backups as store_references
+from ansible_collections.vpsops.deploy.plugins.module_utils._backup_refs import referenced_backups as store_references
 
 FORMATS = {"custom": ("c", ".dump"), "directory": ("d", ".dir")}
 VERIFY_LEVELS = ["none", "toc", "full", "restore"]

@@ -39,6 +39,14 @@ import tempfile
 import time
 from contextlib import contextmanager
 
+# referenced_backups and the two errors live in _backup_refs so that the backup modules can read the
+# store's references without this module; its callers still import all four from here.
+from ansible_collections.vpsops.deploy.plugins.module_utils._backup_refs import (  # noqa: F401 - re-exported
+    MANIFEST,
+    CorruptRelease,
+    ReleaseError,
+    referenced_backups,
+)
 from ansible_collections.vpsops.deploy.plugins.module_utils._files import (
     fsync_dir,
     makedirs_owner_only,
@@ -53,7 +61,6 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._secrets import (
     url_secrets,
 )
 
-MANIFEST = "manifest.json"
 LOCK_OVERRIDE = "images.lock.yml"
 ENV_COPY = ".env"
 FORMAT = 1
@@ -62,14 +69,6 @@ STATUSES = ("pending", "live", "superseded", "failed", "rolled_back")
 RELEASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STACK_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 PIN_REPO = "vpsops"
-
-
-class ReleaseError(Exception):
-    """Bad input or a state that forbids the operation; nothing was changed."""
-
-
-class CorruptRelease(ReleaseError):
-    """A manifest that cannot be trusted."""
 
 
 class CorruptLock(ReleaseError):
@@ -847,31 +846,6 @@ def verify_files(store, manifest):
     if not os.path.exists(os.path.join(base, LOCK_OVERRIDE)):
         return "%s is missing" % os.path.join(base, LOCK_OVERRIDE)
     return None
-
-
-def referenced_backups(state_dir):
-    """Absolute real paths of every backup that a release in the store references.
-
-    Raises CorruptRelease when a manifest cannot be read: retention must then delete nothing."""
-    paths = set()
-    releases_dir = os.path.join(state_dir, "releases")
-    if not os.path.isdir(releases_dir):
-        return paths
-    for name in os.listdir(releases_dir):
-        if name.startswith("."):
-            continue
-        path = os.path.join(releases_dir, name, MANIFEST)
-        try:
-            with open(path, "rb") as handle:
-                manifest = json.loads(handle.read().decode("utf-8"))
-        except (IOError, OSError, ValueError) as exc:
-            # What an unreadable manifest references is unknown: callers must then keep everything.
-            raise CorruptRelease("cannot tell which backups release %s references: %s is unreadable (%s)"
-                                 % (name, path, exc))
-        for backup in (manifest.get("backups") or []) if isinstance(manifest, dict) else []:
-            if isinstance(backup, dict) and backup.get("path"):
-                paths.add(os.path.realpath(backup["path"]))
-    return paths
 
 
 def new_release_id(now=None):
