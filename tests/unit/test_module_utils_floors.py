@@ -15,7 +15,7 @@ MODULE_UTILS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".
 
 # Lowest first. A module may import from its own floor and the floors below it.
 FLOORS = [
-    ("ground", ["_runner", "_http", "_secrets", "_files", "_env", "_stack"]),
+    ("ground", ["_runner", "_http", "_secrets", "_files", "_backup_refs", "_env", "_stack"]),
     ("clients", ["_compose", "_docker_api", "_externals", "_pgcli", "_postgres", "_nats", "_dlq"]),
     ("probes", ["_probes", "_slo"]),
     ("store/backup", ["_releases", "_rollback", "_backup", "_project", "_preflight", "_plan", "_phase", "_phase_backups", "_stores", "_rollout", "_hooks"]),
