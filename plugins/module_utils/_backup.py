@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import concurrent.futures
+import contextlib
 import datetime
 import glob
 import hashlib
@@ -32,7 +33,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.vpsops.deploy.plugins.module_utils._pgcli import PgCli, PgCliError, pgcli_argument_spec
+from ansible_collections.vpsops.deploy.plugins.module_utils._pgcli import PgCli, PgCliError, kill_after, pgcli_argument_spec
 from ansible_collections.vpsops.deploy.plugins.module_utils._files import (
     fsync_dir,
     makedirs_owner_only,
@@ -97,25 +98,35 @@ class BackupError(Exception):
     """A backup, verification, retention or restore step failed; the message says which and why."""
 
 
-def backup_argument_spec():
-    """Options of the pg_backup module (connection options of pgcli_argument_spec included)."""
-    spec = pgcli_argument_spec()
-    spec["db"] = dict(spec["db"], required=True)
-    spec.update(
+def retention_argument_spec():
+    """Where a backup is written and how long backups stay: options of pg_backup and store_backup."""
+    return dict(
         dest=dict(type="path", required=True),
-        format=dict(type="str", default="custom", choices=sorted(FORMATS)),
-        jobs=dict(type="int", default=1),
-        compress=dict(type="int"),
-        schema_only=dict(type="bool", default=False),
-        tables=dict(type="list", elements="str", default=[]),
-        exclude_tables=dict(type="list", elements="str", default=[]),
-        verify=dict(type="str", default="toc", choices=VERIFY_LEVELS),
-        verify_tables=dict(type="list", elements="str", default=[]),
         label=dict(type="str"),
-        copy_to=dict(type="path"),
         keep=dict(type="int"),
         keep_days=dict(type="float"),
         release_state_dir=dict(type="path"),
+    )
+
+
+def restore_source_argument_spec():
+    """The backup a restore reads and the safety backup taken first: options of pg_restore and
+    store_restore."""
+    return dict(
+        src=dict(type="path", required=True),
+        sha256=dict(type="str"),
+        safety_backup=dict(type="bool", default=True),
+        safety_dest=dict(type="path"),
+    )
+
+
+def _pg_argument_spec():
+    """What pg_backup and pg_restore share: the connection options of pgcli_argument_spec (db
+    required), parallel jobs, the free-space check, the container's scratch directory, the timeout."""
+    spec = pgcli_argument_spec()
+    spec["db"] = dict(spec["db"], required=True)
+    spec.update(
+        jobs=dict(type="int", default=1),
         space_factor=dict(type="float", default=DEFAULT_SPACE_FACTOR),
         container_tmpdir=dict(type="path", default="/tmp"),
         timeout=dict(type="float", default=3600),
@@ -123,21 +134,30 @@ def backup_argument_spec():
     return spec
 
 
+def backup_argument_spec():
+    """Options of the pg_backup module (connection options of pgcli_argument_spec included)."""
+    spec = _pg_argument_spec()
+    spec.update(retention_argument_spec())
+    spec.update(
+        format=dict(type="str", default="custom", choices=sorted(FORMATS)),
+        compress=dict(type="int"),
+        schema_only=dict(type="bool", default=False),
+        tables=dict(type="list", elements="str", default=[]),
+        exclude_tables=dict(type="list", elements="str", default=[]),
+        verify=dict(type="str", default="toc", choices=VERIFY_LEVELS),
+        verify_tables=dict(type="list", elements="str", default=[]),
+        copy_to=dict(type="path"),
+    )
+    return spec
+
+
 def restore_argument_spec():
     """Options of the pg_restore module."""
-    spec = pgcli_argument_spec()
-    spec["db"] = dict(spec["db"], required=True)
+    spec = _pg_argument_spec()
+    spec.update(restore_source_argument_spec())
     spec.update(
-        src=dict(type="path", required=True),
-        sha256=dict(type="str"),
-        safety_backup=dict(type="bool", default=True),
-        safety_dest=dict(type="path"),
         terminate_sessions=dict(type="bool", default=True),
         row_counts=dict(type="str", default="exact", choices=ROW_COUNT_MODES),
-        jobs=dict(type="int", default=1),
-        space_factor=dict(type="float", default=DEFAULT_SPACE_FACTOR),
-        container_tmpdir=dict(type="path", default="/tmp"),
-        timeout=dict(type="float", default=3600),
         force_mismatch=dict(type="bool", default=False),
         sql_clean=dict(type="bool", default=False),
     )
@@ -374,6 +394,43 @@ def read_sidecar(backup_path):
     if not isinstance(data, dict) or data.get("tool") != TOOL or data.get("format_version") != SIDECAR_VERSION:
         return None
     return data
+
+
+class Staged:
+    """A backup being written: `tmp`, a temporary name beside `final` in the destination directory,
+    and the `sidecar` to publish with it (set by the writer once the backup is complete)."""
+
+    def __init__(self, dest, name):
+        self.dest = dest
+        self.final = os.path.join(dest, name)
+        self.tmp = os.path.join(dest, ".%s.tmp-%s" % (name, secrets.token_hex(4)))
+        self.sidecar = None
+
+
+@contextlib.contextmanager
+def publishing(dest, name, work):
+    """Publish a backup under `dest`/`name` only once it is complete. The block writes the backup
+    (a file or a directory, fsynced) at the yielded Staged's `tmp` and sets its `sidecar`; on leaving,
+    the backup is renamed to its final name, the directory fsynced and the sidecar written next to it
+    (_files.write_json_atomic). A failure in the block, or a final name that appeared meanwhile
+    ("... appeared while the `work` ran"), removes the temporary name: nothing half-written is ever
+    under a final name. A sidecar that cannot be written removes the backup too (without its sidecar
+    no retention or restore would trust it) and raises BackupError."""
+    staged = Staged(dest, name)
+    try:
+        yield staged
+        if os.path.lexists(staged.final):
+            raise BackupError("%s appeared while the %s ran; not overwriting it" % (staged.final, work))
+        os.rename(staged.tmp, staged.final)
+    except BaseException:
+        remove_path(staged.tmp)
+        raise
+    try:
+        fsync_dir(dest)
+        write_json_atomic(sidecar_path(staged.final), staged.sidecar)
+    except OSError as exc:
+        remove_path(staged.final)
+        raise BackupError("writing the manifest %s failed: %s" % (sidecar_path(staged.final), exc))
 
 
 def list_backups(directory, db):
@@ -1166,12 +1223,10 @@ def _make_backup(params, cli, gate, fmt, dest, directories, started, timeout, wa
     # separate `pg_dump --version` round trip is only needed when nothing reads the archive.
     before = listing(directories, params["db"])
     name = unique_final(directories, params["db"], fmt, started, params.get("label"))
-    final = os.path.join(dest, name)
-    tmp = os.path.join(dest, ".%s.tmp-%s" % (name, secrets.token_hex(4)))
     version = Background(cli.version, "pg_dump") if (params.get("verify") or "toc") == "none" else None
-    try:
+    with publishing(dest, name, "dump") as staged:
         try:
-            verification, digest, size = dump_to(cli, params, fmt, tmp, timeout, gate)
+            verification, digest, size = dump_to(cli, params, fmt, staged.tmp, timeout, gate)
         except BackupError as exc:
             raise gate.failure() or exc
         finally:
@@ -1189,7 +1244,7 @@ def _make_backup(params, cli, gate, fmt, dest, directories, started, timeout, wa
         except PgCliError as exc:
             raise BackupError(str(exc))
         finished = utcnow()
-        sidecar = dict(
+        staged.sidecar = sidecar = dict(
             tool=TOOL, format_version=SIDECAR_VERSION, path=name, database=params["db"],
             server_version=info["server_version"], pg_dump_version=pg_dump_version,
             format=fmt, compress=params.get("compress"), jobs=params.get("jobs", 1),
@@ -1203,18 +1258,7 @@ def _make_backup(params, cli, gate, fmt, dest, directories, started, timeout, wa
             "%s:%s" % (params.get("login_host") or "127.0.0.1", params.get("port") or 5432),
             verification=verification,
         )
-        if os.path.lexists(final):
-            raise BackupError("%s appeared while the dump ran; not overwriting it" % final)
-        os.rename(tmp, final)
-    except BaseException:
-        remove_path(tmp)
-        raise
-    try:
-        fsync_dir(dest)
-        write_json_atomic(sidecar_path(final), sidecar)
-    except OSError as exc:
-        remove_path(final)
-        raise BackupError("writing the manifest %s failed: %s" % (sidecar_path(final), exc))
+    final = staged.final
 
     result = dict(changed=True, path=final, manifest=sidecar_path(final), size=size, sha256=digest,
                   verified=verification["ok"] and verification["level"] != "none", verification=verification,
@@ -1543,43 +1587,33 @@ def replay_sql(cli, src, info, db, clean=False, timeout=None):
                                     env=cli.env())
         except OSError as exc:
             raise BackupError("psql on %s failed: %s" % (cli.describe(), cli.scrub(exc)))
-        expired = threading.Event()
-
-        def expire():
-            expired.set()
-            proc.kill()
-
-        timer = threading.Timer(timeout, expire) if timeout else None
-        if timer:
-            timer.start()
         problem = None
-        try:
-            proc.stdin.write(b"BEGIN;\n" + (SQL_CLEAN.encode() if clean else b""))
-            digest = hashlib.sha256()
-            with open(src, "rb") as handle:
-                for raw, text in sql_chunks(handle, info.get("gzip")):
-                    digest.update(raw)
-                    proc.stdin.write(text)
-            if digest.hexdigest() != info["sha256"]:
-                problem = "%s changed while it was restored (sha256 %s, checked %s)" % (
-                    src, digest.hexdigest(), info["sha256"])
-                # psql stops at this line under ON_ERROR_STOP (in COPY data it ends the COPY first)
-                proc.stdin.write(b"\n\\.\n\\vpsops_abort\n")
-            else:
-                proc.stdin.write(b"\nCOMMIT;\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # psql stopped at an error: its stderr says which
-        except (OSError, BackupError) as exc:
-            problem = str(exc)
-            proc.kill()
-        finally:
+        with kill_after(proc, timeout) as expired:
             try:
-                proc.stdin.close()
-            except OSError:
-                pass
-            rc = proc.wait()
-            if timer:
-                timer.cancel()
+                proc.stdin.write(b"BEGIN;\n" + (SQL_CLEAN.encode() if clean else b""))
+                digest = hashlib.sha256()
+                with open(src, "rb") as handle:
+                    for raw, text in sql_chunks(handle, info.get("gzip")):
+                        digest.update(raw)
+                        proc.stdin.write(text)
+                if digest.hexdigest() != info["sha256"]:
+                    problem = "%s changed while it was restored (sha256 %s, checked %s)" % (
+                        src, digest.hexdigest(), info["sha256"])
+                    # psql stops at this line under ON_ERROR_STOP (in COPY data it ends the COPY first)
+                    proc.stdin.write(b"\n\\.\n\\vpsops_abort\n")
+                else:
+                    proc.stdin.write(b"\nCOMMIT;\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # psql stopped at an error: its stderr says which
+            except (OSError, BackupError) as exc:
+                problem = str(exc)
+                proc.kill()
+            finally:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+                rc = proc.wait()
         errors.seek(0)
         err = cli.scrub(errors.read().decode("utf-8", "replace")).strip()
     if expired.is_set():

@@ -22,6 +22,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import json
 import os
 import subprocess
@@ -59,6 +60,27 @@ def first_line(text):
         if line.strip():
             return line.strip()
     return ""
+
+
+@contextlib.contextmanager
+def kill_after(proc, timeout):
+    """Kill `proc` once `timeout` seconds have passed while the block runs (none or 0: never).
+    Yields an Event that is set when the deadline killed it. The block ends with proc.wait(), so the
+    timer is cancelled only once the process is gone."""
+    expired = threading.Event()
+
+    def expire():
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, expire) if timeout else None
+    if timer:
+        timer.start()
+    try:
+        yield expired
+    finally:
+        if timer:
+            timer.cancel()
 
 
 class PgCliError(Exception):
@@ -291,35 +313,25 @@ class PgCli:
                                         env=self.env())
             except OSError as exc:
                 raise PgCliError("%s on %s failed (rc=127): %s" % (tool, self.describe(), self.scrub(exc)))
-            expired = threading.Event()
-
-            def expire():
-                expired.set()
-                proc.kill()
-
-            timer = threading.Timer(timeout, expire) if timeout else None
-            if timer:
-                timer.start()
             problem = None
-            try:
-                read = proc.stdout.read1 if hasattr(proc.stdout, "read1") else proc.stdout.read
-                while True:
-                    block = read(chunk)
-                    if not block:
-                        break
-                    consume(block)
-            except OSError as exc:
-                problem = exc
-                proc.kill()
-            except BaseException:
-                # consume refused the output (the free-space check): stop the tool, say why
-                proc.kill()
-                raise
-            finally:
-                proc.stdout.close()
-                rc = proc.wait()
-                if timer:
-                    timer.cancel()
+            with kill_after(proc, timeout) as expired:
+                try:
+                    read = proc.stdout.read1 if hasattr(proc.stdout, "read1") else proc.stdout.read
+                    while True:
+                        block = read(chunk)
+                        if not block:
+                            break
+                        consume(block)
+                except OSError as exc:
+                    problem = exc
+                    proc.kill()
+                except BaseException:
+                    # consume refused the output (the free-space check): stop the tool, say why
+                    proc.kill()
+                    raise
+                finally:
+                    proc.stdout.close()
+                    rc = proc.wait()
             errors.seek(0)
             err = self.scrub(errors.read().decode("utf-8", "replace")).strip()
         if problem is not None:

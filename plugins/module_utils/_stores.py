@@ -44,13 +44,16 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._backup import (
     ensure_dir,
     isoformat,
     listing,
+    publishing,
     read_sidecar,
     remove_path,
+    restore_source_argument_spec,
+    retention_argument_spec,
     safe_component,
     sidecar_path,
     utcnow,
 )
-from ansible_collections.vpsops.deploy.plugins.module_utils._files import fsync_dir, write_json_atomic
+from ansible_collections.vpsops.deploy.plugins.module_utils._files import fsync_dir
 
 TYPES = ("redis", "volume")
 ACCESS = ("auto", "host", "container")
@@ -58,8 +61,8 @@ EXTENSIONS = {"redis": ".rdb", "volume": ".tar"}
 RDB_MAGIC = b"REDIS"
 
 
-def store_argument_spec():
-    """Options of the store_backup module."""
+def _store_argument_spec():
+    """What store_backup and store_restore share: the store, how a volume is read, Docker, the timeout."""
     return dict(
         type=dict(type="str", required=True, choices=list(TYPES)),
         container=dict(type="str"),
@@ -68,27 +71,21 @@ def store_argument_spec():
         image=dict(type="str"),
         access=dict(type="str", default="auto", choices=list(ACCESS)),
         docker_cli=dict(type="path", default="docker"),
-        dest=dict(type="path", required=True),
-        label=dict(type="str"),
-        keep=dict(type="int"),
-        keep_days=dict(type="float"),
-        release_state_dir=dict(type="path"),
         timeout=dict(type="float", default=600),
     )
 
 
+def store_argument_spec():
+    """Options of the store_backup module."""
+    spec = _store_argument_spec()
+    spec.update(retention_argument_spec())
+    return spec
+
+
 def store_restore_argument_spec():
     """Options of the store_restore module."""
-    spec = store_argument_spec()
-    spec.pop("dest")
-    for key in ("label", "keep", "keep_days", "release_state_dir"):
-        spec.pop(key)
-    spec.update(
-        src=dict(type="path", required=True),
-        sha256=dict(type="str"),
-        safety_backup=dict(type="bool", default=True),
-        safety_dest=dict(type="path"),
-    )
+    spec = _store_argument_spec()
+    spec.update(restore_source_argument_spec())
     return spec
 
 
@@ -454,33 +451,21 @@ def make_store_backup(params, check_mode=False):
     ensure_dir(dest, "dest")
     before = listing([dest], key)
     name = free_name(dest, backup_name(params, started))
-    final = os.path.join(dest, name)
-    tmp = os.path.join(dest, ".%s.tmp-%s" % (name, secrets.token_hex(4)))
-    try:
+    with publishing(dest, name, "backup") as staged:
         if params["type"] == "redis":
-            digest, size, verification = copy_redis(docker, params, tmp, deadline)
+            digest, size, verification = copy_redis(docker, params, staged.tmp, deadline)
         else:
-            digest, size, verification = tar_volume(docker, params, tmp)
+            digest, size, verification = tar_volume(docker, params, staged.tmp)
         if size == 0:
             raise BackupError("the backup of %s is empty: not a backup" % key)
         finished = utcnow()
-        sidecar = dict(tool=TOOL, format_version=SIDECAR_VERSION, path=name, database=key, type=params["type"],
-                       format=EXTENSIONS[params["type"]].lstrip("."), size=size, sha256=digest, sha256_method="file",
-                       started=isoformat(started), finished=isoformat(finished), label=params.get("label"),
-                       source=("container %s" % params["container"]) if params["type"] == "redis"
-                       else "volume %s" % params["volume"], verification=verification)
-        if os.path.lexists(final):
-            raise BackupError("%s appeared while the backup ran; not overwriting it" % final)
-        os.rename(tmp, final)
-    except BaseException:
-        remove_path(tmp)
-        raise
-    try:
-        fsync_dir(dest)
-        write_json_atomic(sidecar_path(final), sidecar)
-    except OSError as exc:
-        remove_path(final)
-        raise BackupError("writing the manifest %s failed: %s" % (sidecar_path(final), exc))
+        staged.sidecar = sidecar = dict(
+            tool=TOOL, format_version=SIDECAR_VERSION, path=name, database=key, type=params["type"],
+            format=EXTENSIONS[params["type"]].lstrip("."), size=size, sha256=digest, sha256_method="file",
+            started=isoformat(started), finished=isoformat(finished), label=params.get("label"),
+            source=("container %s" % params["container"]) if params["type"] == "redis"
+            else "volume %s" % params["volume"], verification=verification)
+    final = staged.final
     deleted, warnings = apply_retention([dest], key, params.get("keep"), params.get("keep_days"),
                                         params.get("release_state_dir"), False, just_made=[final])
     return dict(changed=True, path=final, manifest=sidecar_path(final), size=size, sha256=digest, verified=True,
