@@ -41,7 +41,7 @@ from contextlib import contextmanager
 
 # referenced_backups and the two errors live in _backup_refs so that the backup modules can read the
 # store's references without this module; its callers still import all four from here.
-from ansible_collections.vpsops.deploy.plugins.module_utils._backup_refs import (  # noqa: F401 - re-exported
+from ansible_collections.vpsops.deploy.plugins.module_utils._backup_refs import (  # noqa: F401 # pylint: disable=unused-import
     MANIFEST,
     CorruptRelease,
     ReleaseError,
