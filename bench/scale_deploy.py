@@ -52,6 +52,23 @@ def phase_results(tasks):
     return found
 
 
+def step_seconds(tasks):
+    """What each deploy_host step says it spent, by step: {step: {part: seconds}} (phases summed)."""
+    steps = {}
+    for task in tasks:
+        if task["action"] != UP_ACTION:
+            continue
+        for result in task["result"].get("results") or [task["result"]]:
+            step = result.get("step")
+            if not step:
+                continue
+            into = steps.setdefault(step, {})
+            for key, value in (result.get("seconds") or {}).items():
+                if isinstance(value, (int, float)):
+                    into[key] = round(into.get(key, 0.0) + value, 3)
+    return steps
+
+
 class Scale:
     def __init__(self, tmp, count, interval):
         self.tmp = tmp
@@ -100,7 +117,7 @@ class Scale:
             parts[key] = max(parts[key] - docker, 0.0)
         return {"wall": wall, "docker": docker, "overhead": wall - docker, "ups": up_seconds,
                 "up_changed": sum(1 for r in ups if r.get("changed")), "changed": stats.get("changed"),
-                "parts": parts}
+                "parts": parts, "steps": step_seconds(tasks)}
 
     def plain(self):
         return timed(lambda: self.compose("up", "-d", "--wait", "--wait-timeout", "300"))[0]
@@ -176,6 +193,10 @@ def main():
                 print("  largest parts of the overhead, %s (wall %.2f s):" % (label, wall))
                 for key, seconds in sorted(parts.items(), key=lambda kv: -kv[1])[:args.top]:
                     print("    %6.2f s  %s" % (seconds, key))
+                print("  inside the steps, as the module timed them (%s, first round):" % label)
+                for step, timed_parts in sorted(runs[0]["steps"].items()):
+                    ordered = sorted(timed_parts.items(), key=lambda kv: -kv[1])
+                    print("    %-7s %s" % (step, ", ".join("%s %.2f" % kv for kv in ordered)))
     finally:
         if scale is not None:
             scale.reset()

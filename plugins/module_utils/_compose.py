@@ -36,6 +36,24 @@ class NoSuchContainer(DockerError):
     """The container named in a read does not exist (any more)."""
 
 
+def raise_again(exc):
+    raise exc
+
+
+def images_by_ref(refs, found):
+    """{ref: {"id", "repo_digests", "repo_tags"}} of the image inspect documents `found`, for each of
+    `refs` one of them answers to (by tag, digest, ID, or name meaning name:latest)."""
+    result = {}
+    for image in found or []:
+        info = {"id": image.get("Id"), "repo_digests": image.get("RepoDigests") or [],
+                "repo_tags": image.get("RepoTags") or []}
+        for ref in refs:
+            if ref in info["repo_tags"] or ref in info["repo_digests"] or ref == info["id"] \
+                    or (":" not in ref.rsplit("/", 1)[-1] and "@" not in ref and ref + ":latest" in info["repo_tags"]):
+                result[ref] = info
+    return result
+
+
 def raise_if_daemon_down(cli, text):
     if any(mark in (text or "") for mark in DAEMON_DOWN):
         raise DaemonDown("the Docker daemon is not reachable through %s: %s" % (cli, text.strip()))
@@ -128,10 +146,19 @@ class Docker:
 
     def images(self, refs):
         """{ref: {"id", "repo_digests", "repo_tags"}} for the refs present on the host; absent refs are
-        left out. One `docker image inspect` for all of them."""
+        left out. Over the Engine API one read per ref, else one `docker image inspect` for all of them."""
         refs = sorted(set(r for r in refs if r))
         if not refs:
             return {}
+        api = self.engine_api()
+        if api is not None:
+            found = []
+            for ref in refs:
+                try:
+                    found.append(self.api_call("docker image inspect", api.inspect_image, ref))
+                except NoSuchContainer:  # the API's 404: no such image
+                    continue
+            return images_by_ref(refs, found)
         argv = [self.cli, "image", "inspect"] + refs
         rc, out, err = self.runner(argv, timeout=self.timeout)
         if rc != 0:
@@ -146,22 +173,29 @@ class Docker:
             for ref in refs:
                 result.update(self.images([ref]))
             return result
-        result = {}
-        for image in found or []:
-            info = {"id": image.get("Id"), "repo_digests": image.get("RepoDigests") or [],
-                    "repo_tags": image.get("RepoTags") or []}
-            for ref in refs:
-                if ref in info["repo_tags"] or ref in info["repo_digests"] or ref == info["id"] \
-                        or (":" not in ref.rsplit("/", 1)[-1] and "@" not in ref and ref + ":latest" in info["repo_tags"]):
-                    result[ref] = info
-        return result
+        return images_by_ref(refs, found)
 
     def tag(self, image_id, ref):
+        api = self.engine_api()
+        if api is not None:
+            self.api_call("docker image tag", api.tag_image, image_id, ref)
+            return
         self.run(["image", "tag", image_id, ref], what="docker image tag")
 
     def untag(self, ref):
         """Remove a tag. Docker deletes the image only when no tag is left and no container uses it;
         an image still in use stays (that is not an error here)."""
+        api = self.engine_api()
+        if api is not None:
+            try:
+                api.remove_image(ref)
+            except _docker_api.NotFound:
+                return False
+            except _docker_api.DockerAPIError as exc:
+                if exc.status == 409:  # conflict: a container uses the image
+                    return False
+                self.api_call("docker image rm %s" % ref, raise_again, exc)
+            return True
         rc, out, err = self.runner([self.cli, "image", "rm", ref], timeout=self.timeout)
         text = (err or out or "").strip()
         if rc != 0 and "No such image" not in text and "conflict" not in text:

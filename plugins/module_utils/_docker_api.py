@@ -4,8 +4,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """Reads of container state from the Docker Engine API over its unix socket: the containers of
-a project, one container's inspect document, its logs; the host's networks and volumes; and one
-write, running a container's own healthcheck command in it (exec_run). Standard
+a project, one container's or image's inspect document, its logs; the host's networks and volumes;
+and three writes: running a container's own healthcheck command in it (exec_run), tagging an image
+and removing a tag (the release pins, one per service). Standard
 library only (http.client over AF_UNIX), so a bare VPS needs no extra Python package. A `docker
 inspect` starts a Go process (about 20 ms); the same read over the socket takes well under a
 millisecond, which matters to health gates that read every container on every probe round.
@@ -239,7 +240,29 @@ class DockerAPI:
         out, err = demultiplex(body)
         return as_text(out), as_text(err)
 
-    # the one write ------------------------------------------------------------------------------
+    def inspect_image(self, ref, timeout=None):
+        """The inspect document of one image (by ID, name:tag or name@digest), as `docker image
+        inspect` prints it; NotFound when the daemon has no such image."""
+        return self.get_json("/images/%s/json" % quote(ref, safe="/:@"), timeout=timeout)
+
+    # writes -------------------------------------------------------------------------------------
+    def tag_image(self, image, ref, timeout=None):
+        """`docker image tag IMAGE REF`: REF (repository[:tag], latest when no tag) names IMAGE."""
+        repo, tag = split_ref(ref)
+        path = "/images/%s/tag" % quote(image, safe="/:@")
+        status, _response, body = self.request(path, {"repo": repo, "tag": tag}, timeout, method="POST")
+        if status >= 400:
+            raise error_for(status, body, path)
+
+    def remove_image(self, ref, timeout=None):
+        """`docker image rm REF`: the tag goes; the image goes with its last tag when no container
+        uses it. NotFound for an unknown REF; HTTP 409 (DockerAPIError.status) when a container
+        still uses the image it names."""
+        path = "/images/%s" % quote(ref, safe="/:@")
+        status, _response, body = self.request(path, timeout=timeout, method="DELETE")
+        if status >= 400:
+            raise error_for(status, body, path)
+
     def exec_run(self, ref, cmd, timeout=None):
         """Run `cmd` (argv list) in the running container as `docker exec` does (the container's
         user, environment and working directory, no TTY) and wait for it. Returns (exit code, output
@@ -255,6 +278,19 @@ class DockerAPI:
         out, err = demultiplex(body)
         code = self.get_json("/exec/%s/json" % exec_id, timeout=timeout).get("ExitCode")
         return code, as_text(out + err)
+
+
+def split_ref(ref):
+    """(repository, tag) of an image reference without a digest: "reg:5000/a/b:v1" -> ("reg:5000/a/b",
+    "v1"); "a/b" -> ("a/b", "latest")."""
+    if "@" in ref:
+        raise DockerAPIError("cannot tag with a digest reference: %s" % ref)
+    name, _sep, last = ref.rpartition("/")
+    if ":" in last:
+        last, tag = last.rsplit(":", 1)
+    else:
+        tag = "latest"
+    return (name + "/" + last) if name else last, tag
 
 
 def demultiplex(data):

@@ -14,7 +14,13 @@ import re
 import time
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import DockerError
-from ansible_collections.vpsops.deploy.plugins.module_utils._probes import parse_docker_time, run_gate, validate_checks
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
+    parse_docker_time,
+    proven_starts,
+    run_gate,
+    validate_checks,
+    vouch_for,
+)
 
 # `docker compose --dry-run up` prints one line per container it would touch.
 DRY_RUN_RE = re.compile(r"Container\s+(\S+)\s+(Recreat|Creat|Start)", re.IGNORECASE)
@@ -161,6 +167,7 @@ def run_phase(compose, services, gate_services=None, gate_containers=None, check
     up_epoch = time.time()
     before = snapshot(docker, compose.project)
     failure = None
+    ready = None
     if services:
         try:
             # The release's images are pinned and on the host (built when it was recorded): never built here.
@@ -189,7 +196,10 @@ def run_phase(compose, services, gate_services=None, gate_containers=None, check
         raise PhaseError(failure, result)
     names = gated_names(after, gate_services, gate_containers)
     mark = clock()
-    gate = run_gate(checks, names, timeout, interval, max_interval, consecutive, since, docker.cli)
+    # A start whose own healthcheck wait_started ran and passed is not run again while Docker still
+    # says starting; the gate still fails on an exit, a restart or Docker's unhealthy.
+    gate = run_gate(checks, names, timeout, interval, max_interval, consecutive, since, docker.cli,
+                    adjust_probes=vouch_for(proven_starts(ready)))
     if gate is None:
         return result
     result["gate"] = gate.summary()

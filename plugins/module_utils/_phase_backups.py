@@ -107,6 +107,8 @@ def take_backups(store, docker, stack, phase, manifest, live):
 
     names = list(phase.get("backup") or [])
     skipped = []
+    if not names:
+        return [], skipped
     if not live:
         running = set(c["name"] for c in docker.project_containers(store.stack) if c["state"] == "running")
         volumes = None

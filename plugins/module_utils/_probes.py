@@ -357,6 +357,10 @@ class ContainerProbe(DockerProbe):
         self.since = None if spec.get("since") in (None, "") else float(spec["since"])
         self.own_health = spec.get("own_health", True) is not False
         self.restarts_seen = None
+        # The StartedAt of the start whose own healthcheck passed here (check_container_state), and
+        # one a gate just before this one proved (vouch_for): that start is not checked again.
+        self.own_passed = None
+        self.vouched = None
 
     def default_name(self):
         return "container %s" % self.spec.get("container")
@@ -368,10 +372,34 @@ class ContainerProbe(DockerProbe):
         engine = self.engine()
         state, restarts, created = engine.container_state(self.container, timeout=max(timeout, 1))
         own = None
-        if self.own_health:
+        if self.vouched and self.vouched == state.get("StartedAt"):
+            own = vouched_health
+        elif self.own_health:
             own = functools.partial(engine.own_healthcheck, self.container, timeout=max(timeout, 1))
         return check_container_state(self.container, state, restarts, self.running_for, self,
                                      created=parse_docker_time(created), since=self.since, own_health=own)
+
+
+def vouched_health():
+    return True, "", "healthy by its own healthcheck, passed for this start just before"
+
+
+def vouch_for(proven):
+    """adjust_probes for run_gate: the container probes of `proven` ({container: StartedAt}, from
+    proven_starts of an earlier gate) accept those starts as healthy while Docker still says
+    `starting`, without running the healthcheck again. Any other state is judged as always."""
+    def adjust(probes):
+        for probe in probes:
+            if isinstance(probe, ContainerProbe) and probe.container in proven:
+                probe.vouched = proven[probe.container]
+    return adjust
+
+
+def proven_starts(gate):
+    """{container: StartedAt} of the container probes of a GateResult whose own healthcheck passed."""
+    if gate is None:
+        return {}
+    return dict((p.container, p.own_passed) for p in gate.probes if isinstance(p, ContainerProbe) and p.own_passed)
 
 
 def compile_regex(probe, key, required=False):
@@ -988,11 +1016,12 @@ def check_container_state(name, state, restart_count, running_for, tracker, now=
         # command run now tells the same, without waiting for it.
         verdict = own_health()
         if verdict is not None:
-            passed, output = verdict
+            passed, output = verdict[:2]
             if not passed:
                 raise Exception("container %s is starting and its healthcheck does not pass yet%s"
                                 % (name, (": " + output) if output else ""))
-            health = "healthy by its own healthcheck, run now"
+            health = verdict[2] if len(verdict) > 2 else "healthy by its own healthcheck, run now"
+            tracker.own_passed = state.get("StartedAt") or None
     if health is not None and not health.startswith("healthy"):
         log = (state.get("Health") or {}).get("Log") or []
         last = (log[-1].get("Output") or "").strip()[:160] if log else ""

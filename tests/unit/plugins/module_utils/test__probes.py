@@ -172,6 +172,62 @@ def test_an_unhealthy_container_is_never_overruled_by_its_own_healthcheck():
     assert calls == []
 
 
+class StartingEngine:
+    """A Docker wrapper whose container is running, Docker's first healthcheck not run yet."""
+
+    def __init__(self, state=None):
+        self.state = dict(state or STATE_STARTING)
+        self.own_runs = 0
+
+    def container_state(self, name, timeout=None):
+        return self.state, 0, self.state["StartedAt"]
+
+    def own_healthcheck(self, name, timeout=None):
+        self.own_runs += 1
+        return True, "ok"
+
+
+def container_probe(engine):
+    probe = probes.build_probes([{"type": "container", "container": "web-1"}])[0]
+    probe.client = engine
+    return probe
+
+
+def gate_once(probe):
+    ok, _runs, _elapsed = probes.wait_for([probe], 5, interval=0.05, max_interval=0.05)
+    return ok, probe
+
+
+def test_a_start_proven_by_its_own_healthcheck_is_not_checked_again_by_the_next_gate():
+    engine = StartingEngine()
+    ok, first = gate_once(container_probe(engine))
+    assert ok and engine.own_runs == 1
+    proven = probes.proven_starts(probes.GateResult(True, [], 0.1, [first], 5))
+    assert proven == {"web-1": STATE_STARTING["StartedAt"]}
+
+    second = container_probe(engine)
+    probes.vouch_for(proven)([second])
+    assert second.probe(5) == "running (healthy by its own healthcheck, passed for this start just before)"
+    assert engine.own_runs == 1
+
+
+def test_another_start_of_the_container_runs_its_own_healthcheck_again():
+    engine = StartingEngine()
+    probe = container_probe(engine)
+    probes.vouch_for({"web-1": "2026-11-23T13:50:00.000000000Z"})([probe])
+    assert probe.probe(5) == "running (healthy by its own healthcheck, run now)"
+    assert engine.own_runs == 1
+
+
+def test_a_vouched_start_that_docker_finds_unhealthy_fails():
+    engine = StartingEngine(dict(STATE_STARTING, Health={"Status": "unhealthy", "Log": [{"Output": "down"}]}))
+    probe = container_probe(engine)
+    probes.vouch_for({"web-1": STATE_STARTING["StartedAt"]})([probe])
+    with pytest.raises(Exception, match="container web-1 is unhealthy: down"):
+        probe.probe(5)
+    assert probes.proven_starts(None) == {}
+
+
 def test_container_running_for_not_reached():
     with pytest.raises(Exception) as err:
         probes.check_container_state("c", STATE_HEALTHY, 0, 30, Tracker(), now=STARTED_AT + 5)
