@@ -40,9 +40,9 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Comp
 from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
 from ansible_collections.vpsops.deploy.plugins.module_utils._files import makedirs_owner_only, write_atomic
 from ansible_collections.vpsops.deploy.plugins.module_utils._hooks import HookError, hooks_of, run_hooks
-from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, job_done, run_phase
+from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_phase
 from ansible_collections.vpsops.deploy.plugins.module_utils._phase_backups import PhaseBackupError, restore_backups, take_backups
-from ansible_collections.vpsops.deploy.plugins.module_utils._plan import container_hashes
+from ansible_collections.vpsops.deploy.plugins.module_utils._plan import jobs_of, unchanged_services
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     CheckSpecError,
     run_gate,
@@ -256,15 +256,6 @@ def add_jobs(phases, model):
     return phases
 
 
-def jobs_of(manifest, phase_name=None):
-    """The one-shot services the release records (of one phase, or of all)."""
-    found = []
-    for phase in manifest.get("phases") or []:
-        if phase_name is None or phase.get("name") == phase_name:
-            found += [j for j in phase.get("jobs") or [] if j not in found]
-    return found
-
-
 # the lock --------------------------------------------------------------------------------------
 
 class Heartbeat:
@@ -354,34 +345,6 @@ def stage(store, contents, env, check_mode, files=None):
     except ProjectError as exc:
         raise DeployError(str(exc))
     return path, extra
-
-
-def unchanged_services(compose, services, containers, hashes=None, jobs=()):
-    """The services whose containers all run the compose config of `compose` already: every
-    container running, healthy where it has a healthcheck (a one-shot service of `jobs`: exited with
-    exit code 0), labelled with the wanted config hash. A service without a container is changed
-    (it would be created)."""
-    services = list(services)
-    if not services:
-        return set()
-    wanted = compose.config_hashes(services)
-    by_service = {}
-    for c in containers:
-        by_service.setdefault(c["service"], []).append(c)
-    hashes = container_hashes(compose.docker, [c for c in containers if c["service"] in wanted]) \
-        if hashes is None else hashes
-    same = set()
-    for name in services:
-        found = by_service.get(name) or []
-        if not found or name not in wanted:
-            continue
-        if name in jobs:
-            settled = all(job_done(c, None) for c in found)
-        else:
-            settled = all(c["state"] == "running" and c.get("health") in (None, "", "healthy") for c in found)
-        if settled and all(hashes.get(c["id"]) == wanted[name] for c in found):
-            same.add(name)
-    return same
 
 
 def quiet_phase(phase, release_is_live):

@@ -22,6 +22,7 @@ import shutil
 import tempfile
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, DockerError, service_image
+from ansible_collections.vpsops.deploy.plugins.module_utils._phase import job_done
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import check_argument_spec
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     LOCK_OVERRIDE, ReleaseError, Store, lock_override_text, pin_ref, resolve_images,
@@ -434,3 +435,42 @@ def _match(name, files):
         if f == name or os.path.basename(f) == name:
             return f
     return name
+
+
+def jobs_of(manifest, phase_name=None):
+    """The one-shot services the release records (of one phase, or of all)."""
+    found = []
+    for phase in manifest.get("phases") or []:
+        if phase_name is None or phase.get("name") == phase_name:
+            found += [j for j in phase.get("jobs") or [] if j not in found]
+    return found
+
+
+def unchanged_services(compose, services, containers, hashes=None, jobs=(), healthy=True):
+    """The services whose containers all run the compose config of `compose` already: every
+    container running, healthy where it has a healthcheck unless `healthy` is False (a one-shot
+    service of `jobs`: exited with exit code 0), labelled with the wanted config hash. A service
+    without a container is changed (it would be created). The deploy's plan and phases ask it of
+    the release, a rollback of its target."""
+    services = list(services)
+    if not services:
+        return set()
+    wanted = compose.config_hashes(services)
+    by_service = {}
+    for c in containers:
+        by_service.setdefault(c["service"], []).append(c)
+    hashes = container_hashes(compose.docker, [c for c in containers if c["service"] in wanted]) \
+        if hashes is None else hashes
+    same = set()
+    for name in services:
+        found = by_service.get(name) or []
+        if not found or name not in wanted:
+            continue
+        if name in jobs:
+            settled = all(job_done(c, None) for c in found)
+        else:
+            settled = all(c["state"] == "running" and (not healthy or c.get("health") in (None, "", "healthy"))
+                          for c in found)
+        if settled and all(hashes.get(c["id"]) == wanted[name] for c in found):
+            same.add(name)
+    return same

@@ -18,6 +18,7 @@ import time
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
 from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_jobs
+from ansible_collections.vpsops.deploy.plugins.module_utils._plan import jobs_of, unchanged_services
 from ansible_collections.vpsops.deploy.plugins.module_utils._project import publish
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     EXTRA_DIR,
@@ -57,29 +58,20 @@ def rollback_plan(store, target, scope_services, running):
 def stale_services(store, docker, target, scope, containers, plan):
     """The services of `scope` that run the target's images but not as the target would: a
     container's compose config hash differs from the target's (its env or a file it uses changed),
-    or a container that should run does not (a one-shot job that did not exit 0). A service whose
-    images already differ is left out (it goes back anyway)."""
+    or a container that should run does not (a one-shot job that did not exit 0, a service without
+    a container). A service whose images already differ is left out (it goes back anyway). Health
+    is the rollback gate's to judge, not a reason to recreate."""
     candidates = [name for name in scope if not plan[name]["changes"]]
     if not candidates:
         return []
-    jobs = set(j for phase in target.get("phases") or [] for j in phase.get("jobs") or [])
     compose = Compose(docker, store.stack, store.compose_files(target), project_dir=target.get("project_dir"),
                       env_file=store.env_path(target))
     try:
-        wanted = compose.config_hashes(candidates)
+        same = unchanged_services(compose, candidates, containers, jobs=set(jobs_of(target)), healthy=False)
     except DockerError:
         # The target's files cannot be resolved here now: its `up` will say so in compose's words.
         return []
-    stale = []
-    for name in candidates:
-        mine = [c for c in containers if c["service"] == name]
-        if name in jobs:
-            settled = all(c["state"] == "exited" and c.get("exit_code") == 0 for c in mine)
-        else:
-            settled = all(c["state"] == "running" for c in mine)
-        if not settled or any(c.get("config_hash") != wanted.get(name) for c in mine):
-            stale.append(name)
-    return stale
+    return [name for name in candidates if name not in same]
 
 
 def scope_of(target, phases=None, services=None):
@@ -352,7 +344,7 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
         groups = reverse_phase_groups(deployed, scope, plan)
         result["order"] = [name for name, _names in groups]
         # One-shot services are not waited for as running containers: they run to completion after.
-        jobs = [j for phase in deployed.get("phases") or [] for j in phase.get("jobs") or [] if j in scope]
+        jobs = [j for j in jobs_of(deployed) if j in scope]
         lasting = [name for name in scope if name not in jobs]
         up_epoch = time.time()
         if len(groups) > 1:

@@ -148,7 +148,7 @@ def test_the_manifest_keeps_no_secret_of_the_checks(tmp_path):
 
 
 def test_jobs_are_the_named_ones_then_compose_completed_dependencies():
-    from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import add_jobs, jobs_of
+    from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import add_jobs, jobs_of  # jobs_of lives in _plan
     model = {"services": {
         "web": {"depends_on": {"schema": {"condition": "service_completed_successfully"},
                                "db": {"condition": "service_healthy"}}},
@@ -210,3 +210,14 @@ def test_phases_are_split_by_the_services_their_files_define_without_a_compose_p
     assert [(p["name"], p["services"], p["files"]) for p in found] == [
         ("infrastructure", ["redis"], ["infra.yml"]), ("app", ["api", "seed"], ["app.yml"])]
     assert found[1]["jobs"] == ["seed"]
+
+
+def test_a_rollback_asks_the_config_not_the_health():
+    """healthy=False (what a rollback asks of its target): an unhealthy container that runs the
+    wanted config needs no recreation, a service without a container does."""
+    docker = FakeDocker({"1": "h-web", "3": "h-db"})
+    compose = FakeCompose(docker, {"web": "h-web", "db": "h-db", "worker": "h-worker"})
+    containers = [{"id": "1", "service": "web", "state": "running", "health": "unhealthy"},
+                  {"id": "3", "service": "db", "state": "restarting", "health": None}]
+    assert unchanged_services(compose, ["web", "db", "worker"], containers, healthy=False) == {"web"}
+    assert unchanged_services(compose, ["web", "db", "worker"], containers) == set()
