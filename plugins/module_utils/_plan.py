@@ -448,8 +448,11 @@ def jobs_of(manifest, phase_name=None):
 
 def unchanged_services(compose, services, containers, hashes=None, jobs=(), healthy=True):
     """The services whose containers all run the compose config of `compose` already: every
-    container running, healthy where it has a healthcheck unless `healthy` is False (a one-shot
-    service of `jobs`: exited with exit code 0), labelled with the wanted config hash. A service
+    container running, and not unhealthy where it has a healthcheck unless `healthy` is False (a
+    one-shot service of `jobs`: exited with exit code 0), labelled with the wanted config hash. A
+    container whose first healthcheck Docker has not run yet (`starting`) counts as running: `up`
+    would not touch it, and the gate that follows (a phase's, the deploy's final one) runs its
+    healthcheck itself. A service
     without a container is changed (it would be created). The deploy's plan and phases ask it of
     the release, a rollback of its target."""
     services = list(services)
@@ -469,7 +472,7 @@ def unchanged_services(compose, services, containers, hashes=None, jobs=(), heal
         if name in jobs:
             settled = all(job_done(c, None) for c in found)
         else:
-            settled = all(c["state"] == "running" and (not healthy or c.get("health") in (None, "", "healthy"))
+            settled = all(c["state"] == "running" and (not healthy or c.get("health") in (None, "", "healthy", "starting"))
                           for c in found)
         if settled and all(hashes.get(c["id"]) == wanted[name] for c in found):
             same.add(name)

@@ -130,6 +130,8 @@ class FakeCompose:
       {"id": "9", "service": "web", "state": "running", "health": None},
       {"id": "3", "service": "db", "state": "exited", "health": None}], set()),
     ([{"id": "1", "service": "web", "state": "running", "health": "unhealthy"}], set()),
+    # Docker has not run its first healthcheck yet: up would not touch it, the gates run it.
+    ([{"id": "1", "service": "web", "state": "running", "health": "starting"}], {"web"}),
     ([], set()),
 ])
 def test_a_service_is_unchanged_only_when_every_container_runs_the_wanted_config(containers, expected):
