@@ -36,10 +36,6 @@ class NoSuchContainer(DockerError):
     """The container named in a read does not exist (any more)."""
 
 
-def raise_again(exc):
-    raise exc
-
-
 def images_by_ref(refs, found):
     """{ref: {"id", "repo_digests", "repo_tags"}} of the image inspect documents `found`, for each of
     `refs` one of them answers to (by tag, digest, ID, or name meaning name:latest)."""
@@ -132,12 +128,16 @@ class Docker:
         """call(*args, **kwargs) on the API, its errors turned into the ones the CLI path raises."""
         try:
             return call(*args, **kwargs)
-        except _docker_api.Unreachable as exc:
-            raise DaemonDown("the Docker daemon is not reachable through %s: %s" % (self._api.endpoint(), exc))
-        except _docker_api.NotFound as exc:
-            raise NoSuchContainer("%s failed (HTTP %s): %s" % (what, exc.status, exc))
         except _docker_api.DockerAPIError as exc:
-            raise DockerError("%s failed (HTTP %s): %s" % (what, exc.status, exc))
+            raise self.api_error(what, exc)
+
+    def api_error(self, what, exc):
+        """The error the CLI path raises for the Engine API's error `exc` in `what`."""
+        if isinstance(exc, _docker_api.Unreachable):
+            return DaemonDown("the Docker daemon is not reachable through %s: %s" % (self._api.endpoint(), exc))
+        if isinstance(exc, _docker_api.NotFound):
+            return NoSuchContainer("%s failed (HTTP %s): %s" % (what, exc.status, exc))
+        return DockerError("%s failed (HTTP %s): %s" % (what, exc.status, exc))
 
     def ping(self):
         self.run(["version", "--format", "{{.Server.Version}}"], timeout=15, what="docker version")
@@ -155,9 +155,11 @@ class Docker:
             found = []
             for ref in refs:
                 try:
-                    found.append(self.api_call("docker image inspect", api.inspect_image, ref))
-                except NoSuchContainer:  # the API's 404: no such image
+                    found.append(api.inspect_image(ref))
+                except _docker_api.NotFound:
                     continue
+                except _docker_api.DockerAPIError as exc:
+                    raise self.api_error("docker image inspect", exc)
             return images_by_ref(refs, found)
         argv = [self.cli, "image", "inspect"] + refs
         rc, out, err = self.runner(argv, timeout=self.timeout)
@@ -194,7 +196,7 @@ class Docker:
             except _docker_api.DockerAPIError as exc:
                 if exc.status == 409:  # conflict: a container uses the image
                     return False
-                self.api_call("docker image rm %s" % ref, raise_again, exc)
+                raise self.api_error("docker image rm %s" % ref, exc)
             return True
         rc, out, err = self.runner([self.cli, "image", "rm", ref], timeout=self.timeout)
         text = (err or out or "").strip()

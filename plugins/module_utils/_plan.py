@@ -452,9 +452,8 @@ def unchanged_services(compose, services, containers, hashes=None, jobs=(), heal
     one-shot service of `jobs`: exited with exit code 0), labelled with the wanted config hash. A
     container whose first healthcheck Docker has not run yet (`starting`) counts as running: `up`
     would not touch it, and the gate that follows (a phase's, the deploy's final one) runs its
-    healthcheck itself. A service
-    without a container is changed (it would be created). The deploy's plan and phases ask it of
-    the release, a rollback of its target."""
+    healthcheck itself. A service without a container is changed (it would be created). The
+    deploy's plan and phases ask it of the release, a rollback of its target."""
     services = list(services)
     if not services:
         return set()
