@@ -16,6 +16,7 @@ beside every other test, and `bin/lab host del` removes all of it."""
 import json
 import os
 import re
+import time
 
 import pytest
 
@@ -102,6 +103,25 @@ def containers(host):
     return dict((c["Name"].lstrip("/"), c) for c in json.loads(run(docker + ["inspect"] + ids).stdout))
 
 
+def docker_agrees_healthy(host):
+    """The containers once Docker's own healthcheck has judged each of them.
+
+    The deploy does not wait for Docker's healthcheck clock: it runs each container's healthcheck
+    itself while Docker still says `starting` (docs/checks.md), so right after it Docker may not
+    have run its first check yet (one `interval`, 5 s here, later on a loaded machine). Docker's
+    own verdict must then agree within a few rounds; `unhealthy` fails at once."""
+    found = containers(host)
+    started = dict((name, c["State"]["StartedAt"]) for name, c in found.items())
+    deadline = time.monotonic() + 90
+    while True:
+        health = dict((name, c["State"].get("Health", {}).get("Status")) for name, c in found.items())
+        assert "unhealthy" not in health.values(), health
+        if "starting" not in health.values() or time.monotonic() > deadline:
+            return found, started
+        time.sleep(1)
+        found = containers(host)
+
+
 def image_id(ref):
     """The image ID in the lab's daemon; every lab host's daemon holds the lab's images under the same IDs."""
     return run(["docker", "image", "inspect", "--format", "{{.Id}}", ref]).stdout.strip()
@@ -139,7 +159,7 @@ def test_the_prod_example_deploys_the_whole_platform(example_host):
 
     # Every service the runbook lists, healthy, on the release's images: 5 PostgreSQL, NATS, auth
     # x2 + its load balancer, four modules.
-    found = containers(host)
+    found, started = docker_agrees_healthy(host)
     auth = sorted(name for name, c in found.items() if c["Config"]["Labels"]["com.docker.compose.service"] == "auth")
     assert len(auth) == 2 and all(name.startswith("%s-auth-" % PROJECT) for name in auth), sorted(found)
     assert set(found) == set(EXPECTED) | set(auth), sorted(found)
@@ -147,6 +167,7 @@ def test_the_prod_example_deploys_the_whole_platform(example_host):
         service, ref = EXPECTED.get(name, ("auth", AUTH_IMAGE))
         assert c["Config"]["Labels"]["com.docker.compose.service"] == service, name
         assert c["State"]["Status"] == "running" and c["State"]["Health"]["Status"] == "healthy", (name, c["State"])
+        assert c["State"]["StartedAt"] == started[name], (name, "restarted after the deploy")
         assert c["RestartCount"] == 0, name
         # pinned by the release: the image ID the lab image's tag names
         assert c["Image"] == image_id(ref), (name, ref)
