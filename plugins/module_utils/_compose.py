@@ -520,7 +520,7 @@ class Compose:
         return parse_config_hashes(out)
 
     def services(self):
-        return sorted(l.strip() for l in self.run(["config", "--services"]).splitlines() if l.strip())
+        return sorted(line.strip() for line in self.run(["config", "--services"]).splitlines() if line.strip())
 
     def up(self, services=(), wait_timeout=120, remove_orphans=False, pull="never", build=False, no_deps=False,
            wait=True):
