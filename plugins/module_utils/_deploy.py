@@ -256,6 +256,27 @@ def add_jobs(phases, model):
     return phases
 
 
+def add_waits(phases, model):
+    """Each phase's `waits`: {service: {dependency: condition}} of its services' `depends_on` in the
+    resolved model, recorded with the release so that a phase can bring its services up in the
+    order compose would while proving a dependency healthy itself (_phase.up_steps)."""
+    services = (model or {}).get("services") or {}
+    for phase in phases:
+        waits = {}
+        for name in phase["services"]:
+            depends = (services.get(name) or {}).get("depends_on") or {}
+            if isinstance(depends, list):
+                depends = dict((dep, {}) for dep in depends)
+            if isinstance(depends, dict) and depends:
+                waits[name] = dict((dep, (spec or {}).get("condition") or "service_started")
+                                   for dep, spec in sorted(depends.items()))
+        if waits:
+            phase["waits"] = waits
+        else:
+            phase.pop("waits", None)
+    return phases
+
+
 # the lock --------------------------------------------------------------------------------------
 
 class Heartbeat:
@@ -530,6 +551,7 @@ def _begin(store, docker, stack, contents, names, owner, project_dir, pull, user
         seconds["stack checks"] = futures[1].result()
         phases, seconds["phases"] = futures[2].result()
         add_jobs(phases, keep.get("model"))
+        add_waits(phases, keep.get("model"))
         built = sorted(n for n, svc in ((keep.get("model") or {}).get("services") or {}).items()
                        if isinstance(svc, dict) and svc.get("build"))
         if built and check_mode:
@@ -772,7 +794,8 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
             done = run_phase(compose, plain, gate_services=lasting, gate_containers=new_replicas, checks=checks,
                              since=since, timeout=timeout, interval=GATE_INTERVAL, max_interval=GATE_MAX_INTERVAL,
                              consecutive=consecutive, pull=pull, jobs=jobs,
-                             redact=lambda text: redact_text(text, stack_secrets(stack)))
+                             redact=lambda text: redact_text(text, stack_secrets(stack)),
+                             waits=recorded.get("waits"), changing=set(plain) - same)
         except PhaseError as exc:
             raise DeployError(str(exc), dict(result, **exc.result))
         result.update(actions=done["actions"], containers=done["containers"], gate=done["gate"],

@@ -128,6 +128,72 @@ def run_jobs(compose, jobs, timeout=600, since=None, pull="never", clock=time.mo
     return done
 
 
+HEALTHY = "service_healthy"
+
+
+def up_steps(services, waits, changing, before):
+    """How to bring `services` up when one waits for another to be healthy (`depends_on` with
+    `condition: service_healthy`, `waits`: {service: {dependency: condition}}).
+
+    One `up` of them all waits inside compose for Docker's verdict on each such dependency: Docker
+    runs a healthcheck first one `interval` after the start (30 s by default), whatever the
+    dependency's own check would say at once. Instead the services come up in steps, `up --no-deps`
+    each, and before a step the dependencies it waits for are proven healthy as the phase proves
+    its own containers (their own healthcheck run at once, Docker's `unhealthy` never overruled).
+    Returns [(dependencies to prove, services to bring up)], or None for one plain `up` as compose
+    would do it: when nothing would wait on Docker's clock (no such dependency is `changing`, or
+    Docker already calls it healthy), or when compose must decide itself: a dependency on a one-shot
+    service (`service_completed_successfully`: compose runs it), one outside `services` without a
+    running container of its own or whose health Docker does not report as starting or healthy, or
+    a cycle. `changing`: the services `up` will create or recreate (None: all of them); `before`:
+    {container: container} of the project now (snapshot)."""
+    services = list(services)
+    edges = dict((s, dict((waits or {}).get(s) or {})) for s in services)
+    changing = set(services if changing is None else changing)
+    mine = set(services)
+
+    def containers_of(dep):
+        return [c for c in before.values() if c["service"] == dep]
+
+    def waits_on_docker(dep):
+        return (dep in mine and dep in changing) or any(c.get("health") == "starting" for c in containers_of(dep))
+
+    if not any(cond == HEALTHY and waits_on_docker(dep) for deps in edges.values() for dep, cond in deps.items()):
+        return None
+    for deps in edges.values():
+        for dep, cond in deps.items():
+            if cond not in ("service_started", HEALTHY):
+                return None
+            if dep in mine:
+                continue
+            found = containers_of(dep)
+            if not found or any(c.get("state") != "running" for c in found):
+                return None
+            if cond == HEALTHY and any(c.get("health") not in ("healthy", "starting") for c in found):
+                return None
+    # A service's step: one after each dependency it waits healthy for, the same as one it waits
+    # started for (compose orders a step's services itself).
+    step = {}
+    for _round in range(len(services) + 1):
+        for s in services:
+            deps = [(d, c) for d, c in edges[s].items() if d in mine]
+            if all(d in step for d, _c in deps):
+                step[s] = max([step[d] + (1 if c == HEALTHY else 0) for d, c in deps] or [0])
+        if len(step) == len(services):
+            break
+    else:
+        return None  # a cycle: compose names it
+    steps = []
+    for number in range(max(step.values()) + 1):
+        layer = [s for s in services if step[s] == number]
+        if not layer:
+            continue
+        prove = sorted(set(d for s in layer for d, c in edges[s].items()
+                           if c == HEALTHY and (d in mine or waits_on_docker(d))))
+        steps.append((prove, layer))
+    return steps
+
+
 def gated_names(after, gate_services, gate_containers):
     """The containers the gate judges: every container of the gated services, then the given ones,
     each once."""
@@ -138,19 +204,57 @@ def gated_names(after, gate_services, gate_containers):
     return names
 
 
-def wait_started(docker, project, services, timeout, interval=1.0, max_interval=5.0, since=None):
+def wait_started(docker, project, services, timeout, interval=1.0, max_interval=5.0, since=None, proven=None):
     """What `up --wait` waits for, sooner: every container of `services` running, and healthy where
     it has a healthcheck (its own healthcheck run at once while Docker says starting). The phase's
     jobs and checks come after it, as they came after `up --wait`: a check may presume what the
-    containers create as they start. Returns the GateResult, or None when there is no container."""
+    containers create as they start. `proven`: starts already proven healthy (proven_starts), not
+    run again. Returns the GateResult, or None when there is no container."""
     names = [c["name"] for c in docker.project_containers(project) if c["service"] in set(services)]
-    return run_gate([], names, timeout, interval, max_interval, 1, since, docker.cli)
+    return wait_running(docker, names, timeout, interval, max_interval, since, proven)
+
+
+def wait_running(docker, names, timeout, interval=1.0, max_interval=5.0, since=None, proven=None):
+    """wait_started of the containers `names`."""
+    return run_gate([], names, timeout, interval, max_interval, 1, since, docker.cli,
+                    adjust_probes=vouch_for(proven) if proven else None)
+
+
+def up_in_steps(compose, steps, timeout, pull, interval, max_interval, since, clock=time.monotonic):
+    """Bring services up as up_steps says, under one deadline. Returns ({container: StartedAt} of
+    the dependencies proven on the way, None), or (proven, the failure's message)."""
+    docker = compose.docker
+    deadline = clock() + timeout
+    proven = {}
+    for prove, layer in steps:
+        if prove:
+            found = [c for c in docker.project_containers(compose.project) if c["service"] in set(prove)]
+            blind = sorted(set(c["service"] for c in found if not c.get("health")))
+            if blind:
+                # compose refuses the same: a healthy dependency needs a healthcheck to say so
+                return proven, "%s %s no healthcheck, which %s %s for (depends_on: service_healthy)" % (
+                    ", ".join(blind), "has" if len(blind) == 1 else "have", ", ".join(layer),
+                    "waits" if len(layer) == 1 else "wait")
+            left = max(1, int(deadline - clock()))
+            ready = wait_running(docker, [c["name"] for c in found], left, interval, max_interval, since, proven)
+            if ready is not None:
+                proven.update(proven_starts(ready))
+                if not ready.ok:
+                    return proven, "%s, which %s %s for (depends_on: service_healthy), did not become healthy: %s" % (
+                        ", ".join(prove), ", ".join(layer), "waits" if len(layer) == 1 else "wait", ready.message)
+        try:
+            compose.up(layer, wait_timeout=max(1, int(deadline - clock())), pull=pull, build=False,
+                       no_deps=True, wait=False)
+        except DockerError as exc:
+            return proven, "docker compose up of %s failed: %s" % (", ".join(layer), exc)
+    return proven, None
 
 
 def run_phase(compose, services, gate_services=None, gate_containers=None, checks=None, since=None,
               timeout=120, interval=1.0, max_interval=5.0, consecutive=1, pull="missing", check_mode=False,
-              clock=time.monotonic, jobs=(), redact=None):
-    """Bring up `services`, run the one-shot `jobs` to completion (run_jobs) and gate the phase.
+              clock=time.monotonic, jobs=(), redact=None, waits=None, changing=None):
+    """Bring up `services` (in steps when one waits for another to be healthy: up_steps, with
+    `waits` and `changing`), run the one-shot `jobs` to completion (run_jobs) and gate the phase.
     Returns the result; raises PhaseError (with what was done) when `up`, a job or the gate fails.
     The checks are validated before anything changes."""
     docker = compose.docker
@@ -168,7 +272,12 @@ def run_phase(compose, services, gate_services=None, gate_containers=None, check
     before = snapshot(docker, compose.project)
     failure = None
     ready = None
-    if services:
+    proven = {}
+    steps = up_steps(services, waits, changing, before) if services and waits else None
+    if steps:
+        result["steps"] = [layer for _prove, layer in steps]
+        proven, failure = up_in_steps(compose, steps, timeout, pull, interval, max_interval, since, clock)
+    elif services:
         try:
             # The release's images are pinned and on the host (built when it was recorded): never built here.
             # Without --wait: wait_started below waits for the same containers, running each one's own
@@ -176,11 +285,12 @@ def run_phase(compose, services, gate_services=None, gate_containers=None, check
             compose.up(services, wait_timeout=timeout, pull=pull, build=False, wait=False)
         except DockerError as exc:
             failure = "docker compose up of %s failed: %s" % (", ".join(services), exc)
-        else:
-            ready = wait_started(docker, compose.project, services, timeout, interval, max_interval, since)
-            if ready is not None and not ready.ok:
-                result["gate"] = ready.summary()
-                failure = ready.message
+    if services and not failure:
+        ready = wait_started(docker, compose.project, services, timeout, interval, max_interval, since, proven)
+        if ready is not None and not ready.ok:
+            result["gate"] = ready.summary()
+            failure = ready.message
+        proven.update(proven_starts(ready))
     if jobs and not failure:
         try:
             result["jobs"] = run_jobs(compose, jobs, timeout=timeout, since=up_epoch, pull=pull, redact=redact)
@@ -199,7 +309,7 @@ def run_phase(compose, services, gate_services=None, gate_containers=None, check
     # A start whose own healthcheck wait_started ran and passed is not run again while Docker still
     # says starting; the gate still fails on an exit, a restart or Docker's unhealthy.
     gate = run_gate(checks, names, timeout, interval, max_interval, consecutive, since, docker.cli,
-                    adjust_probes=vouch_for(proven_starts(ready)))
+                    adjust_probes=vouch_for(proven))
     if gate is None:
         return result
     result["gate"] = gate.summary()

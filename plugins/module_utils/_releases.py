@@ -931,12 +931,18 @@ def same_content(manifest, file_digests, env_digest, images, phases=None, extra=
         return False
     if extra is not None and [(e["path"], e["sha256"], e.get("mode")) for e in manifest.get("extra_files") or []] != extra:
         return False
-    if phases is not None and (manifest.get("phases") or []) != phases:
+    if phases is not None and strip_waits(manifest.get("phases") or []) != strip_waits(phases):
         return False
     if ((manifest.get("env_file") or {}).get("sha256")) != env_digest:
         return False
     svc = manifest.get("services", {})
     return sorted(svc) == sorted(images) and all(svc[n].get("image_id") == images[n]["image_id"] for n in images)
+
+
+def strip_waits(phases):
+    """The phases without their `waits`: those follow from the files and the env compared beside them,
+    and a release recorded before phases carried them is the same release."""
+    return [dict((k, v) for k, v in p.items() if k != "waits") for p in phases]
 
 
 def sha256_or_none(path):
@@ -967,6 +973,9 @@ def snapshot(store, docker, compose, release_id, files, project_dir, env_file=No
         if phase.get("jobs"):
             # One-shot services: run to completion, never gated as running containers.
             phase_entries[-1]["jobs"] = list(phase["jobs"])
+        if phase.get("waits"):
+            # What each service waits for (depends_on): the phase brings them up in that order.
+            phase_entries[-1]["waits"] = dict((name, dict(deps)) for name, deps in phase["waits"].items())
     manifests, _bad = store.releases()
     live = store.live_id()
     for m in manifests:

@@ -223,3 +223,30 @@ def test_a_rollback_asks_the_config_not_the_health():
                   {"id": "3", "service": "db", "state": "restarting", "health": None}]
     assert unchanged_services(compose, ["web", "db", "worker"], containers, healthy=False) == {"web"}
     assert unchanged_services(compose, ["web", "db", "worker"], containers) == set()
+
+
+def test_waits_are_what_each_service_of_a_phase_depends_on_with_its_condition():
+    from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import add_waits
+    model = {"services": {
+        "web": {"depends_on": {"db": {"condition": "service_healthy", "required": True},
+                               "cache": {"condition": "service_started"}}},
+        "worker": {"depends_on": ["cache"]},  # the short form: started
+        "db": {}, "cache": {"depends_on": {}}}}
+    phases = add_waits([{"name": "infra", "services": ["cache", "db"], "waits": {"stale": {}}},
+                        {"name": "app", "services": ["web", "worker"]}], model)
+    assert "waits" not in phases[0]
+    assert phases[1]["waits"] == {"web": {"cache": "service_started", "db": "service_healthy"},
+                                  "worker": {"cache": "service_started"}}
+    assert add_waits([{"name": "app", "services": ["web"]}], None) == [{"name": "app", "services": ["web"]}]
+
+
+def test_a_release_recorded_without_waits_is_the_same_release():
+    from ansible_collections.vpsops.deploy.plugins.module_utils._releases import same_content, strip_waits
+    phases = [{"name": "app", "files": ["c.yml"], "services": ["web"], "checks": [],
+               "waits": {"web": {"db": "service_healthy"}}}]
+    manifest = {"files": [{"sha256": "f"}], "env_file": {"sha256": "e"}, "services": {"web": {"image_id": "i"}},
+                "phases": strip_waits(phases)}
+    images = {"web": {"image_id": "i"}}
+    assert same_content(manifest, ["f"], "e", images, phases)
+    assert not same_content(manifest, ["f"], "e", images, [dict(phases[0], services=["web", "db"])])
+    assert phases[0]["waits"]  # stripped in a copy only

@@ -1,0 +1,88 @@
+"""A phase whose services wait for one another (`depends_on: condition: service_healthy`) against
+the lab's daemon: the services come up in steps, each dependency proven healthy by its own
+healthcheck run at once, not after Docker's first `interval`. The healthchecks here run every
+300 s, so Docker never judges them while the test runs: one plain `up` would wait for Docker
+that long before it starts the dependent service."""
+
+import json
+
+import pytest
+
+from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker
+from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_phase
+from conftest import run
+
+PROJECT = "vpsops-itsteps"
+COMPOSE = """
+services:
+  store:
+    image: vpsops-lab/redis:7
+    command: ["redis-server", "--save", "", "--appendonly", "no"]
+    healthcheck: %(healthcheck)s
+  api:
+    image: vpsops-lab/redis:7
+    command: ["redis-server", "--save", "", "--appendonly", "no"]
+    healthcheck: {test: ["CMD", "redis-cli", "ping"], interval: 300s, timeout: 5s, retries: 3}
+    depends_on: {store: {condition: service_healthy}}
+  edge:
+    image: vpsops-lab/redis:7
+    command: ["redis-server", "--save", "", "--appendonly", "no"]
+    depends_on: {api: {condition: service_healthy}, store: {condition: service_started}}
+"""
+WAITS = {"api": {"store": "service_healthy"}, "edge": {"api": "service_healthy", "store": "service_started"}}
+SERVICES = ["api", "edge", "store"]
+
+
+@pytest.fixture
+def project(lab, tmp_path):
+    def make(check=None):
+        path = tmp_path / "compose.yml"
+        healthcheck = ('{test: ["CMD-SHELL", "%s"], interval: 300s, timeout: 5s, retries: 3}' % check if check
+                       else "{disable: true}")
+        path.write_text(COMPOSE % {"healthcheck": healthcheck})
+        return Compose(Docker(), PROJECT, [str(path)], project_dir=str(tmp_path))
+    yield make
+    ids = run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=%s" % PROJECT]).stdout.split()
+    if ids:
+        run(["docker", "rm", "-f"] + ids, check=False)
+
+
+def inspect(service):
+    ids = run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=%s" % PROJECT,
+               "--filter", "label=com.docker.compose.service=%s" % service]).stdout.split()
+    return [c["State"] for c in json.loads(run(["docker", "inspect"] + ids).stdout)] if ids else []
+
+
+def test_each_step_starts_once_its_dependency_passed_its_own_healthcheck(project):
+    compose = project("redis-cli ping")
+    result = run_phase(compose, SERVICES, timeout=60, pull="never", waits=WAITS, changing=set(SERVICES))
+    assert result["steps"] == [["store"], ["api"], ["edge"]]
+    assert sorted(a["service"] for a in result["actions"]) == SERVICES
+    states = dict((s, inspect(s)) for s in SERVICES)
+    assert all(len(found) == 1 and found[0]["Running"] for found in states.values()), states
+    store, api, edge = states["store"][0], states["api"][0], states["edge"][0]
+    # In order, and without Docker's verdict: Docker has run no healthcheck yet.
+    assert store["StartedAt"] < api["StartedAt"] < edge["StartedAt"]
+    assert store["Health"]["Status"] == api["Health"]["Status"] == "starting"
+    assert not store["Health"].get("Log") and not api["Health"].get("Log")
+    assert result["gate"]["ready"] and result["gate"]["not_ready"] == [], result["gate"]
+
+    # Again with nothing changing, and Docker still saying starting: the steps prove the same starts.
+    again = run_phase(compose, SERVICES, timeout=60, pull="never", waits=WAITS, changing=set())
+    assert again["actions"] == [] and again["steps"] == [["store"], ["api"], ["edge"]]
+    assert [s["StartedAt"] for s in (inspect("store")[0], inspect("api")[0])] == [store["StartedAt"], api["StartedAt"]]
+
+
+def test_a_dependency_that_never_passes_stops_the_steps_before_its_dependents(project):
+    compose = project("exit 1")
+    with pytest.raises(PhaseError, match=r"^store, which api waits for \(depends_on: service_healthy\), did not become healthy: "):
+        run_phase(compose, SERVICES, timeout=4, pull="never", waits=WAITS, changing=set(SERVICES))
+    assert inspect("store") and inspect("store")[0]["Running"]
+    assert inspect("api") == [] and inspect("edge") == []  # never created
+
+
+def test_a_healthy_dependency_without_a_healthcheck_is_refused_as_compose_refuses_it(project):
+    compose = project(check=None)
+    with pytest.raises(PhaseError, match=r"^store has no healthcheck, which api waits for \(depends_on: service_healthy\)$"):
+        run_phase(compose, SERVICES, timeout=30, pull="never", waits=WAITS, changing=set(SERVICES))
+    assert inspect("api") == []
