@@ -349,13 +349,23 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
         up_epoch = time.time()
         if len(groups) > 1:
             # Several phases move: the last phase goes back first (consumers before the services
-            # they consume), then one `up` of the whole scope removes what the target lacks.
+            # they consume), each back and healthy before the next moves, then one `up` of the whole
+            # scope removes what the target lacks. With a gate, a group is waited for as a deploy's
+            # phase waits (each container's own healthcheck at once, not Docker's first interval),
+            # and so compose is not asked to wait for Docker's verdict on a dependency either.
             for _phase, names in groups:
                 names = [name for name in names if name not in jobs]
                 if names:
-                    compose.up(names, wait_timeout=timeout, pull="never", no_deps=True)
+                    compose.up(names, wait_timeout=timeout, pull="never", no_deps=True, wait=gate is None)
+                    if gate is not None:
+                        back = [c["name"] for c in docker.project_containers(store.stack) if c["service"] in names]
+                        ok, message, _details = gate([], back, timeout)
+                        if not ok:
+                            raise ReleaseError("rollback to %s: %s did not come back healthy: %s"
+                                               % (target_id, ", ".join(names), message))
             if whole:
-                compose.up(lasting, wait_timeout=timeout, remove_orphans=True, pull="never")
+                compose.up(lasting, wait_timeout=timeout, remove_orphans=True, pull="never", no_deps=gate is not None,
+                           wait=gate is None)
         elif lasting:
             # With a gate after it and no job to start after the services are up, `up` does not
             # wait: the gate waits for the same containers first, running each one's own healthcheck

@@ -10,7 +10,7 @@ import pytest
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker
 from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_phase
-from conftest import run
+from conftest import ansible_module, run
 
 PROJECT = "vpsops-itsteps"
 COMPOSE = """
@@ -86,3 +86,57 @@ def test_a_healthy_dependency_without_a_healthcheck_is_refused_as_compose_refuse
     with pytest.raises(PhaseError, match=r"^store has no healthcheck, which api waits for \(depends_on: service_healthy\)$"):
         run_phase(compose, SERVICES, timeout=30, pull="never", waits=WAITS, changing=set(SERVICES))
     assert inspect("api") == []
+
+
+ROLLBACK_STACK = "vpsops-itsteps-rb"
+PHASE_FILE = """services:
+  %s:
+    image: vpsops-lab/redis:7
+    command: ["redis-server", "--save", "", "--appendonly", "no"]
+    environment: {VARIANT: "${VARIANT}"}
+    healthcheck: {test: ["CMD", "redis-cli", "ping"], interval: 300s, timeout: 5s, retries: 3}
+"""
+
+
+def test_a_rollback_of_two_phases_does_not_wait_for_dockers_first_healthcheck(lab, tmp_path):
+    """Two phases move back, the last first, each healthy before the next moves: proven by each
+    container's own healthcheck, so with Docker's first check 300 s away the rollback still ends
+    within its 60 s timeout (an `up --wait` per phase would wait for Docker)."""
+    project, state = tmp_path / "project", str(tmp_path / "state")
+    project.mkdir()
+    for name in ("front", "back"):
+        (project / ("%s.yml" % name)).write_text(PHASE_FILE % name)
+    args = {"stack": ROLLBACK_STACK, "state_dir": state}
+    phases = [{"name": "back", "compose_files": ["back.yml"]}, {"name": "front", "compose_files": ["front.yml"]}]
+    releases = []
+    try:
+        for variant in ("1", "2"):
+            (project / ".env").write_text("VARIANT=%s\n" % variant)
+            rc, rel = ansible_module("compose_release", dict(args, project_dir=str(project),
+                                                             files=["back.yml", "front.yml"], phases=phases))
+            assert rc == 0, rel
+            argv = ["docker", "compose", "-p", ROLLBACK_STACK, "--project-directory", rel["project_dir"],
+                    "--env-file", rel["env_file"]]
+            for path in rel["files"]:
+                argv += ["-f", path]
+            run(argv + ["up", "-d", "--pull", "never", "--no-build"])
+            rc, live = ansible_module("compose_release", dict(args, release=rel["release"], state="live"))
+            assert rc == 0, live
+            releases.append(rel["release"])
+        rc, back = ansible_module("compose_rollback", dict(args, to=releases[0], timeout=60))
+        assert rc == 0 and back["changed"], back
+        assert back["order"] == ["front", "back"], back
+        ids = run(["docker", "ps", "-q", "--filter", "label=com.docker.compose.project=%s" % ROLLBACK_STACK]).stdout.split()
+        found = json.loads(run(["docker", "inspect"] + ids).stdout)
+        assert sorted(c["Config"]["Labels"]["com.docker.compose.service"] for c in found) == ["back", "front"]
+        for c in found:
+            assert "VARIANT=1" in c["Config"]["Env"], c["Name"]
+            assert c["State"]["Health"]["Status"] == "starting" and not c["State"]["Health"].get("Log"), c["State"]
+    finally:
+        ids = run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=%s" % ROLLBACK_STACK]).stdout.split()
+        if ids:
+            run(["docker", "rm", "-f"] + ids, check=False)
+        refs = run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).stdout.split()
+        pins = [r for r in refs if r.startswith("vpsops/%s/" % ROLLBACK_STACK)]
+        if pins:
+            run(["docker", "image", "rm"] + pins, check=False)
