@@ -148,6 +148,8 @@ class ActionModule(ActionBase):
                     rolled_out=sorted(outcome.get("rolled_out") or {}),
                     backups=[b.get("path") for b in outcome.get("backups") or []],
                     checks=sorted((outcome.get("gate") or {}).get("checks") or {}))
+        if outcome.get("steps"):
+            data["steps"] = outcome["steps"]  # services brought up in steps (depends_on: service_healthy)
         entry = build_entry("phase_finished", stack=stack.get("name"), release=args.get("release"),
                             phase=args.get("phase"), status="ok", data=data, host=task_vars.get("inventory_hostname"),
                             controller=socket.gethostname(), user=user_of(task_vars), pid=playbook_pid(),

@@ -800,6 +800,8 @@ def deploy_phase(store, docker, stack, release_id, name, owner, ttl=None, since=
             raise DeployError(str(exc), dict(result, **exc.result))
         result.update(actions=done["actions"], containers=done["containers"], gate=done["gate"],
                       jobs=done.get("jobs") or [])
+        if done.get("steps"):
+            result["steps"] = done["steps"]
         result["changed"] = result["changed"] or done["changed"]
         for key, value in done["seconds"].items():
             result["seconds"][key] = value

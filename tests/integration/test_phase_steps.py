@@ -10,6 +10,7 @@ import pytest
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker
 from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_phase
+from ansible_collections.vpsops.deploy.plugins.module_utils._probes import parse_docker_time
 from conftest import ansible_module, run
 
 PROJECT = "vpsops-itsteps"
@@ -62,7 +63,7 @@ def test_each_step_starts_once_its_dependency_passed_its_own_healthcheck(project
     assert all(len(found) == 1 and found[0]["Running"] for found in states.values()), states
     store, api, edge = states["store"][0], states["api"][0], states["edge"][0]
     # In order, and without Docker's verdict: Docker has run no healthcheck yet.
-    assert store["StartedAt"] < api["StartedAt"] < edge["StartedAt"]
+    assert parse_docker_time(store["StartedAt"]) < parse_docker_time(api["StartedAt"]) < parse_docker_time(edge["StartedAt"])
     assert store["Health"]["Status"] == api["Health"]["Status"] == "starting"
     assert not store["Health"].get("Log") and not api["Health"].get("Log")
     assert result["gate"]["ready"] and result["gate"]["not_ready"] == [], result["gate"]

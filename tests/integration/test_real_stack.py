@@ -382,6 +382,12 @@ def ids(state, *services):
     return dict((s, state["containers"][s]["id"]) for s in services)
 
 
+def phase_audit(fo, release):
+    """{phase: data} of the audit log's phase_finished lines of a release."""
+    entries = [json.loads(line) for line in (read(fo.audit_log) or "").splitlines() if line.strip()]
+    return dict((e["phase"], e["data"]) for e in entries if e.get("event") == "phase_finished" and e.get("release") == release)
+
+
 def starts(state, *services):
     return dict((s, state["containers"][s]["started"]) for s in services)
 
@@ -469,6 +475,13 @@ def test_a_changed_source_rebuilds_the_service_built_on_the_host(runs):
     assert v3["containers"]["field"]["image"] != v2["containers"]["field"]["image"]
     assert v3["containers"]["field"]["image"] == v3["built_tag"] == v3["store"]["releases"][-1]["images"]["field"]
     assert ids(v3, "redis", "model-loader") == ids(v2, "redis", "model-loader")
+    # gateway waits for field healthy (depends_on): with field recreated, the phase brought gateway
+    # up once field's own healthcheck passed, not after Docker's first run of it; v2 changed gateway
+    # alone, field healthy in Docker's eyes: one `up`.
+    assert phase_audit(runs["fo"], release_ids(v3)[-1])["platform"]["steps"] == [["field"], ["gateway"]]
+    assert "steps" not in phase_audit(runs["fo"], release_ids(v2)[-1])["platform"]
+    from ansible_collections.vpsops.deploy.plugins.module_utils._probes import parse_docker_time
+    assert parse_docker_time(v3["containers"]["gateway"]["started"]) > parse_docker_time(v3["containers"]["field"]["started"])
 
 
 def test_a_broken_release_is_rolled_back_to_its_old_file_and_image_without_a_build(runs):
