@@ -255,7 +255,10 @@ gated:
   elements: str
 steps:
   description:
-    - The phase's services in the steps they came up in, when one waits for another to be healthy (C(depends_on) with C(condition: service_healthy)) and C(up) would have waited for Docker's first healthcheck run (C(phase)).
+    - >-
+      The phase's services in the steps they came up in, when one waits for another to be healthy
+      (C(depends_on) with C(condition: service_healthy)) and C(up) would have waited for Docker's
+      first healthcheck run (C(phase)).
     - Each step's dependencies were proven healthy by their own healthcheck before it.
   returned: phase, when the services came up in steps
   type: list
