@@ -42,7 +42,7 @@ from ansible_collections.vpsops.deploy.plugins.module_utils._files import makedi
 from ansible_collections.vpsops.deploy.plugins.module_utils._hooks import HookError, hooks_of, run_hooks
 from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_phase
 from ansible_collections.vpsops.deploy.plugins.module_utils._phase_backups import PhaseBackupError, restore_backups, take_backups
-from ansible_collections.vpsops.deploy.plugins.module_utils._plan import jobs_of, unchanged_services
+from ansible_collections.vpsops.deploy.plugins.module_utils._plan import add_waits, jobs_of, unchanged_services
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import (
     CheckSpecError,
     run_gate,
@@ -253,27 +253,6 @@ def add_jobs(phases, model):
             phase["jobs"] = jobs
         else:
             phase.pop("jobs", None)
-    return phases
-
-
-def add_waits(phases, model):
-    """Each phase's `waits`: {service: {dependency: condition}} of its services' `depends_on` in the
-    resolved model, recorded with the release so that a phase can bring its services up in the
-    order compose would while proving a dependency healthy itself (_phase.up_steps)."""
-    services = (model or {}).get("services") or {}
-    for phase in phases:
-        waits = {}
-        for name in phase["services"]:
-            depends = (services.get(name) or {}).get("depends_on") or {}
-            if isinstance(depends, list):
-                depends = dict((dep, {}) for dep in depends)
-            if isinstance(depends, dict) and depends:
-                waits[name] = dict((dep, (spec or {}).get("condition") or "service_started")
-                                   for dep, spec in sorted(depends.items()))
-        if waits:
-            phase["waits"] = waits
-        else:
-            phase.pop("waits", None)
     return phases
 
 

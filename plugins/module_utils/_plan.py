@@ -39,6 +39,27 @@ class PlanError(Exception):
 
 # input ------------------------------------------------------------------------------------------
 
+def add_waits(phases, model):
+    """Each phase's `waits`: {service: {dependency: condition}} of its services' `depends_on` in the
+    resolved model, recorded with the release so that a phase can bring its services up in the
+    order compose would while proving a dependency healthy itself (_phase.up_steps)."""
+    services = (model or {}).get("services") or {}
+    for phase in phases:
+        waits = {}
+        for name in phase["services"]:
+            depends = (services.get(name) or {}).get("depends_on") or {}
+            if isinstance(depends, list):
+                depends = dict((dep, {}) for dep in depends)
+            if isinstance(depends, dict) and depends:
+                waits[name] = dict((dep, (spec or {}).get("condition") or "service_started")
+                                   for dep, spec in sorted(depends.items()))
+        if waits:
+            phase["waits"] = waits
+        else:
+            phase.pop("waits", None)
+    return phases
+
+
 def phase_argument_spec():
     """A deploy phase as compose_plan and compose_release take it (doc fragment
     vpsops.deploy.checks.phases): the keys of a phase of the stack variable but its timeout."""

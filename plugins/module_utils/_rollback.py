@@ -17,7 +17,13 @@ import time
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
-from ansible_collections.vpsops.deploy.plugins.module_utils._phase import PhaseError, run_jobs
+from ansible_collections.vpsops.deploy.plugins.module_utils._phase import (
+    PhaseError,
+    run_jobs,
+    snapshot,
+    up_in_steps,
+    up_steps,
+)
 from ansible_collections.vpsops.deploy.plugins.module_utils._plan import jobs_of, unchanged_services
 from ansible_collections.vpsops.deploy.plugins.module_utils._project import publish
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
@@ -136,6 +142,32 @@ def reverse_phase_groups(target, scope, plan):
     if rest:
         groups.append((None, rest))
     return groups
+
+
+def recorded_waits(release):
+    """{service: {dependency: condition}} the release recorded with its phases (depends_on)."""
+    waits = {}
+    for phase in release.get("phases") or []:
+        waits.update(phase.get("waits") or {})
+    return waits
+
+
+def bring_back(compose, names, waits, changes, timeout, gate, target_id):
+    """`up --no-deps` of `names` without `--wait`, then `gate` on their containers (each one's own
+    healthcheck at once). When one of them waits for another to be healthy and compose would wait
+    for Docker's first healthcheck run, in steps (_phase.up_steps), as a deploy's phase does."""
+    docker = compose.docker
+    steps = up_steps(names, waits, set(changes) & set(names), snapshot(docker, compose.project))
+    if steps:
+        _proven, failure = up_in_steps(compose, steps, timeout, "never", 1.0, 5.0, None)
+        if failure:
+            raise ReleaseError("rollback to %s: %s" % (target_id, failure))
+    else:
+        compose.up(names, wait_timeout=timeout, pull="never", no_deps=True, wait=False)
+    back = [c["name"] for c in docker.project_containers(compose.project) if c["service"] in names]
+    ok, message, _details = gate([], back, timeout)
+    if not ok:
+        raise ReleaseError("rollback to %s: %s did not come back healthy: %s" % (target_id, ", ".join(names), message))
 
 
 def checks_for(target, scope, env_file=None):
@@ -346,6 +378,8 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
         # One-shot services are not waited for as running containers: they run to completion after.
         jobs = [j for j in jobs_of(deployed) if j in scope]
         lasting = [name for name in scope if name not in jobs]
+        waits = recorded_waits(deployed)
+        changes = set(name for name in scope if plan[name]["changes"])
         up_epoch = time.time()
         if len(groups) > 1:
             # Several phases move: the last phase goes back first (consumers before the services
@@ -355,17 +389,24 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
             # and so compose is not asked to wait for Docker's verdict on a dependency either.
             for _phase, names in groups:
                 names = [name for name in names if name not in jobs]
-                if names:
-                    compose.up(names, wait_timeout=timeout, pull="never", no_deps=True, wait=gate is None)
-                    if gate is not None:
-                        back = [c["name"] for c in docker.project_containers(store.stack) if c["service"] in names]
-                        ok, message, _details = gate([], back, timeout)
-                        if not ok:
-                            raise ReleaseError("rollback to %s: %s did not come back healthy: %s"
-                                               % (target_id, ", ".join(names), message))
+                if names and gate is None:
+                    compose.up(names, wait_timeout=timeout, pull="never", no_deps=True)
+                elif names:
+                    bring_back(compose, names, waits, changes, timeout, gate, target_id)
+            if whole and gate is None:
+                compose.up(lasting, wait_timeout=timeout, remove_orphans=True, pull="never")
+            elif whole and lasting:
+                # Only what the target lacks goes: naming one service with --no-deps removes the
+                # orphans, and compose has no dependency to wait for (naming them all, it would wait
+                # for Docker's verdict on each dependency the groups above proved themselves).
+                compose.up(lasting[:1], wait_timeout=timeout, remove_orphans=True, pull="never", no_deps=True,
+                           wait=False)
+        elif lasting and gate is not None and not jobs and up_steps(lasting, waits, changes, snapshot(docker, store.stack)):
+            # One waits for another to be healthy: in steps, as a deploy's phase does.
+            bring_back(compose, lasting, waits, changes, timeout, gate, target_id)
             if whole:
-                compose.up(lasting, wait_timeout=timeout, remove_orphans=True, pull="never", no_deps=gate is not None,
-                           wait=gate is None)
+                compose.up(lasting[:1], wait_timeout=timeout, remove_orphans=True, pull="never", no_deps=True,
+                           wait=False)
         elif lasting:
             # With a gate after it and no job to start after the services are up, `up` does not
             # wait: the gate waits for the same containers first, running each one's own healthcheck

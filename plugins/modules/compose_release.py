@@ -191,11 +191,12 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.vpsops.deploy.plugins.module_utils._compose import Compose, Docker, DockerError
 from ansible_collections.vpsops.deploy.plugins.module_utils._env import read_env_file
-from ansible_collections.vpsops.deploy.plugins.module_utils._plan import phase_argument_spec
+from ansible_collections.vpsops.deploy.plugins.module_utils._plan import add_waits, phase_argument_spec
 from ansible_collections.vpsops.deploy.plugins.module_utils._probes import CheckSpecError, validate_checks
 from ansible_collections.vpsops.deploy.plugins.module_utils._releases import (
     ReleaseError, Store, refuse_foreign_lock, snapshot, store_argument_spec, stored_checks,
 )
+from ansible_collections.vpsops.deploy.plugins.module_utils._stack import file_services
 
 
 def public_services(services):
@@ -229,18 +230,39 @@ def check_phases(module):
             module.fail_json(msg="phases[%s].checks: %s" % (phase["name"], exc))
 
 
-def phase_services(module, docker, stack, project_dir, env_file, files):
+def defined_services(paths):
+    """{path: [services the file defines]} (_stack.file_services), {} when they cannot be read here."""
+    texts = {}
+    try:
+        for path in paths:
+            with open(path) as handle:
+                texts[path] = handle.read()
+        return file_services(texts)
+    except (IOError, OSError, ImportError):  # no PyYAML on the host: compose lists each phase's files
+        return {}
+
+
+def phase_services(module, docker, stack, project_dir, env_file, files, model):
+    """The phases as the release records them. A phase's services are those of the resolved model
+    (`model`, every file) that its files define, so that a service may depend on one of an earlier
+    phase's file; compose lists them from the phase's files alone when that cannot be told here."""
     phases = []
     env = read_env_file(env_file)
     known = set(os.path.basename(f) for f in files) | set(module.params["files"])
+    every = sorted((model or {}).get("services") or {})
     for phase in module.params["phases"]:
         unknown = [f for f in phase["compose_files"] if f not in known]
         if unknown or not phase["compose_files"]:
             module.fail_json(msg="phases: phase %r names compose_files %s that are not in files (%s)"
                              % (phase["name"], unknown or "[]", ", ".join(module.params["files"])))
         paths = [f if os.path.isabs(f) else os.path.join(project_dir, f) for f in phase["compose_files"]]
-        services = Compose(docker, stack, paths, project_dir=project_dir, env_file=env_file).run(
-            ["config", "--services", "--no-consistency"], what="docker compose config --services").split()
+        defined = defined_services(paths)
+        if every and all(isinstance(defined.get(p), list) for p in paths):
+            names = set(n for p in paths for n in defined[p])
+            services = [n for n in every if n in names]
+        else:
+            services = Compose(docker, stack, paths, project_dir=project_dir, env_file=env_file).run(
+                ["config", "--services", "--no-consistency"], what="docker compose config --services").split()
         phases.append(dict(name=phase["name"], files=[os.path.basename(p) for p in paths],
                            services=sorted(services), checks=stored_checks(phase["checks"], env)))
     return phases
@@ -280,7 +302,9 @@ def present(module, store, docker):
     if env_file and not os.path.isfile(env_file):
         module.fail_json(msg="env_file %s does not exist on the host" % env_file)
     compose = Compose(docker, store.stack, files, project_dir=project_dir, env_file=env_file)
-    phases = phase_services(module, docker, store.stack, project_dir, env_file, files)
+    compose.model = compose.config()  # read once: the phases' services, what each waits for, the images
+    phases = add_waits(phase_services(module, docker, store.stack, project_dir, env_file, files, compose.model),
+                       compose.model)
     if not module.check_mode:
         store.ensure()
     manifest, changed = snapshot(store, docker, compose, params["release"], files, project_dir, env_file=env_file,

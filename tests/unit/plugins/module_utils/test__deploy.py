@@ -226,7 +226,7 @@ def test_a_rollback_asks_the_config_not_the_health():
 
 
 def test_waits_are_what_each_service_of_a_phase_depends_on_with_its_condition():
-    from ansible_collections.vpsops.deploy.plugins.module_utils._deploy import add_waits
+    from ansible_collections.vpsops.deploy.plugins.module_utils._plan import add_waits
     model = {"services": {
         "web": {"depends_on": {"db": {"condition": "service_healthy", "required": True},
                                "cache": {"condition": "service_started"}}},
