@@ -177,7 +177,7 @@ MODULE_CASES = [
     case("compose_release-invalid-compose-yaml", "compose_release",
          dict(STORE, project_dir="{project}", files=["broken.yml"], pull="never",
               phases=[{"name": "app", "compose_files": ["broken.yml"]}]),
-         "docker compose config --services failed", "failed to parse", "broken.yml"),
+         "docker compose config failed", "failed to parse", "broken.yml"),
     case("compose_release-duplicate-phase", "compose_release",
          dict(STORE, project_dir="{project}", files=["app.yml"], pull="never",
               phases=[{"name": "app", "compose_files": ["app.yml"]}, {"name": "app", "compose_files": ["app.yml"]}]),
