@@ -220,31 +220,33 @@ def wait_running(docker, names, timeout, interval=1.0, max_interval=5.0, since=N
                     adjust_probes=vouch_for(proven) if proven else None)
 
 
-def up_in_steps(compose, steps, timeout, pull, interval, max_interval, since, clock=time.monotonic):
-    """Bring services up as up_steps says, under one deadline. Returns ({container: StartedAt} of
-    the dependencies proven on the way, None), or (proven, the failure's message)."""
+def up_in_steps(compose, steps, timeout, pull, interval, max_interval, since, clock=time.monotonic, no_deps=True):
+    """Bring services up as up_steps says, under one deadline (`up` without --wait; --no-deps unless
+    `no_deps` is false: one plain `up` is the single step [([], services)]). Returns
+    ({container: StartedAt} of the dependencies proven on the way, None), or (proven, the failure's
+    message)."""
     docker = compose.docker
     deadline = clock() + timeout
     proven = {}
     for prove, layer in steps:
         if prove:
+            waiting = "%s %s for (depends_on: service_healthy)" % (", ".join(layer), "waits" if len(layer) == 1 else "wait")
             found = [c for c in docker.project_containers(compose.project) if c["service"] in set(prove)]
             blind = sorted(set(c["service"] for c in found if not c.get("health")))
             if blind:
                 # compose refuses the same: a healthy dependency needs a healthcheck to say so
-                return proven, "%s %s no healthcheck, which %s %s for (depends_on: service_healthy)" % (
-                    ", ".join(blind), "has" if len(blind) == 1 else "have", ", ".join(layer),
-                    "waits" if len(layer) == 1 else "wait")
+                return proven, "%s %s no healthcheck, which %s" % (
+                    ", ".join(blind), "has" if len(blind) == 1 else "have", waiting)
             left = max(1, int(deadline - clock()))
             ready = wait_running(docker, [c["name"] for c in found], left, interval, max_interval, since, proven)
             if ready is not None:
                 proven.update(proven_starts(ready))
                 if not ready.ok:
-                    return proven, "%s, which %s %s for (depends_on: service_healthy), did not become healthy: %s" % (
-                        ", ".join(prove), ", ".join(layer), "waits" if len(layer) == 1 else "wait", ready.message)
+                    return proven, "%s, which %s, did not become healthy: %s" % (", ".join(prove), waiting, ready.message)
         try:
+            # The release's images are pinned and on the host (built when it was recorded): never built here.
             compose.up(layer, wait_timeout=max(1, int(deadline - clock())), pull=pull, build=False,
-                       no_deps=True, wait=False)
+                       no_deps=no_deps, wait=False)
         except DockerError as exc:
             return proven, "docker compose up of %s failed: %s" % (", ".join(layer), exc)
     return proven, None
@@ -271,20 +273,15 @@ def run_phase(compose, services, gate_services=None, gate_containers=None, check
     up_epoch = time.time()
     before = snapshot(docker, compose.project)
     failure = None
-    ready = None
     proven = {}
     steps = up_steps(services, waits, changing, before) if services and waits else None
     if steps:
         result["steps"] = [layer for _prove, layer in steps]
-        proven, failure = up_in_steps(compose, steps, timeout, pull, interval, max_interval, since, clock)
-    elif services:
-        try:
-            # The release's images are pinned and on the host (built when it was recorded): never built here.
-            # Without --wait: wait_started below waits for the same containers, running each one's own
-            # healthcheck as soon as it starts instead of waiting for Docker's first interval.
-            compose.up(services, wait_timeout=timeout, pull=pull, build=False, wait=False)
-        except DockerError as exc:
-            failure = "docker compose up of %s failed: %s" % (", ".join(services), exc)
+    if services:
+        # Without --wait: wait_started below waits for the same containers, running each one's own
+        # healthcheck as soon as it starts instead of waiting for Docker's first interval.
+        proven, failure = up_in_steps(compose, steps or [([], list(services))], timeout, pull, interval,
+                                      max_interval, since, clock, no_deps=bool(steps))
     if services and not failure:
         ready = wait_started(docker, compose.project, services, timeout, interval, max_interval, since, proven)
         if ready is not None and not ready.ok:

@@ -152,12 +152,11 @@ def recorded_waits(release):
     return waits
 
 
-def bring_back(compose, names, waits, changes, timeout, gate, target_id):
+def bring_back(compose, names, steps, timeout, gate, target_id):
     """`up --no-deps` of `names` without `--wait`, then `gate` on their containers (each one's own
-    healthcheck at once). When one of them waits for another to be healthy and compose would wait
-    for Docker's first healthcheck run, in steps (_phase.up_steps), as a deploy's phase does."""
+    healthcheck at once). In `steps` (_phase.up_steps) when one of them waits for another to be
+    healthy and compose would wait for Docker's first healthcheck run, as a deploy's phase does."""
     docker = compose.docker
-    steps = up_steps(names, waits, set(changes) & set(names), snapshot(docker, compose.project))
     if steps:
         _proven, failure = up_in_steps(compose, steps, timeout, "never", 1.0, 5.0, None)
         if failure:
@@ -380,6 +379,13 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
         lasting = [name for name in scope if name not in jobs]
         waits = recorded_waits(deployed)
         changes = set(name for name in scope if plan[name]["changes"])
+
+        def steps_for(names):
+            return up_steps(names, waits, changes, snapshot(docker, store.stack))
+
+        # With a gate and one phase to move, in steps when one service waits for another healthy.
+        steps = steps_for(lasting) if len(groups) <= 1 and lasting and gate is not None and not jobs else None
+        sweep = False  # remove what the target lacks by naming one service (below)
         up_epoch = time.time()
         if len(groups) > 1:
             # Several phases move: the last phase goes back first (consumers before the services
@@ -392,27 +398,24 @@ def rollback(store, docker, to="previous", phases=None, services=None, checks=No
                 if names and gate is None:
                     compose.up(names, wait_timeout=timeout, pull="never", no_deps=True)
                 elif names:
-                    bring_back(compose, names, waits, changes, timeout, gate, target_id)
+                    bring_back(compose, names, steps_for(names), timeout, gate, target_id)
             if whole and gate is None:
                 compose.up(lasting, wait_timeout=timeout, remove_orphans=True, pull="never")
-            elif whole and lasting:
-                # Only what the target lacks goes: naming one service with --no-deps removes the
-                # orphans, and compose has no dependency to wait for (naming them all, it would wait
-                # for Docker's verdict on each dependency the groups above proved themselves).
-                compose.up(lasting[:1], wait_timeout=timeout, remove_orphans=True, pull="never", no_deps=True,
-                           wait=False)
-        elif lasting and gate is not None and not jobs and up_steps(lasting, waits, changes, snapshot(docker, store.stack)):
-            # One waits for another to be healthy: in steps, as a deploy's phase does.
-            bring_back(compose, lasting, waits, changes, timeout, gate, target_id)
-            if whole:
-                compose.up(lasting[:1], wait_timeout=timeout, remove_orphans=True, pull="never", no_deps=True,
-                           wait=False)
+            sweep = whole and gate is not None
+        elif steps:
+            bring_back(compose, lasting, steps, timeout, gate, target_id)
+            sweep = whole
         elif lasting:
             # With a gate after it and no job to start after the services are up, `up` does not
             # wait: the gate waits for the same containers first, running each one's own healthcheck
             # at once instead of waiting for Docker's first interval.
             compose.up(lasting, wait_timeout=timeout, remove_orphans=whole, pull="never", no_deps=not whole,
                        wait=gate is None or bool(jobs))
+        if sweep and lasting:
+            # Only what the target lacks goes: naming one service with --no-deps removes the
+            # orphans, and compose has no dependency to wait for (naming them all, it would wait
+            # for Docker's verdict on each dependency proven above by its own healthcheck).
+            compose.up(lasting[:1], wait_timeout=timeout, remove_orphans=True, pull="never", no_deps=True, wait=False)
         if jobs:
             try:
                 result["jobs"] = run_jobs(compose, jobs, timeout=timeout, since=up_epoch)
