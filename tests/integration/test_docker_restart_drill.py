@@ -12,7 +12,7 @@ import signal
 import pytest
 
 from conftest import ROOT, Stack, container_names, process_running, run, wait_until
-from test_deploy_flow import db_rows, fault_during_phase, start_playbook
+from test_deploy_flow import db_rows, output, start_playbook
 from test_deploy_playbook import ROLLBACK_PLAYBOOK, playbook, releases, stack_vars
 
 pytestmark = pytest.mark.alone
@@ -20,10 +20,21 @@ pytestmark = pytest.mark.alone
 DOCKERD_MARK = "/var/cache/vpsops-lab/dockerd.started-by-lab"
 
 
-def two_phases(st, tag):
-    """Infrastructure (the databases, NATS) then platform: the daemon restarts during phase 2."""
+def two_phases(st, tag, mark=None):
+    """Infrastructure (the databases, NATS) then platform: the daemon restarts during phase 2.
+
+    With `mark`, the platform phase has a `before` hook on the host that creates the file `mark`,
+    then waits until the Docker daemon stops answering (at most 60 s): the drill stops the daemon
+    when it sees the file, so the phase's `up` runs against a daemon that is going away, whatever
+    the machine's load (a fixed delay let the phase finish before the daemon went away)."""
     values = stack_vars(st, tag=tag)
-    values["vpsops_stack"]["phases"] = values["vpsops_stack"]["phases"][:2]
+    phases = values["vpsops_stack"]["phases"][:2]
+    if mark:
+        wait = ("touch %s; i=0; while docker info >/dev/null 2>&1 && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done"
+                % mark)
+        phases[1]["hooks"] = {"before": [{"name": "hold until the daemon goes", "command": ["sh", "-c", wait],
+                                          "timeout": 90}]}
+    values["vpsops_stack"]["phases"] = phases
     return values
 
 
@@ -49,7 +60,7 @@ def restart_stack(lab):
 
 def test_docker_daemon_restarted_during_a_phase_leaves_one_consistent_live_release(restart_stack, tmp_path):
     """Every outcome is asserted, none inside an `if`: the phase under way cannot finish (its `up`
-    loses the daemon), so the deploy fails, says where, and frees its lock. Its automatic rollback
+    finds the daemon gone), so the deploy fails, says where, and frees its lock. Its automatic rollback
     may succeed (the daemon was back in time) or fail (it was not, and it then says to run
     rollback.yml): `rollback.yml -e rollback_to=live` converges in both cases, and afterwards the
     v1 release is the one live release, v2 is failed, every container runs v1's images, and the
@@ -62,8 +73,19 @@ def test_docker_daemon_restarted_during_a_phase_leaves_one_consistent_live_relea
     db_rows(st, "ar", "CREATE TABLE drill (id text PRIMARY KEY); "
                       "INSERT INTO drill VALUES ('written-before-the-deploy')")
 
-    deploy = start_playbook(tmp_path, two_phases(st, "v2"), name="restart")
-    out = fault_during_phase(deploy, restart_dockerd)
+    mark = tmp_path / "phase-platform-started"
+    deploy = start_playbook(tmp_path, two_phases(st, "v2", mark=str(mark)), name="restart")
+    try:
+        wait_until("the deploy enters its phase platform", lambda: mark.exists() or deploy.poll() is not None,
+                   timeout=300, interval=0.1)
+        assert deploy.poll() is None, output(deploy)[-3000:]
+        restart_dockerd()
+        deploy.wait(600)
+    finally:
+        if deploy.poll() is None:
+            os.killpg(deploy.pid, signal.SIGKILL)
+            deploy.wait(30)
+    out = output(deploy)
     # The deploy failed, said where, and released its lock, even when its own rollback failed too
     # (the daemon was still coming back) ...
     assert deploy.returncode != 0, out[-4000:]
