@@ -379,7 +379,10 @@ class Rollout:
                                "expected; they were removed and the old containers %s were not touched"
                                % (name, len(new), ", ".join(names(new)) or "none", plan["replicas"],
                                   ", ".join(names(old))), {name: result})
-        self.gate_or_fail(plan, result, new, remove_new=True)
+        # The old containers go only once Docker itself calls the new ones healthy: a proxy that
+        # follows Docker (Traefik) routes to no container Docker still calls `starting`, and one that
+        # follows Docker's DNS has had the new addresses for a healthcheck interval by then.
+        self.gate_or_fail(plan, result, new, remove_new=True, docker_verdict=True)
         mark = self.clock()
         if self.drain > 0:
             # Let proxies that re-resolve the service's DNS name see the new containers before the
@@ -398,10 +401,10 @@ class Rollout:
                                "removed, but %s also belong to the service now (another process?)"
                                % (name, ", ".join(names(new)), ", ".join(names(leftover))), {name: result})
 
-    def gate_or_fail(self, plan, result, new, remove_new):
+    def gate_or_fail(self, plan, result, new, remove_new, docker_verdict=False):
         name = plan["service"]
         mark = self.clock()
-        ok, message = self.gate(new)
+        ok, message = self.gate(new, docker_verdict)
         result["timing"]["gate"] = round(self.clock() - mark, 3)
         if ok:
             return
@@ -422,9 +425,11 @@ class Rollout:
 
     # Docker ----------------------------------------------------------------------------------------
 
-    def gate(self, containers):
+    def gate(self, containers, docker_verdict=False):
         """(ok, message): every container running, healthy where it has a healthcheck (up for
-        wait_without_healthcheck seconds where it has none), no exit and no restart."""
+        wait_without_healthcheck seconds where it has none), no exit and no restart. With
+        `docker_verdict`, healthy is Docker's own verdict: the gate does not run the healthcheck of a
+        container Docker still calls `starting` to know sooner."""
         if not containers:
             return True, ""
 
@@ -432,6 +437,8 @@ class Rollout:
             for spec, container in zip(specs, containers):
                 if not container["healthcheck"]:
                     spec["running_for"] = self.wait_without_healthcheck
+                if docker_verdict:
+                    spec["own_health"] = False
 
         def new_containers(probes):
             for probe in probes:

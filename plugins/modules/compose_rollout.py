@@ -20,6 +20,9 @@ description:
     container judging as M(vpsops.deploy.health_wait) - running, Docker healthcheck C(healthy) where the
     image or service defines one (running for O(wait_without_healthcheck) seconds where it does not).
     A new container that exits, is OOM-killed or restarts fails the gate at once.
+    C(healthy) is Docker's own verdict, awaited even where a deploy's phase would run the healthcheck
+    itself to know sooner - a proxy that follows Docker's health (Traefik) routes to no container
+    Docker still calls C(starting), and the old containers are about to go.
   - When the gate passes, waits O(drain) seconds, so that a proxy re-resolving the service's DNS name
     sees the new containers, then stops the old containers with the service's stop timeout
     (C(stop_grace_period), else the containers' own, else 10 seconds) and removes them. Exactly the

@@ -132,6 +132,20 @@ class Platform:
         return dict((item["Name"].lstrip("/"), (item["Id"], item["Config"]["Image"], item["State"]["Status"]))
                     for item in json.loads(run(["docker", "inspect"] + ids).stdout))
 
+    def lb_log(self):
+        """The last lines the load balancer wrote (nginx's errors: why it answered 502)."""
+        proc = self.compose("logs", "--no-color", "--tail", "40", "auth-lb", check=False)
+        return (proc.stdout + proc.stderr)[-4000:]
+
+    def events(self, since, *actions):
+        """For each list of actions, [(container id, epoch seconds)] of Docker's events of this
+        project's containers with one of those actions since `since`, in order."""
+        proc = run(["docker", "events", "--since", "%.3f" % since, "--until", "%.3f" % time.time(),
+                    "--filter", "type=container", "--filter", "label=com.docker.compose.project=%s" % PROJECT,
+                    "--format", "{{json .}}"])
+        found = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+        return [[(e["id"], e["timeNano"] / 1e9) for e in found if e.get("status") in wanted] for wanted in actions]
+
     def serving(self, release):
         """Both auth containers answer through the LB with this release."""
         def check():
@@ -234,6 +248,7 @@ def test_rollout_v1_to_v2_drops_no_request(platform):
     old = platform.containers("auth")
     lb_before = platform.containers("auth-lb")
     platform.set_tag("v2")
+    since = time.time()
     with Traffic() as traffic:
         rc, result = platform.rollout()
         assert traffic.running(), "the request loop hit its bound (%d requests) before the rollout finished: %s" % (
@@ -241,8 +256,17 @@ def test_rollout_v1_to_v2_drops_no_request(platform):
         traffic.settle()
     assert rc == 0, json.dumps(result, indent=1)[-6000:]
     failures = traffic.failures()
-    assert not failures, "%d of %d requests failed during the rollout: %s" % (
-        len(failures), len(traffic.results), failures[:10])
+    assert not failures, "%d of %d requests failed during the rollout: %s; the LB said: %s" % (
+        len(failures), len(traffic.results), failures[:10], platform.lb_log())
+    # The old containers were told to stop only after Docker itself had called every new one healthy
+    # (a proxy that follows Docker's health, such as Traefik, routes to no container still `starting`).
+    healthy, stopping = platform.events(since, ["health_status: healthy"], ["kill", "stop"])
+    new_ids = set(platform.containers("auth")[n][0] for n in result["services"]["auth"]["new"])
+    old_ids = set(cid for cid, _image, _state in old.values())
+    first_stop = min(t for cid, t in stopping if cid in old_ids)
+    healthy_at = dict((cid, t) for cid, t in healthy if cid in new_ids)
+    assert set(healthy_at) == new_ids, (healthy, new_ids)
+    assert max(healthy_at.values()) < first_stop, (healthy_at, first_stop)
     releases = traffic.releases()
     assert releases[0] == "v1" and set(releases[-20:]) == {"v2"}, releases
     auth = result["services"]["auth"]

@@ -375,3 +375,33 @@ def test_an_unknown_service_is_named():
         rollout.run(["nope"])
     assert str(info.value).startswith("services: nope is not a service of compose project p")
     assert "its services are auth, auth-lb" in str(info.value)
+
+
+def test_the_old_containers_wait_for_dockers_own_verdict_on_the_new_ones(monkeypatch):
+    """A rollout's gate does not run the new containers' healthcheck to know sooner: a proxy that
+    follows Docker's health (Traefik) routes to no container Docker still calls `starting`, so the
+    old ones go only once Docker calls the new ones healthy. A service started from nothing (no old
+    container serving) may use the quicker verdict."""
+    seen = []
+    real = ro.run_gate
+
+    def spy(checks, containers, timeout, **kwargs):
+        adjust = kwargs["adjust_specs"]
+
+        def recorded(specs):
+            adjust(specs)
+            seen.append(sorted((s["container"], s.get("own_health", True)) for s in specs))
+        kwargs["adjust_specs"] = recorded
+        return real(checks, containers, timeout, **kwargs)
+
+    monkeypatch.setattr(ro, "run_gate", spy)
+    fake = FakeDocker({"auth": AUTH})
+    fake.add(1)
+    fake.add(2)
+    rollout_with(fake)[0].run(["auth"])
+    assert seen == [[("p-auth-3", False), ("p-auth-4", False)]]
+
+    seen[:] = []
+    fake = FakeDocker({"auth": AUTH})
+    rollout_with(fake)[0].run(["auth"])
+    assert seen == [[("p-auth-1", True), ("p-auth-2", True)]]
