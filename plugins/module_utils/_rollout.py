@@ -433,7 +433,7 @@ class Rollout:
         if not containers:
             return True, ""
 
-        def without_healthcheck(specs):
+        def judge(specs):
             for spec, container in zip(specs, containers):
                 if not container["healthcheck"]:
                     spec["running_for"] = self.wait_without_healthcheck
@@ -448,7 +448,7 @@ class Rollout:
         try:
             found = run_gate([], names(containers), self.timeout, interval=0.5, max_interval=1.0,
                              docker_cli=self.docker.cli, runner=self.docker.runner,
-                             adjust_specs=without_healthcheck, adjust_probes=new_containers)
+                             adjust_specs=judge, adjust_probes=new_containers)
         except CheckSpecError as exc:
             return False, str(exc)
         return found.ok, found.message

@@ -36,14 +36,18 @@ def output(proc):
         return handle.read()
 
 
-def fault_during_phase(deploy, fault, phase="platform", wait=600):
+def fault_during_phase(deploy, fault, phase="platform", wait=600, entered=None):
     """Let a running deploy (start_playbook) into the `up` of `phase`, cause `fault()`, and wait for
-    the deploy to end (killed if it does not within `wait` seconds). Returns its output."""
+    the deploy to end (killed if it does not within `wait` seconds). Returns its output. Without
+    `entered`, the fault comes 1 s after the controller announces the phase; with it, as soon as
+    `entered()` is true (a mark the phase itself leaves, such as a hook's file)."""
     try:
         wait_until("the deploy enters its phase %s" % phase,
-                   lambda: "Phase %s: services" % phase in output(deploy) or deploy.poll() is not None, timeout=300)
+                   lambda: (entered() if entered else "Phase %s: services" % phase in output(deploy))
+                   or deploy.poll() is not None, timeout=300, interval=0.1 if entered else 0.5)
         assert deploy.poll() is None, output(deploy)[-3000:]
-        time.sleep(1)  # into the phase's `up`
+        if entered is None:
+            time.sleep(1)  # into the phase's `up`
         fault()
         deploy.wait(wait)
     finally:

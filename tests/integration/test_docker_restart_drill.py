@@ -12,7 +12,7 @@ import signal
 import pytest
 
 from conftest import ROOT, Stack, container_names, process_running, run, wait_until
-from test_deploy_flow import db_rows, output, start_playbook
+from test_deploy_flow import db_rows, fault_during_phase, start_playbook
 from test_deploy_playbook import ROLLBACK_PLAYBOOK, playbook, releases, stack_vars
 
 pytestmark = pytest.mark.alone
@@ -75,17 +75,7 @@ def test_docker_daemon_restarted_during_a_phase_leaves_one_consistent_live_relea
 
     mark = tmp_path / "phase-platform-started"
     deploy = start_playbook(tmp_path, two_phases(st, "v2", mark=str(mark)), name="restart")
-    try:
-        wait_until("the deploy enters its phase platform", lambda: mark.exists() or deploy.poll() is not None,
-                   timeout=300, interval=0.1)
-        assert deploy.poll() is None, output(deploy)[-3000:]
-        restart_dockerd()
-        deploy.wait(600)
-    finally:
-        if deploy.poll() is None:
-            os.killpg(deploy.pid, signal.SIGKILL)
-            deploy.wait(30)
-    out = output(deploy)
+    out = fault_during_phase(deploy, restart_dockerd, entered=mark.exists)
     # The deploy failed, said where, and released its lock, even when its own rollback failed too
     # (the daemon was still coming back) ...
     assert deploy.returncode != 0, out[-4000:]
